@@ -1,0 +1,32 @@
+"""Shared fixtures: the real dataset beside the project and the embedded default dataset."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL_DATA = Path(
+    os.environ.get(
+        "SEGLIB_REAL_DATA",
+        ROOT.parent / "shared" / "data" / "aerial-dubai" / "Semantic segmentation dataset",
+    )
+)
+
+
+@pytest.fixture(scope="session")
+def real_data_root() -> Path:
+    """The real Kaggle dataset, read in place (never copied into the repository)."""
+    if not REAL_DATA.is_dir():
+        pytest.skip(f"real dataset not found at {REAL_DATA} (set SEGLIB_REAL_DATA)")
+    return REAL_DATA
+
+
+@pytest.fixture(scope="session")
+def embedded_root(tmp_path_factory) -> Path:
+    """The embedded default dataset, written once per test session in the Kaggle layout."""
+    from seglib.embedded import write_embedded
+
+    return write_embedded(tmp_path_factory.mktemp("embedded"))
