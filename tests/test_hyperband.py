@@ -49,3 +49,114 @@ def test_search_space_defaults_and_overrides():
     assert space["batch_size"] == {"_type": "choice", "_value": [8]}
     assert "activation_type" not in space
     assert DEFAULT_SEARCH_SPACE["activation_type"]["_value"] == ["relu", "tanh", "swish", None]
+
+
+# --- the state machine ---------------------------------------------------------------------
+
+import json
+import math
+import random
+
+from seglib.hpo.hyperband import HyperBand, sample
+
+
+def drain(hb: HyperBand, score, fail=lambda job: False) -> list[dict]:
+    """Run every job to completion one at a time; return the jobs in the order handed out."""
+    order = []
+    while (job := hb.next_job()) is not None:
+        order.append(job)
+        if fail(job):
+            hb.fail(job["parameter_id"], "boom")
+        else:
+            hb.report(job["parameter_id"], score(job))
+    return order
+
+
+def test_a_full_pass_issues_the_schedule_and_trains_780_epochs_warm():
+    hb = HyperBand(60, 3, seed=1)
+    jobs = drain(hb, lambda job: random.Random(job["config_id"]).random())
+    assert hb.finished and len(jobs) == 69
+    assert sum(job["budget"] - job["resume_from"] for job in jobs) == 780
+    pairs = [(job["config_id"], job["budget"]) for job in jobs]
+    assert len(set(pairs)) == len(pairs)
+    assert sorted({job["budget"] for job in jobs}) == [2, 6, 20, 60]
+
+
+def test_promotion_takes_the_lowest_losses_and_resumes_from_the_previous_rung():
+    hb = HyperBand(9, 3, seed=0)
+    loss = {}
+    first = [hb.next_job() for _ in range(9)]  # bracket s=2, rung 0
+    assert {job["budget"] for job in first} == {1}
+    for k, job in enumerate(first):
+        loss[job["config_id"]] = float(k)
+        hb.report(job["parameter_id"], float(k))
+    promoted = [hb.next_job() for _ in range(3)]
+    assert [job["config_id"] for job in promoted] == [first[k]["config_id"] for k in range(3)]
+    assert {(job["budget"], job["resume_from"]) for job in promoted} == {(3, 1)}
+
+
+def test_nan_missing_and_diverged_never_go_ahead_of_finite_results():
+    hb = HyperBand(9, 3, seed=0)
+    first = [hb.next_job() for _ in range(9)]
+    bad = {0: math.nan, 1: None, 2: 0.0}  # 2 reports a tiny loss but flagged diverged
+    for k, job in enumerate(first):
+        if k in (0, 1):
+            hb.report(job["parameter_id"], bad[k])
+        elif k == 2:
+            hb.report(job["parameter_id"], 0.0, diverged=True)
+        else:
+            hb.report(job["parameter_id"], 10.0 + k)
+    promoted = [hb.next_job() for _ in range(3)]
+    assert [job["config_id"] for job in promoted] == [first[k]["config_id"] for k in (3, 4, 5)]
+    json.dumps(hb.state, allow_nan=False)  # NaN never enters the state file
+
+
+def test_failures_leave_fewer_survivors_and_the_bracket_still_finishes():
+    hb = HyperBand(9, 3, seed=0)
+    # every rung-0 trial of bracket s=2 fails except one: one survivor, no IndexError
+    jobs = drain(hb, lambda job: 1.0, fail=lambda job: job["bracket"] == 0 and job["rung"] == 0 and job["parameter_id"] > 0)
+    assert hb.finished
+    rung1 = [job for job in jobs if job["bracket"] == 0 and job["rung"] == 1]
+    assert [job["config_id"] for job in rung1] == [jobs[0]["config_id"]]
+
+
+def test_a_bracket_whose_rung_all_failed_ends_early():
+    hb = HyperBand(9, 3, seed=0)
+    jobs = drain(hb, lambda job: 1.0, fail=lambda job: job["bracket"] == 0)
+    assert hb.finished
+    assert [job for job in jobs if job["bracket"] == 0 and job["rung"] > 0] == []
+
+
+def test_state_round_trip_mid_run_continues_exactly(tmp_path):
+    reference = HyperBand(9, 3, seed=5)
+    expected = drain(reference, lambda job: random.Random(job["config_id"]).random())
+
+    hb = HyperBand(9, 3, seed=5)
+    handed = []
+    for _ in range(12):
+        job = hb.next_job()
+        handed.append(job)
+        hb.report(job["parameter_id"], random.Random(job["config_id"]).random())
+        hb.save(tmp_path / "state.json")
+        hb = HyperBand.load(tmp_path / "state.json")
+    handed += drain(hb, lambda job: random.Random(job["config_id"]).random())
+    strip = lambda jobs: [(j["config_id"], j["budget"], j["resume_from"]) for j in jobs]
+    assert strip(handed) == strip(expected)
+    assert hb.state["configs"] == reference.state["configs"]
+
+
+def test_requeued_job_is_handed_out_again_with_the_same_id():
+    hb = HyperBand(9, 3, seed=0)
+    job = hb.next_job()
+    hb.requeue(job["parameter_id"])
+    assert hb.next_job()["parameter_id"] == job["parameter_id"]
+
+
+def test_sampling_follows_nni_semantics():
+    rng = random.Random(0)
+    draws = [sample(DEFAULT_SEARCH_SPACE, rng) for _ in range(2000)]
+    assert {d["batch_size"] for d in draws} == set(range(1, 32))
+    assert {d["activation_type"] for d in draws} == {"relu", "tanh", "swish", None}
+    lrs = [d["learning_rate"] for d in draws]
+    assert 1e-4 <= min(lrs) and max(lrs) <= 0.1
+    assert 0.4 < sum(lr < 10**-2.5 for lr in lrs) / len(lrs) < 0.6  # log-uniform: median at 10^-2.5
