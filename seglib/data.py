@@ -209,6 +209,7 @@ def _colour_code(rgb: Sequence[int]) -> int:
 
 _LABEL_LUT: np.ndarray | None = None
 OFF_PALETTE = 255
+LOOKUP_CHUNK = 1 << 15
 
 
 def _label_lut() -> np.ndarray:
@@ -239,7 +240,11 @@ def labels_from_codes(codes: np.ndarray) -> tuple[np.ndarray, dict[str, int]]:
     Off-palette pixels become Unlabeled: the original silently made them Building (class 0),
     which taught the model 545,723 black pixels of Tile 8 as buildings.
     """
-    labels = np.take(_label_lut(), codes & 0xFFFFFF)
+    lut, flat = _label_lut(), codes.reshape(-1)
+    labels = np.empty(flat.shape, dtype=np.uint8)
+    for start in range(0, len(flat), LOOKUP_CHUNK):  # chunks keep take's int64 indices in cache
+        np.take(lut, flat[start : start + LOOKUP_CHUNK] & 0xFFFFFF, out=labels[start : start + LOOKUP_CHUNK])
+    labels = labels.reshape(codes.shape)
     off = labels == OFF_PALETTE
     colours: dict[str, int] = {}
     if off.any():
@@ -402,6 +407,7 @@ class _Plan(NamedTuple):
     index: int
     image_name: str
     mask_name: str
+    tile: str
     image: Image.Image
     mask: Image.Image
     rows: int
@@ -421,16 +427,20 @@ def _fill(plan: _Plan, patch_size: int, images: np.ndarray, labels: np.ndarray) 
     patchify = _patchify()
     p, rows, cols, at = patch_size, plan.rows, plan.cols, plan.offset
     n = rows * cols
-    codes = _pack(plan.mask, plan.mask_name)
-    label_map, colours = labels_from_codes(codes)
-    del codes
-    rgb = _decode(plan.image, plan.image_name)
-    if n:
-        h, w = rows * p, cols * p
-        view = patchify(rgb[:h, :w], (p, p, 3), step=p)  # (rows, cols, 1, p, p, 3), no copy
-        images[at : at + n].reshape(rows, cols, 1, p, p, 3)[...] = view
-        view = patchify(label_map[:h, :w], (p, p), step=p)
-        labels[at : at + n].reshape(rows, cols, p, p)[...] = view
+    try:
+        label_map, colours = labels_from_codes(_pack(plan.mask, plan.mask_name))
+        plan.mask.close()  # frees the decoded pixels now, not when the plan goes
+        rgb = _decode(plan.image, plan.image_name)
+        plan.image.close()
+        if n:
+            h, w = rows * p, cols * p
+            view = patchify(rgb[:h, :w], (p, p, 3), step=p)  # (rows, cols, 1, p, p, 3), no copy
+            images[at : at + n].reshape(rows, cols, 1, p, p, 3)[...] = view
+            view = patchify(label_map[:h, :w], (p, p), step=p)
+            labels[at : at + n].reshape(rows, cols, p, p)[...] = view
+    finally:
+        plan.mask.close()
+        plan.image.close()
     return colours
 
 
@@ -498,8 +508,8 @@ def prepare(
     Each image is cropped from the top-left to a multiple of ``patch_size`` and cut into
     non-overlapping patches with patchify, as the original did. The cache entry is keyed by
     the files' bytes, names and the parameters, so a changed file or parameter rebuilds and
-    an unchanged dataset loads at once (memory-mapped). ``skip_mismatched`` skips (and lists)
-    pairs whose image and mask sizes differ instead of failing.
+    an unchanged dataset loads at once (memory-mapped, read-only). ``skip_mismatched`` skips
+    (and lists) pairs whose image and mask sizes differ instead of failing.
     """
     start = time.perf_counter()
     if patch_size < 1:
@@ -510,7 +520,11 @@ def prepare(
         root = embedded_dataset(cache_dir=cache_dir)
     root = Path(root).expanduser()
     pairs = find_pairs(root)
-    params = {"patch_size": int(patch_size), "skip_mismatched": bool(skip_mismatched), "palette": list(PALETTE.items())}
+    params = {
+        "patch_size": int(patch_size),
+        "skip_mismatched": bool(skip_mismatched),
+        "palette": list(PALETTE.items()),
+    }
     key, contents = _hash_inputs(pairs, root, params)
     entry = cache_root(cache_dir) / "patches" / key if cache else None
     if entry is not None and (entry / "meta.json").is_file():
@@ -523,57 +537,71 @@ def prepare(
             return patches
 
     plans, skipped = _plan(pairs, contents, root, patch_size, skip_mismatched)
-    total = plans[-1].offset + plans[-1].rows * plans[-1].cols if plans else 0
-    files = tuple(_relative(p.image, root) for p in pairs)
-    kept = [pairs[plan.index] for plan in plans]
-    meta = {
-        "format": CACHE_FORMAT_VERSION,
-        "key": key,
-        "root": str(root),
-        "patch_size": int(patch_size),
-        "files": [_relative(p.image, root) for p in kept],
-        "masks": [_relative(p.mask, root) for p in kept],
-        "tiles": [p.tile for p in kept],
-        "skipped": skipped,
-    }
-    del files
-    tmp = None
-    if entry is not None:
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=entry.parent))
+    del contents
+    tmp = _new_entry_folder(entry) if entry is not None else None
     try:
-        images, labels = _allocate(tmp, total, patch_size)
-        source = np.empty((total, 3), dtype=np.int32)
-        for file_index, plan in enumerate(plans):
-            n = plan.rows * plan.cols
-            rr, cc = np.divmod(np.arange(n, dtype=np.int32), plan.cols)
-            source[plan.offset : plan.offset + n] = np.stack(
-                [np.full(n, file_index, np.int32), rr, cc], axis=1
-            )
-        off_palette = _decode_all(plans, patch_size, images, labels, workers)
-        meta["off_palette"] = [[plan.mask_name, off_palette[plan.index]] for plan in plans if off_palette[plan.index]]
+        patches = _build(plans, root, patch_size, skipped, tmp, workers)
         if tmp is not None:
-            np.save(tmp / "source.npy", source)
-            for array in (images, labels):
-                array.flush()
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-            _publish(tmp, entry)
+            _publish(tmp, entry, patches)
             tmp = None
-            patches = _load_cached(entry, start)
-            patches.from_cache = False
-        else:
-            patches = Patches(
-                images=images, labels=labels, source=source,
-                files=tuple(meta["files"]), tiles=tuple(meta["tiles"]), patch_size=int(patch_size),
-                masks=tuple(meta["masks"]), off_palette={k: v for k, v in meta["off_palette"]},
-                skipped=tuple(skipped), root=str(root),
-            )
+            patches.cache_path = str(entry)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
     patches.seconds = time.perf_counter() - start
     _log_findings(patches)
     return patches
+
+
+def _build(plans, root, patch_size, skipped, folder, workers) -> Patches:
+    """Decode every planned pair into fresh arrays (memory maps in ``folder`` when caching)."""
+    total = plans[-1].offset + plans[-1].rows * plans[-1].cols if plans else 0
+    images, labels = _allocate(folder, total, patch_size)
+    source = np.empty((total, 3), dtype=np.int32)
+    for file_index, plan in enumerate(plans):
+        n = plan.rows * plan.cols
+        rows, cols = np.divmod(np.arange(n, dtype=np.int32), plan.cols)
+        source[plan.offset : plan.offset + n] = np.stack([np.full(n, file_index, np.int32), rows, cols], axis=1)
+    off_palette = _decode_all(plans, patch_size, images, labels, workers)
+    for array in (images, labels, source):
+        array.flags.writeable = False  # the same contract as a cache hit's read-only maps
+    return Patches(
+        images=images,
+        labels=labels,
+        source=source,
+        files=tuple(plan.image_name for plan in plans),
+        tiles=tuple(plan.tile for plan in plans),
+        patch_size=int(patch_size),
+        masks=tuple(plan.mask_name for plan in plans),
+        off_palette={plan.mask_name: off_palette[plan.index] for plan in plans if off_palette[plan.index]},
+        skipped=tuple(skipped),
+        root=str(root),
+    )
+
+
+def _new_entry_folder(entry: Path) -> Path:
+    """A temporary folder beside ``entry``; leftovers of killed runs older than a day are removed."""
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    for old in entry.parent.glob(".*"):
+        try:
+            if time.time() - old.stat().st_mtime > 86400:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError:
+            pass
+    return Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
+
+
+def _meta(patches: Patches) -> dict:
+    return {
+        "format": CACHE_FORMAT_VERSION,
+        "root": patches.root,
+        "patch_size": patches.patch_size,
+        "files": list(patches.files),
+        "masks": list(patches.masks),
+        "tiles": list(patches.tiles),
+        "skipped": list(patches.skipped),
+        "off_palette": [[mask, colours] for mask, colours in patches.off_palette.items()],
+    }
 
 
 def _plan(pairs, contents, root, patch_size, skip_mismatched) -> tuple[list[_Plan], list[str]]:
@@ -592,7 +620,7 @@ def _plan(pairs, contents, root, patch_size, skip_mismatched) -> tuple[list[_Pla
             )
             continue
         cols, rows = image.size[0] // patch_size, image.size[1] // patch_size
-        plans.append(_Plan(index, image_name, mask_name, image, mask, rows, cols, offset))
+        plans.append(_Plan(index, image_name, mask_name, pair.tile, image, mask, rows, cols, offset))
         offset += rows * cols
     if mismatched and not skip_mismatched:
         raise DataError(
@@ -623,16 +651,20 @@ def _decode_all(plans, patch_size, images, labels, workers) -> dict[int, dict[st
         return {index: future.result() for index, future in futures.items()}
 
 
-def _publish(tmp: Path, entry: Path) -> None:
-    """Move a complete cache entry into place atomically; a concurrent writer's copy wins."""
+def _publish(tmp: Path, entry: Path, patches: Patches) -> None:
+    """Complete the entry in ``tmp`` and rename it into place: readers see all of it or none.
+
+    The arrays are not fsync'ed (that would cost seconds for 340 MB): a killed process still
+    leaves either no entry or a complete one; only a power cut right after could lose pages.
+    """
+    np.save(tmp / "source.npy", patches.source)
+    (tmp / "meta.json").write_text(json.dumps(_meta(patches), indent=1))
     try:
         os.rename(tmp, entry)
-    except OSError:
+    except OSError:  # another process published the same entry first: keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
         if not (entry / "meta.json").is_file():
-            shutil.rmtree(entry, ignore_errors=True)
-            os.rename(tmp, entry)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
 
 # ---------------------------------------------------------------------------------------------
