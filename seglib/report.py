@@ -143,7 +143,7 @@ def trial_row(trial: dict) -> dict:
         "rung": _first(trial, "rung", default=None),
         "budget": int(budget) if budget is not None else None,
         "epochs": int(_first(trial, "epochs_trained", "epochs", default=0) or 0),
-        "resumed_from": int(_first(trial, "resumed_from", "initial_epoch", "start_epoch", default=0) or 0),
+        "resumed_from": int(_first(trial, "resumed_from", "resume_from", "initial_epoch", "start_epoch", default=0) or 0),
         "status": str(_first(trial, "status", default="SUCCEEDED")),
         "seconds": float(_first(trial, "seconds", "duration_s", "duration", default=0.0) or 0.0),
         "value": _finite_or_none(value),
@@ -231,11 +231,11 @@ def figure_successive_halving(bracket, eta: int, path: Path, stamp: str) -> str:
             previous = rungs[i].budget
     for i, rung in enumerate(rungs):
         ax.axvline(rung.budget, color=colors[i], linestyle=":", linewidth=1)
-        ax.text(rung.budget, rungs[0].n_configs - 0.2, f" rung {i}: {rung.n_configs} × {rung.budget} ep", rotation=90, va="top", fontsize=8)
+        ax.text(rung.budget, 1.01, f"rung {i}\n{rung.n_configs}×{rung.budget} ep", transform=ax.get_xaxis_transform(), ha="center", va="bottom", fontsize=8)
     ax.set_xlabel("epochs trained (budget)")
     ax.set_ylabel("configuration")
     ax.invert_yaxis()
-    ax.set_title(f"Successive halving in bracket s = {bracket.s}: keep the best 1/{eta} at each rung")
+    fig.suptitle(f"Successive halving in bracket s = {bracket.s}: keep the best 1/{eta} at each rung", y=1.06)
     return save_figure(fig, path, stamp)
 
 
@@ -257,10 +257,15 @@ def figure_brackets(schedule, max_budget: int, eta: int, path: Path, stamp: str)
     return save_figure(fig, path, stamp)
 
 
-def figure_trials(trials: list[dict], path: Path, stamp: str) -> str:
+def bracket_s(index, schedule) -> int | None:
+    """The ``s`` of the bracket the exporter numbered ``index`` (0 = the first, s = s_max)."""
+    return schedule[int(index) % len(schedule)].s if index is not None else None
+
+
+def figure_trials(trials: list[dict], schedule, path: Path, stamp: str) -> str:
     """The run's own trials: final validation loss by budget, one panel per bracket, promotions joined."""
     plt = _pyplot()
-    groups = sorted({t["bracket"] for t in trials}, key=lambda b: (b is None, -(b or 0)))
+    groups = sorted({t["bracket"] for t in trials}, key=lambda b: (b is None, b if b is not None else 0))
     fig, axes = plt.subplots(1, max(len(groups), 1), figsize=(3.2 * max(len(groups), 1) + 1, 3.4), sharey=True, squeeze=False)
     for ax, bracket in zip(axes[0], groups):
         members = [t for t in trials if t["bracket"] == bracket]
@@ -282,7 +287,7 @@ def figure_trials(trials: list[dict], path: Path, stamp: str) -> str:
             ax.set_xscale("log")
         ax.set_xticks(budgets, [str(b) for b in budgets])
         ax.minorticks_off()
-        ax.set_title(f"bracket {bracket if bracket is not None else '?'}: {len(members)} trials", fontsize=9)
+        ax.set_title(f"bracket s={bracket_s(bracket, schedule)}: {len(members)} trials", fontsize=9)
         ax.set_xlabel("budget (epochs)")
     axes[0][0].set_ylabel("validation loss (best epoch)")
     fig.suptitle("This run's HyperBand trials by bracket and rung (lines join a promoted configuration)", fontsize=10)
@@ -417,6 +422,10 @@ def fmt_seconds(seconds: float) -> str:
     return f"{seconds:.1f} s"
 
 
+def _pretty_space(space: dict) -> str:
+    return "{\n" + ",\n".join(f"    {k!r}: {v!r}" for k, v in space.items()) + "\n}"
+
+
 def _params_block(params: dict) -> str:
     lines = ",\n".join(f"    {k!r}: {v!r}" for k, v in params.items())
     return "```python\n{\n" + lines + "\n}\n```"
@@ -537,7 +546,7 @@ The search space is the original's: batch size, learning rate and the activation
 3×3 convolution (`None` is linear).
 
 ```python
-search_space = {space!r}
+search_space = {_pretty_space(space)}
 ```
 
 ## Initial parameters
@@ -651,8 +660,8 @@ source images with the training patches. Here whole tiles are held out (split `{
 
 ## HyperBand against random search at equal budget
 
-The same search space searched by NNI's random-search tuner, stopped at the epochs HyperBand
-spent, each random trial trained to the full budget R = {a.run.profile.max_budget}:
+The same search space searched by NNI's random-search tuner with the epochs HyperBand spent
+(R = {a.run.profile.max_budget}, η = {a.run.profile.eta}); lower is better:
 
 {comparison}
 
@@ -716,7 +725,7 @@ def write_report(run_dir, docs_dir=None) -> Path:
     figures = {
         "halving": figure_successive_halving(schedule[0], p.eta, images / "successive_halving.png", stamp),
         "brackets": figure_brackets(schedule, p.max_budget, p.eta, images / "brackets.png", stamp),
-        "trials": figure_trials(a.hpo["trials"], images / "trials_by_rung.png", stamp),
+        "trials": figure_trials(a.hpo["trials"], schedule, images / "trials_by_rung.png", stamp),
         "samples": figure_samples(a.tuned_samples, palette, names, images / "segmented_validation.png", stamp),
         "loss": figure_loss(a.tuned, a.baseline, images / "loss.png", stamp),
         "pr": figure_pr(a.tuned, a.baseline, images / "pr.png", stamp),

@@ -1,0 +1,112 @@
+"""The four notebooks: pairs in sync, thin cells, one parameters cell, the Colab cell; and the
+quick pipeline executed headless with papermill on the embedded default dataset."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import jupytext
+import pytest
+
+from seglib import colab, pipeline, report
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+MAX_CELL_LINES = 15
+
+
+def cells(notebook) -> list[tuple[str, str, tuple[str, ...]]]:
+    return [(c.cell_type, c.source.strip(), tuple(c.metadata.get("tags", ()))) for c in notebook.cells]
+
+
+def code_cells(name: str) -> list:
+    return [c for c in jupytext.read(NOTEBOOKS / f"{name}.py").cells if c.cell_type == "code"]
+
+
+def test_every_notebook_is_a_pair():
+    stems = {p.stem for p in NOTEBOOKS.glob("*.py")} | {p.stem for p in NOTEBOOKS.glob("*.ipynb")}
+    assert stems == set(pipeline.NOTEBOOKS)
+    for stem in stems:
+        assert (NOTEBOOKS / f"{stem}.py").is_file() and (NOTEBOOKS / f"{stem}.ipynb").is_file(), stem
+
+
+@pytest.mark.parametrize("name", pipeline.NOTEBOOKS)
+def test_pair_in_sync(name):
+    """jupytext's reading of the .py and of the .ipynb must agree cell by cell (run `make sync`)."""
+    from_py = cells(jupytext.read(NOTEBOOKS / f"{name}.py"))
+    from_ipynb = cells(jupytext.read(NOTEBOOKS / f"{name}.ipynb"))
+    assert from_py == from_ipynb, f"notebooks/{name}.py and .ipynb differ: run `jupytext --sync notebooks/{name}.py`"
+
+
+def test_sync_check_catches_an_edit(tmp_path):
+    edited = (NOTEBOOKS / "04_report.py").read_text().replace("path = report.write_report", "path  = report.write_report")
+    (tmp_path / "04_report.py").write_text(edited)
+    assert cells(jupytext.read(tmp_path / "04_report.py")) != cells(jupytext.read(NOTEBOOKS / "04_report.ipynb"))
+
+
+@pytest.mark.parametrize("name", pipeline.NOTEBOOKS)
+def test_one_upper_case_parameters_cell(name):
+    tagged = [c for c in code_cells(name) if "parameters" in c.metadata.get("tags", ())]
+    assert len(tagged) == 1, f"{name}: expected one cell tagged 'parameters', found {len(tagged)}"
+    tree = ast.parse(tagged[0].source)
+    names = [t.id for node in tree.body for t in getattr(node, "targets", [])]
+    assert names and all(n.isupper() for n in names), names
+    assert "OUT_DIR" in names
+
+
+@pytest.mark.parametrize("name", pipeline.NOTEBOOKS)
+def test_first_code_cell_is_the_colab_install_cell(name):
+    assert code_cells(name)[0].source.strip() == colab.install_cell().strip()
+
+
+@pytest.mark.parametrize("name", pipeline.NOTEBOOKS)
+def test_cells_are_thin_and_badge_present(name):
+    nb = jupytext.read(NOTEBOOKS / f"{name}.py")
+    for cell in nb.cells:
+        if cell.cell_type == "code" and cell.source != colab.install_cell():
+            assert len(cell.source.strip().splitlines()) <= MAX_CELL_LINES, f"{name}: move logic into seglib:\n{cell.source}"
+    assert colab.badge(name) in nb.cells[0].source
+
+
+def test_install_commands_keep_numpy_and_install_patchify_without_deps():
+    install, patchify = colab.install_commands("git+https://example.org/seglib.git")
+    assert install == 'pip install -q "seglib[colab] @ git+https://example.org/seglib.git"'
+    assert patchify == "pip install -q --no-deps patchify==0.2.3"
+    assert "YOUR-GITHUB-USER" in colab.REPOSITORY_URL, "placeholder URL: change it in one place, seglib/colab.py"
+
+
+def test_setup_outside_colab_changes_nothing():
+    assert not colab.in_colab()
+    assert colab.setup(None) is None
+    assert colab.setup("/some/data", mount=True) == "/some/data"
+
+
+IMAGE_LINK = re.compile(r"!\[[^\]]*\]\(([^)]+)\)")
+
+
+@pytest.mark.notebooks
+@pytest.mark.slow
+def test_quick_pipeline_runs_all_four_notebooks_headless(tmp_path):
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "seglib.cli", "run", "--profile", "quick", "--out", str(out)],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for name in pipeline.NOTEBOOKS:
+        assert (out / f"{name}.ipynb").is_file()
+    text = (out / "docs" / report.REPORT_NAME).read_text()
+    for link in IMAGE_LINK.findall(text):
+        assert (out / "docs" / link).is_file(), link
+    tuned = json.loads((out / "tuned" / "metrics.json").read_text())
+    baseline = json.loads((out / "baseline" / "metrics.json").read_text())
+    assert f"Validation Recall:\t{report.fmt(tuned['val']['recall'])}" in text
+    assert f"**{report.fmt(baseline['test']['mean_iou'])}**" in text
+    trials = json.loads((out / "hpo" / "trials.json").read_text())
+    assert len(trials if isinstance(trials, list) else trials["trials"]) > 0
+    assert "embedded default dataset" in text and "profile: quick" in text

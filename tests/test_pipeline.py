@@ -1,0 +1,121 @@
+"""seglib run: parameters, the notebooks folder, the kernel, and failures that name their cell.
+
+Runs tiny stand-in notebooks (plain Python, no Keras) through the real papermill path, so a
+kernel start is the only cost.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from seglib import pipeline
+from seglib.cli import main
+
+
+def write_notebooks(folder: Path, failing: str | None = None) -> Path:
+    """Four notebooks with a parameters cell; ``failing`` raises in its second code cell."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in pipeline.NOTEBOOKS:
+        params = nbformat.v4.new_code_cell('OUT_DIR = "x"\nPROFILE = "quick"\nOVERRIDES = {}')
+        params.metadata["tags"] = ["parameters"]
+        body = (
+            "raise RuntimeError('boom in ' + OUT_DIR)"
+            if name == failing
+            else f"import json, pathlib, sys\npathlib.Path(OUT_DIR, '{name}.json').write_text(json.dumps({{'exe': sys.executable, 'overrides': OVERRIDES}}))"
+        )
+        nb = nbformat.v4.new_notebook(cells=[params, nbformat.v4.new_code_cell(body)])
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nb, folder / f"{name}.ipynb")
+    return folder
+
+
+def test_runs_all_four_in_order_with_this_interpreter_and_parameters(tmp_path):
+    notebooks = write_notebooks(tmp_path / "nb")
+    out = tmp_path / "out"
+    rc = main(["run", "--out", str(out), "--notebooks", str(notebooks), "-p", "epochs=2", "-p", "activation='swish'"])
+    assert rc == 0
+    for name in pipeline.NOTEBOOKS:
+        assert (out / f"{name}.ipynb").is_file(), "executed notebook kept in the run folder"
+        written = json.loads((out / f"{name}.json").read_text())
+        assert Path(written["exe"]).resolve() == Path(sys.executable).resolve()
+        assert written["overrides"] == {"epochs": 2, "activation": "swish"}
+
+
+def test_a_failing_notebook_exits_non_zero_naming_notebook_and_cell(tmp_path, capsys):
+    notebooks = write_notebooks(tmp_path / "nb", failing="02_baseline")
+    out = tmp_path / "out"
+    rc = main(["run", "--out", str(out), "--notebooks", str(notebooks)])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "02_baseline.ipynb" in err and "cell" in err and "RuntimeError: boom in" in err
+    assert (out / "01_data.ipynb").is_file() and not (out / "03_hyperband_hpo.ipynb").exists()
+
+
+def test_missing_notebooks_folder_is_a_clear_error(tmp_path, capsys):
+    rc = main(["run", "--out", str(tmp_path / "out"), "--notebooks", str(tmp_path / "nowhere")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "01_data.ipynb" in err and "--notebooks" in err
+
+
+def test_unknown_override_is_refused_before_anything_runs(tmp_path, capsys):
+    rc = main(["run", "--out", str(tmp_path / "out"), "-p", "epoks=2"])
+    assert rc == 1 and "epoks" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "01_data.ipynb").exists()
+
+
+@pytest.mark.parametrize(
+    "pairs, expected",
+    [
+        (["epochs=3"], {"epochs": 3}),
+        (["learning_rate=1e-3", "activation=None"], {"learning_rate": 0.001, "activation": None}),
+        (["data=/some/path"], {"data": "/some/path"}),
+        (["max_patches=None"], {"max_patches": None}),
+    ],
+)
+def test_parse_parameters(pairs, expected):
+    assert pipeline.parse_parameters(pairs) == expected
+
+
+def test_parse_parameters_rejects_a_pair_without_equals():
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        pipeline.parse_parameters(["epochs"])
+
+
+def test_the_checkouts_notebooks_are_found():
+    folder = pipeline.find_notebooks_dir()
+    assert [p.stem for p in sorted(folder.glob("0*.ipynb"))] == list(pipeline.NOTEBOOKS)
+
+
+def test_kernelspec_points_at_this_interpreter(tmp_path, monkeypatch):
+    monkeypatch.setenv("JUPYTER_PATH", "")
+    name = pipeline.ensure_kernel(tmp_path)
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    spec = KernelSpecManager().get_kernel_spec(name)
+    assert spec.argv[0] == sys.executable
+
+
+def test_start_run_records_profile_overrides_and_stamp(tmp_path):
+    run = pipeline.start_run(tmp_path, "quick", None, {"epochs": 2})
+    again = pipeline.open_run(tmp_path)
+    assert again.profile.epochs == 2 and again.profile == run.profile
+    assert again.stamp["data_label"] == pipeline.EMBEDDED_LABEL
+    assert {"profile", "backend", "hardware"} <= set(again.stamp)
+
+
+def test_open_run_without_01_names_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="01_data"):
+        pipeline.open_run(tmp_path)
+
+
+def test_seglib_run_help_lists_the_options():
+    result = subprocess.run([sys.executable, "-m", "seglib.cli", "run", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    for option in ("--profile", "--out", "--data", "--notebooks", "--docs", "-p KEY=VALUE"):
+        assert option in result.stdout
