@@ -531,7 +531,8 @@ def prepare(
         try:
             patches = _load_cached(entry, start)
         except (OSError, ValueError, KeyError) as exc:
-            log.warning("ignoring unreadable cache entry %s (%s); rebuilding", entry, exc)
+            log.warning("removing unreadable cache entry %s (%s); rebuilding", entry, exc)
+            shutil.rmtree(entry, ignore_errors=True)
         else:
             _log_findings(patches)
             return patches
