@@ -455,6 +455,14 @@ def section_hyperband(a: RunArtefacts, figures: dict) -> str:
     spent = compute_summary(trials)
     resumed = sum(1 for t in trials if t["resumed_from"] > 0)
     full = pass_epochs(60, 3)
+    original_table = ""
+    if (R, eta) != (60, 3):
+        original_rows = [[b.s, " → ".join(f"{r.n_configs}×{r.budget}" for r in b.rungs), b.n_trials, b.epochs(False), b.epochs(True)] for b in brackets(60, 3)]
+        original_table = (
+            "For comparison, the original's (and the `full` profile's) R = 60, η = 3:\n\n"
+            + _table(["bracket s", "rungs (configs × epochs)", "trials", "epochs from scratch", "epochs with warm start"], original_rows)
+            + "\n"
+        )
     return f"""# Explanation of HyperBand HPO
 
 Training a U-Net to convergence is expensive, and most hyperparameter settings are visibly
@@ -506,6 +514,20 @@ is {full['trials']} trials and {full['from_scratch']:,} against {full['warm_star
 original project ran NNI's HyperBand but its trials ignored the budget and trained 50 epochs
 every time, so HyperBand bought it nothing over random search; here the budget is the number of
 epochs a trial trains.
+
+{original_table}
+## How seglib runs it on NNI
+
+NNI is the engine: its manager starts trial processes, keeps their results and serves the
+web UI; the tuner that decides *what* to run is seglib's HyperBand, running inside NNI's
+dispatcher. Each trial receives a configuration and a budget `TRIAL_BUDGET`, trains that many
+epochs in all (one budget unit = one epoch), reports its validation loss after every epoch and
+its best validation loss at the end. A configuration promoted to the next rung resumes from
+its own checkpoint, with its optimizer state, and trains only the difference. A trial whose
+loss becomes NaN stops at once and reports a finite penalty, so it ranks last instead of
+being promoted; a crashed trial is recorded with its error and its rung goes on with fewer
+survivors. HyperBand's state is written after every change, so an interrupted experiment
+resumes without training any (configuration, budget) pair twice.
 
 ## This run's trials
 
