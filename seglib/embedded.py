@@ -81,7 +81,7 @@ def _buildings(rng: np.random.Generator, label: np.ndarray, roof: np.ndarray) ->
     """Rectangular buildings on land; returns their shadow mask (offset down-right)."""
     h, w = label.shape
     shadow = np.zeros((h, w), dtype=bool)
-    for _ in range(int(h * w / 2500)):
+    for _ in range(int(h * w / 900)):
         bh, bw = (int(v) for v in rng.integers(8, 30, size=2))
         y, x = int(rng.integers(0, h - bh)), int(rng.integers(0, w - bw))
         if (label[y : y + bh, x : x + bw] != LAND).mean() > 0.1:
