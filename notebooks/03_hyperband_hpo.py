@@ -56,7 +56,7 @@ report.schedule_table(run.profile.max_budget, run.profile.eta)
 
 # %%
 hyperband = pipeline.run_search(run, "hyperband")
-report.experiment_summary(hyperband)
+print(report.experiment_summary(hyperband))
 
 # %% [markdown]
 # ## Random search at equal budget

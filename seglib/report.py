@@ -123,18 +123,24 @@ def _first(record: dict, *names, default=None):
     return default
 
 
+NO_RESULT = ("DIVERGED", "FAILED", "INTERRUPTED", "USER_CANCELED", "EARLY_STOPPED", "SYS_CANCELED")
+
+
 def trial_row(trial: dict) -> dict:
     """One exported trial in the fields the report uses (tolerates the exporter's aliases)."""
     final = _first(trial, "final", "result", "metrics", default={})
-    value = _first(trial, "value", "val_loss", "default", default=None)
+    value = _first(trial, "value", "best_val_loss", "val_loss", "default", default=None)
     if value is None and isinstance(final, dict):
         value = _first(final, "default", "val_loss", "loss")
     elif value is None and isinstance(final, (int, float)):
         value = final
-    curve = _first(trial, "curve", "intermediate", "val_loss_curve", default=[])
+    curve = _first(trial, "curve", "intermediate", "val_loss_curve", default=[]) or []
     if curve and isinstance(curve[0], dict):
         curve = [_first(c, "default", "val_loss", "value") for c in curve]
     budget = _first(trial, "budget", "trial_budget", default=None)
+    status = str(_first(trial, "status", default="SUCCEEDED"))
+    if status.upper() in NO_RESULT:
+        value = None  # a diverged trial's finite penalty is for NNI's ranking, not a loss to plot
     return {
         "id": str(_first(trial, "trial_id", "id", "trialJobId", default="?")),
         "config": str(_first(trial, "config_id", "parameter_id", "config", default=_first(trial, "trial_id", "id", default="?"))),
@@ -144,7 +150,7 @@ def trial_row(trial: dict) -> dict:
         "budget": int(budget) if budget is not None else None,
         "epochs": int(_first(trial, "epochs_trained", "epochs", default=0) or 0),
         "resumed_from": int(_first(trial, "resumed_from", "resume_from", "initial_epoch", "start_epoch", default=0) or 0),
-        "status": str(_first(trial, "status", default="SUCCEEDED")),
+        "status": status,
         "seconds": float(_first(trial, "seconds", "duration_s", "duration", default=0.0) or 0.0),
         "value": _finite_or_none(value),
         "curve": [_finite_or_none(v) for v in curve],
@@ -819,20 +825,18 @@ def figure_history(record: dict, path, stamp: str) -> Path:
     return path
 
 
-def metrics_table(record: dict) -> str:
-    """Loss, precision, recall and mean IoU of one model per split, as aligned text."""
+def metrics_table(record: dict) -> None:
+    """Print loss, accuracy, precision, recall and mean IoU of one model per split."""
     keys = ("loss", "accuracy", "precision", "recall", "mean_iou")
     lines = ["split  " + "".join(f"{k:>11}" for k in keys)]
     for split in ("train", "val", "test"):
         if record.get(split):
             lines.append(f"{split:<7}" + "".join(f"{fmt(record[split].get(k)):>11}" for k in keys))
-    text = "\n".join(lines)
-    print(text)
-    return text
+    print("\n".join(lines))
 
 
-def schedule_table(max_budget: int, eta: int) -> str:
-    """The HyperBand brackets for R and η as text (03_hyperband_hpo)."""
+def schedule_table(max_budget: int, eta: int) -> None:
+    """Print the HyperBand brackets for R and η (03_hyperband_hpo)."""
     from seglib.hpo.hyperband import brackets, pass_epochs
 
     lines = [f"HyperBand R = {max_budget}, η = {eta}"]
@@ -841,9 +845,7 @@ def schedule_table(max_budget: int, eta: int) -> str:
         lines.append(f"  bracket s={b.s}: {rungs}  ({b.n_trials} trials, {b.epochs(True)} epochs with warm start)")
     totals = pass_epochs(max_budget, eta)
     lines.append(f"  one pass: {totals['trials']} trials, {totals['warm_start']} epochs (from scratch: {totals['from_scratch']})")
-    text = "\n".join(lines)
-    print(text)
-    return text
+    print("\n".join(lines))
 
 
 def experiment_summary(experiment: dict) -> str:
