@@ -1,0 +1,75 @@
+"""The notebooks' Colab install cell, run in a fresh Python 3.12 venv that already has numpy 2.
+
+Colab runs Python 3.12 with numpy 2 preloaded; patchify declares numpy<2. The cell under test
+is exactly the notebooks' first cell (``seglib.colab.install_cell``), with the repository's git
+URL replaced by this checkout, run with a stand-in ``google.colab`` module so it takes its
+Colab branch. Downloads TensorFlow and friends from PyPI (pip's cache makes reruns quicker).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from seglib import colab
+
+ROOT = Path(__file__).resolve().parents[1]
+PYENV_312 = Path("/root/.pyenv/versions/3.12.1/bin/python3.12")
+
+
+def python312() -> str | None:
+    """A working Python 3.12: $SEGLIB_PYTHON312, pyenv's 3.12.1, or python3.12 on PATH.
+
+    Each candidate is run once: a pyenv shim exists as a file but fails when 3.12 is not the
+    selected version.
+    """
+    for candidate in (os.environ.get("SEGLIB_PYTHON312"), str(PYENV_312), shutil.which("python3.12")):
+        if not candidate or not Path(candidate).is_file():
+            continue
+        probe = subprocess.run([candidate, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True, text=True)
+        if probe.returncode == 0 and probe.stdout.strip() == "(3, 12)":
+            return candidate
+    return None
+
+
+def run(*args, timeout=1500) -> str:
+    result = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout
+
+
+def test_install_cell_targets_the_repository_and_runs_only_in_colab():
+    cell = colab.install_cell()
+    assert colab.GIT_SOURCE in cell and '"google.colab" in sys.modules' in cell
+    exec(compile(cell, "install_cell", "exec"), {})  # outside Colab: does nothing, raises nothing
+
+
+@pytest.mark.slow
+def test_colab_install_keeps_numpy_2_and_seglib_imports(tmp_path):
+    python = python312()
+    if python is None:
+        pytest.skip("no Python 3.12 found (set SEGLIB_PYTHON312, or install 3.12 with pyenv)")
+    venv = tmp_path / "colab-like"
+    run(python, "-m", "venv", venv)
+    vpy = venv / "bin" / "python"
+    run(vpy, "-m", "pip", "install", "-q", "numpy>=2")
+    before = run(vpy, "-c", "import numpy; print(numpy.__version__)").strip()
+    assert before.startswith("2.")
+
+    fake_colab = "import sys, types; sys.modules['google.colab'] = types.ModuleType('google.colab')\n"
+    run(vpy, "-c", fake_colab + colab.install_cell(colab.local_source(ROOT)))
+
+    after = run(vpy, "-c", "import numpy; print(numpy.__version__)").strip()
+    assert after.startswith("2."), f"the install cell changed numpy {before} -> {after}"
+    check = "import seglib, seglib.data, seglib.report, patchify, kagglehub; print(seglib.__version__)"
+    assert run(vpy, "-c", check).strip() == seglib_version()
+
+
+def seglib_version() -> str:
+    import seglib
+
+    return seglib.__version__
