@@ -119,7 +119,9 @@ def child_main(part: str, data: Path, cache_dir: Path) -> None:
     import logging
 
     logging.disable(logging.WARNING)  # the off-palette lines are not what is timed here
+    cpu = os.times()
     result = run_reference(data) if part == "reference" else run_prepare(data, cache_dir)
+    result["cpu_s"] = sum(os.times()[:2]) - sum(cpu[:2])  # user + system, all threads
     result["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(result))
 
@@ -129,7 +131,10 @@ def run_part(part: str, data: Path, cache_dir: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
     result = json.loads(out.strip().splitlines()[-1])
-    print(f"{part:>9}: {result['seconds']:.3f} s, peak RSS {result['rss_mb']:.0f} MB, {result['patches']} patches")
+    print(
+        f"{part:>9}: {result['seconds']:.3f} s wall, {result['cpu_s']:.2f} s CPU, "
+        f"peak RSS {result['rss_mb']:.0f} MB, {result['patches']} patches"
+    )
     return result
 
 

@@ -11,6 +11,7 @@ to float32 only when a batch is made (``scale_patches``), with the original's ar
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import io
 import itertools
@@ -62,6 +63,9 @@ GET_DATA_HINT = (
     "to use the embedded default dataset (seglib.embedded.embedded_dataset())."
 )
 COLOUR_NAMES = {(0, 0, 0): "black", (255, 255, 255): "white"}
+OFF_PALETTE = 255  # label of an off-palette pixel until it is counted and made Unlabeled
+LOOKUP_CHUNK = 1 << 15  # pixels per colour look-up: its int64 indices stay in cache
+PIL_BLOCKS = 64  # PIL's 16 MB blocks kept for reuse while decoding (both threads' images)
 
 
 class DataError(ValueError):
@@ -177,18 +181,21 @@ def _open(data: bytes, name: str) -> Image.Image:
         raise DataError(f"cannot read {name}: expected an image file, found {exc}") from None
 
 
-def _decode(image: Image.Image, name: str, mode: str = "RGB") -> np.ndarray:
-    """Pixels of ``image`` in ``mode`` (any input mode), or a DataError naming the file."""
+def _converted(image: Image.Image, name: str, mode: str = "RGB") -> Image.Image:
+    """``image`` decoded and in ``mode`` (any input mode), or a DataError naming the file."""
     try:
         image.load()
-        if image.mode != mode:
-            image = image.convert(mode)
-        return np.asarray(image)
+        return image if image.mode == mode else image.convert(mode)
     except (OSError, ValueError, SyntaxError) as exc:
         raise DataError(
             f"cannot decode {name}: expected a complete image, found {exc} "
             "(the file is truncated or corrupt; download it again)"
         ) from None
+
+
+def _decode(image: Image.Image, name: str) -> np.ndarray:
+    """Pixels of ``image`` as uint8 RGB ``(H, W, 3)``."""
+    return np.asarray(_converted(image, name))
 
 
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
@@ -208,8 +215,6 @@ def _colour_code(rgb: Sequence[int]) -> int:
 
 
 _LABEL_LUT: np.ndarray | None = None
-OFF_PALETTE = 255
-LOOKUP_CHUNK = 1 << 15
 
 
 def _label_lut() -> np.ndarray:
@@ -224,9 +229,14 @@ def _label_lut() -> np.ndarray:
 
 
 def _pack(mask: Image.Image, name: str) -> np.ndarray:
-    """Mask pixels as uint32 colour codes ``(H, W)``: PIL's RGBX bytes viewed as one word."""
-    rgbx = _decode(mask, name, mode="RGBX")
-    return rgbx.view("<u4")[..., 0]
+    """Mask pixels as uint32 colour codes ``(H, W)``, any mode.
+
+    PIL keeps RGB pixels as 4 bytes (R, G, B, pad); exporting that raw layout and viewing it
+    as one little-endian word per pixel saves the conversion and the 3-byte repacking.
+    """
+    rgb = _converted(mask, name)
+    raw = rgb.tobytes("raw", "RGBX")
+    return np.frombuffer(raw, dtype="<u4").reshape(rgb.size[1], rgb.size[0])
 
 
 def hex_colour(rgb: Sequence[int]) -> str:
@@ -242,7 +252,7 @@ def labels_from_codes(codes: np.ndarray) -> tuple[np.ndarray, dict[str, int]]:
     """
     lut, flat = _label_lut(), codes.reshape(-1)
     labels = np.empty(flat.shape, dtype=np.uint8)
-    for start in range(0, len(flat), LOOKUP_CHUNK):  # chunks keep take's int64 indices in cache
+    for start in range(0, len(flat), LOOKUP_CHUNK):
         np.take(lut, flat[start : start + LOOKUP_CHUNK] & 0xFFFFFF, out=labels[start : start + LOOKUP_CHUNK])
     labels = labels.reshape(codes.shape)
     off = labels == OFF_PALETTE
@@ -646,10 +656,31 @@ def _allocate(folder: Path | None, total: int, patch_size: int) -> tuple[np.ndar
 def _decode_all(plans, patch_size, images, labels, workers) -> dict[int, dict[str, int]]:
     """Decode all pairs on a thread pool, largest first so the pool ends together."""
     workers = workers or min(len(plans), os.cpu_count() or 1) or 1
+    _label_lut()  # built once, before the threads need it
     order = sorted(plans, key=lambda p: -(p.image.size[0] * p.image.size[1]))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    with _pil_block_cache(), ThreadPoolExecutor(max_workers=workers) as pool:
         futures = {plan.index: pool.submit(_fill, plan, patch_size, images, labels) for plan in order}
         return {index: future.result() for index, future in futures.items()}
+
+
+@contextlib.contextmanager
+def _pil_block_cache(blocks: int = PIL_BLOCKS):
+    """Let PIL reuse its freed image blocks while decoding, then restore its setting.
+
+    PIL returns each decoded image's memory to the system by default, so every image costs
+    fresh page faults: reusing the blocks saves about a third of the cold preparation's
+    system time (and lowers its peak memory).
+    """
+    core = getattr(Image, "core", None)
+    if core is None or not hasattr(core, "set_blocks_max"):
+        yield
+        return
+    before = core.get_blocks_max()
+    core.set_blocks_max(max(before, blocks))
+    try:
+        yield
+    finally:
+        core.set_blocks_max(before)
 
 
 def _publish(tmp: Path, entry: Path, patches: Patches) -> None:
