@@ -1,0 +1,65 @@
+"""The U-Net: the original's parameter count, activations, seeds and save/load."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from seglib.losses import dice_focal_loss
+from seglib.metrics import training_metrics
+from seglib.model import build_unet
+from seglib.train import load_model
+
+
+def test_original_topology_has_1941190_parameters():
+    model = build_unet()
+    assert model.count_params() == 1_941_190
+    assert model.output_shape == (None, 256, 256, 6)
+    convs = [l for l in model.layers if isinstance(l, keras.layers.Conv2D) and l.kernel_size == (3, 3)]
+    assert len(convs) == 18 and [c.filters for c in convs[:10:2]] == [16, 32, 64, 128, 256]
+    rates = [l.rate for l in model.layers if isinstance(l, keras.layers.Dropout)]
+    assert rates == [0.2] * 4 + [0.3] + [0.2] * 4
+
+
+@pytest.mark.parametrize(
+    "activation, keras_name",
+    [("relu", "relu"), ("tanh", "tanh"), ("swish", "silu"), (None, "linear"), ("None", "linear"), ("linear", "linear")],
+)
+def test_activation_choices(activation, keras_name):
+    model = build_unet(input_shape=(16, 16, 3), base_filters=2, depth=2, activation=activation)
+    conv = model.get_layer("down0_conv1")
+    assert conv.activation.__name__ == keras_name
+
+
+def test_unknown_activation_lists_the_choices():
+    with pytest.raises(ValueError, match=r"'gelu'.*\['relu', 'tanh', 'swish', None\]"):
+        build_unet(activation="gelu")
+
+
+def test_input_size_must_divide_by_the_depth():
+    with pytest.raises(ValueError, match="multiples of 2\\*\\*depth = 16"):
+        build_unet(input_shape=(40, 40, 3), depth=4)
+
+
+def test_seed_fixes_the_initial_weights():
+    a = build_unet(input_shape=(16, 16, 3), base_filters=4, depth=2, seed=7)
+    b = build_unet(input_shape=(16, 16, 3), base_filters=4, depth=2, seed=7)
+    c = build_unet(input_shape=(16, 16, 3), base_filters=4, depth=2, seed=8)
+    assert all(np.array_equal(u, v) for u, v in zip(a.get_weights(), b.get_weights()))
+    assert not np.array_equal(a.get_weights()[0], c.get_weights()[0])
+
+
+def test_save_load_gives_the_same_predictions_and_loss(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.random((4, 32, 32, 3), dtype=np.float32)
+    y = rng.integers(0, 6, size=(4, 32, 32)).astype(np.uint8)
+    model = build_unet(input_shape=(32, 32, 3), base_filters=4, depth=3, seed=0)
+    model.compile(optimizer="adam", loss=dice_focal_loss(), metrics=training_metrics())
+    model.fit(x, y, epochs=1, batch_size=2, verbose=0)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    for loaded in (load_model(path), keras.models.load_model(path)):
+        assert np.array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+        assert loaded.loss.name == "dice_loss_plus_1_focal_loss"
+        assert loaded.evaluate(x, y, verbose=0) == pytest.approx(model.evaluate(x, y, verbose=0), rel=1e-6)
