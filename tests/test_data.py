@@ -421,6 +421,37 @@ def test_tiles_split_keeps_every_tile_and_image_on_one_side(tmp_path, cache_dir)
     assert split(patches, "tiles")["test"].tolist() == splits["test"].tolist()  # deterministic
 
 
+def test_tiles_split_prefers_tiles_whose_class_mix_matches_the_whole(tmp_path, cache_dir):
+    """Ten equal tiles, four of them half water: test and val each get one wet tile."""
+    rng = np.random.default_rng(8)
+    wet = {2, 3, 4, 5}  # by size alone, tiles 1 and 2 would make the test set
+    for tile in range(1, 11):
+        labels = rng.integers(0, 4, (40, 40))
+        if tile in wet:
+            labels[:20] = CLASS_NAMES.index("Water")
+        base = tmp_path / f"Tile {tile}"
+        write_pair(base / "images", base / "masks", "a", np.zeros((40, 40, 3), np.uint8), COLOURS[labels])
+    patches = prepare(tmp_path, patch_size=20, cache_dir=cache_dir)
+    splits = split(patches, "tiles")
+    tiles = {k: {int(t.split()[1]) for t in patches.tile_of_patch[v]} for k, v in splits.items()}
+    assert len(tiles["test"]) == 2 and len(tiles["val"]) == 2
+    assert len(tiles["test"] & wet) == 1 and len(tiles["val"] & wet) == 1 and len(tiles["train"] & wet) == 2
+
+
+def test_tiles_split_with_many_tiles_uses_a_seeded_shuffle(tmp_path, cache_dir):
+    rng = np.random.default_rng(9)
+    for k in range(30):
+        mask, _ = random_mask(rng, 20, 20)
+        write_pair(tmp_path / "images", tmp_path / "masks", f"img{k}", np.zeros((20, 20, 3), np.uint8), mask)
+    patches = prepare(tmp_path, patch_size=10, cache_dir=cache_dir)
+    splits = split(patches, "tiles")
+    files = {k: set(patches.source[v, 0]) for k, v in splits.items()}
+    assert not (files["train"] & files["val"] or files["train"] & files["test"] or files["val"] & files["test"])
+    assert (len(files["test"]), len(files["val"]), len(files["train"])) == (6, 5, 19)
+    assert split(patches, "tiles")["val"].tolist() == splits["val"].tolist()
+    assert split(patches, "tiles", random_state=1)["val"].tolist() != splits["val"].tolist()
+
+
 def test_tiles_split_overrides_and_errors(tmp_path, cache_dir):
     patches = _tiled(tmp_path, cache_dir, tiles=(1, 2, 3))
     splits = split(patches, "tiles", test_tiles=["Tile 2"], val_tiles=["Tile 3"])
@@ -438,6 +469,8 @@ def test_tiles_split_overrides_and_errors(tmp_path, cache_dir):
 def test_class_shares():
     labels = np.array([[[0, 0, 1, 5]], [[5, 5, 2, 2]]], dtype=np.uint8)
     np.testing.assert_allclose(class_shares(labels), [2 / 8, 1 / 8, 2 / 8, 0, 0, 3 / 8])
+    np.testing.assert_array_equal(data.class_counts(labels, [1]), [0, 0, 2, 0, 0, 2])
+    assert class_shares(labels[:0]).sum() == 0
     fake = Patches(
         images=np.zeros((2, 1, 4, 3), np.uint8), labels=labels, source=np.zeros((2, 3), np.int32),
         files=("a",), tiles=("t",), patch_size=4,
