@@ -544,7 +544,7 @@ def prepare(
     entry = cache_root(cache_dir) / "patches" / key if cache else None
     if entry is not None and (entry / "meta.json").is_file():
         try:
-            patches = _load_cached(entry, start)
+            patches = replace(_load_cached(entry, start), root=str(root))
         except (OSError, ValueError, KeyError) as exc:
             log.warning("removing unreadable cache entry %s (%s); rebuilding", entry, exc)
             shutil.rmtree(entry, ignore_errors=True)
@@ -554,6 +554,12 @@ def prepare(
 
     plans, skipped = _plan(pairs, contents, root, patch_size, skip_mismatched)
     del contents
+    if not any(plan.rows * plan.cols for plan in plans):
+        largest = max((plan.image.size for plan in plans), key=lambda s: s[0] * s[1], default=(0, 0))
+        raise DataError(
+            f"no patches in {root}: expected images of at least {patch_size}x{patch_size} "
+            f"pixels, found at most {largest[0]}x{largest[1]}; use a smaller patch_size"
+        )
     tmp = _new_entry_folder(entry) if entry is not None else None
     try:
         patches = _build(plans, root, patch_size, skipped, tmp, workers)

@@ -289,6 +289,8 @@ def test_image_smaller_than_a_patch_gives_no_patches(tmp_path, cache_dir):
     make_kaggle(tmp_path, tiles=(2,), per_tile=1, size=(40, 40), seed=1)
     patches = prepare(tmp_path, patch_size=20, cache_dir=cache_dir)
     assert len(patches) == 4 and dict(patches.patches_per_tile()) == {"Tile 1": 0, "Tile 2": 4}
+    with pytest.raises(DataError, match=r"no patches in .*at least 64x64 pixels, found at most 40x40"):
+        prepare(tmp_path, patch_size=64, cache_dir=cache_dir)
 
 
 def _sklearn_scaled(patch):
@@ -331,8 +333,10 @@ def test_cache_hit_content_change_and_parameter_change(tmp_path, cache_dir):
     make_kaggle(tmp_path / "d", tiles=(1, 2), per_tile=2, size=(40, 40))
     first = prepare(tmp_path / "d", patch_size=20, cache_dir=cache_dir)
     assert not first.from_cache and Path(first.cache_path).parent == cache_dir / "patches"
-    hit = prepare(tmp_path / "d", patch_size=20, cache_dir=cache_dir)
-    assert hit.from_cache and hit.cache_path == first.cache_path
+    (tmp_path / "d").rename(tmp_path / "moved")
+    hit = prepare(tmp_path / "moved", patch_size=20, cache_dir=cache_dir)
+    assert hit.from_cache and hit.cache_path == first.cache_path and hit.root == str(tmp_path / "moved")
+    (tmp_path / "moved").rename(tmp_path / "d")
     assert isinstance(hit.images, np.memmap)
     for name in ("images", "labels", "source"):
         np.testing.assert_array_equal(getattr(hit, name), getattr(first, name))
