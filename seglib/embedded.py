@@ -126,9 +126,10 @@ def scene(rng: np.random.Generator, height: int, width: int, black_blotch: bool 
 def _palette_png(mask: np.ndarray) -> Image.Image:
     """The RGB mask as a palette ('P') image, as some of the real masks are stored."""
     colours = np.array(list(PALETTE.values()) + [(0, 0, 0)], dtype=np.uint8)
-    codes = mask.astype(np.int32) @ np.array([65536, 256, 1])
-    lookup = {int(c): i for i, c in enumerate(colours.astype(np.int32) @ np.array([65536, 256, 1]))}
-    index = np.vectorize(lookup.__getitem__, otypes=[np.uint8])(codes)
+    weights = np.array([65536, 256, 1])
+    codes = colours.astype(np.int64) @ weights
+    order = np.argsort(codes)
+    index = order[np.searchsorted(codes[order], mask.astype(np.int64) @ weights)].astype(np.uint8)
     image = Image.fromarray(index)
     image.putpalette(colours.ravel().tolist())
     return image
