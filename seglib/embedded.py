@@ -21,7 +21,7 @@ from PIL import Image
 from seglib.data import PALETTE, cache_root
 
 # Bump when the generated files change, so cached copies are rewritten.
-EMBEDDED_VERSION = 1
+EMBEDDED_VERSION = 2
 SEED = 20240611
 JPEG_QUALITY = 90
 IMAGES_PER_TILE = 3
