@@ -293,21 +293,35 @@ SEARCH_FOLDERS = {"hyperband": "hpo", "random": "random"}
 
 
 def run_search(run: Run, tuner: str = "hyperband", max_epochs: int | None = None) -> dict:
-    """Run one NNI experiment on the run's split (seglib.hpo) and return its normalised export.
+    """Run one NNI experiment on the run's split (seglib.hpo) with a live progress view.
 
-    ``tuner`` "hyperband" writes ``hpo/``; "random" writes ``random/`` and stops at
-    ``max_epochs`` epochs in all (HyperBand's spend, for the equal-budget comparison).
+    ``tuner`` "hyperband" writes ``hpo/``; "random" writes ``random/`` with ``max_epochs``
+    epochs in all (HyperBand's spend, for the equal-budget comparison). A finished experiment
+    already in the folder is reused; an interrupted one is resumed. Returns the normalised
+    export (:func:`seglib.report.load_experiment`).
     """
-    from seglib import hpo
+    from seglib.hpo import experiment as nni_experiment
     from seglib.report import load_experiment
 
     if tuner not in SEARCH_FOLDERS:
         raise ValueError(f"unknown tuner {tuner!r}; expected one of {sorted(SEARCH_FOLDERS)}")
-    folder = run.folder(SEARCH_FOLDERS[tuner])
-    hpo.run_experiment(
-        folder, profile=run.profile, data=run.data, split_file=run.out_dir / "data" / SPLIT_FILE,
-        tuner=tuner, max_epochs=max_epochs,
-    )
+    folder = run.out_dir / SEARCH_FOLDERS[tuner]
+    finished = read_json(folder / "trials.json").get("summary", {}).get("finished") if (folder / "trials.json").is_file() else False
+    if finished:
+        print(f"{folder} already holds a finished {tuner} experiment: reusing it (delete the folder to rerun)")
+        return load_experiment(folder)
+    if (folder / "experiment.json").is_file():
+        experiment = nni_experiment.resume(folder)
+    else:
+        experiment = nni_experiment.start(
+            folder, profile=run.profile, data=run.data, split_file=run.out_dir / "data" / SPLIT_FILE,
+            tuner=tuner, max_epochs=max_epochs,
+        )
+    try:
+        nni_experiment.watch(experiment)
+    finally:
+        experiment.stop()
+    nni_experiment.export(folder)
     return load_experiment(folder)
 
 
@@ -409,6 +423,7 @@ def run_pipeline(
     out_dir.mkdir(parents=True, exist_ok=True)
     source_dir = find_notebooks_dir(notebooks_dir)
     kernel = ensure_kernel()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the kernels inherit it: no C++ log noise
     parameters = {
         "PROFILE": profile,
         "OUT_DIR": str(out_dir),

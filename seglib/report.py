@@ -145,7 +145,7 @@ def trial_row(trial: dict) -> dict:
         "id": str(_first(trial, "trial_id", "id", "trialJobId", default="?")),
         "config": str(_first(trial, "config_id", "parameter_id", "config", default=_first(trial, "trial_id", "id", default="?"))),
         "params": _first(trial, "params", "parameters", "hyperparameters", default={}),
-        "bracket": _first(trial, "bracket", default=None),
+        "bracket": _first(trial, "s", "bracket", default=None),  # HyperBand's s (s_max first)
         "rung": _first(trial, "rung", default=None),
         "budget": int(budget) if budget is not None else None,
         "epochs": int(_first(trial, "epochs_trained", "epochs", default=0) or 0),
@@ -155,6 +155,8 @@ def trial_row(trial: dict) -> dict:
         "value": _finite_or_none(value),
         "curve": [_finite_or_none(v) for v in curve],
         "order": _first(trial, "sequence", "order", "start_time", "started", default=None),
+        "start_time": _first(trial, "start_time", default=None),
+        "end_time": _first(trial, "end_time", default=None),
         "final": final if isinstance(final, dict) else {},
     }
 
@@ -213,6 +215,12 @@ def _pyplot():
     return plt
 
 
+def _integer_ticks(ax) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def save_figure(fig, path: Path, stamp: str) -> str:
     """Save ``fig`` with the run's stamp along its bottom edge; return the file name."""
     plt = _pyplot()
@@ -263,15 +271,11 @@ def figure_brackets(schedule, max_budget: int, eta: int, path: Path, stamp: str)
     return save_figure(fig, path, stamp)
 
 
-def bracket_s(index, schedule) -> int | None:
-    """The ``s`` of the bracket the exporter numbered ``index`` (0 = the first, s = s_max)."""
-    return schedule[int(index) % len(schedule)].s if index is not None else None
-
-
-def figure_trials(trials: list[dict], schedule, path: Path, stamp: str) -> str:
+def figure_trials(trials: list[dict], path: Path, stamp: str) -> str:
     """The run's own trials: final validation loss by budget, one panel per bracket, promotions joined."""
     plt = _pyplot()
-    groups = sorted({t["bracket"] for t in trials}, key=lambda b: (b is None, b if b is not None else 0))
+    groups = sorted({t["bracket"] for t in trials if t["bracket"] is not None}, reverse=True) or [None]
+    unplaced = sum(1 for t in trials if t["bracket"] is None)
     fig, axes = plt.subplots(1, max(len(groups), 1), figsize=(3.2 * max(len(groups), 1) + 1, 3.4), sharey=True, squeeze=False)
     for ax, bracket in zip(axes[0], groups):
         members = [t for t in trials if t["bracket"] == bracket]
@@ -293,10 +297,11 @@ def figure_trials(trials: list[dict], schedule, path: Path, stamp: str) -> str:
             ax.set_xscale("log")
         ax.set_xticks(budgets, [str(b) for b in budgets])
         ax.minorticks_off()
-        ax.set_title(f"bracket s={bracket_s(bracket, schedule)}: {len(members)} trials", fontsize=9)
+        ax.set_title(f"bracket s={bracket if bracket is not None else '?'}: {len(members)} trials", fontsize=9)
         ax.set_xlabel("budget (epochs)")
     axes[0][0].set_ylabel("validation loss (best epoch)")
-    fig.suptitle("This run's HyperBand trials by bracket and rung (lines join a promoted configuration)", fontsize=10)
+    note = f"; {unplaced} trial(s) without a bracket (lost before HyperBand placed them) not shown" if unplaced and groups != [None] else ""
+    fig.suptitle(f"This run's HyperBand trials by bracket and rung (lines join a promoted configuration){note}", fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path, stamp)
 
@@ -326,6 +331,7 @@ def figure_loss(tuned: dict, baseline: dict, path: Path, stamp: str) -> str:
             values = history.get(key) or []
             label = f"{name} {'training' if key == 'loss' else 'validation'}"
             ax.plot(range(1, len(values) + 1), values, style, color=color, label=label, alpha=1.0 if name == "tuned" else 0.6)
+    _integer_ticks(ax)
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss (Dice + focal)")
     ax.set_title("Training and validation loss vs epochs")
@@ -426,6 +432,16 @@ def fmt_seconds(seconds: float) -> str:
     if seconds >= 120:
         return f"{seconds:,.0f} s ({seconds / 60:.1f} min)"
     return f"{seconds:.1f} s"
+
+
+def _better(tuned: float | None, baseline: float | None) -> str:
+    if tuned is None or baseline is None:
+        return "one of them has no finite loss"
+    if tuned < baseline:
+        return f"{(baseline - tuned) / baseline:.1%} lower: the tuning paid off on validation"
+    if tuned > baseline:
+        return f"{(tuned - baseline) / baseline:.1%} higher: this run's search did not beat the initial parameters"
+    return "equal"
 
 
 def _pretty_space(space: dict) -> str:
@@ -543,9 +559,21 @@ resumes without training any (configuration, budget) pair twice.
 validation loss. Grey lines join a configuration promoted from one rung to the next.*
 
 This run finished **{spent['trials']} trials** ({_statuses(spent['statuses'])}), trained
-**{spent['epochs']:,} epochs** in all ({resumed} trials resumed from a previous rung's
-checkpoint) and spent {fmt_seconds(spent['seconds'])} of trial time.
+**{spent['epochs']:,} epochs** in all ({resumed} of them resumed from a previous rung's
+checkpoint) and spent {fmt_seconds(spent['seconds'])} of trial time{_wall_text(trials)}.
 """
+
+
+def wall_seconds(trials: list[dict]) -> float | None:
+    """Seconds from the first trial's start to the last trial's end (NNI's times, in ms)."""
+    starts = [t["start_time"] for t in trials if t.get("start_time")]
+    ends = [t["end_time"] for t in trials if t.get("end_time")]
+    return (max(ends) - min(starts)) / 1000 if starts and ends else None
+
+
+def _wall_text(trials: list[dict]) -> str:
+    wall = wall_seconds(trials)
+    return f" over {fmt_seconds(wall)} of wall time" if wall else ""
 
 
 def _statuses(statuses: dict) -> str:
@@ -599,7 +627,8 @@ trial_concurrency = {p.concurrency}
 
 HyperBand's best trial reached a validation loss of **{fmt(best_value)}**. Retrained with the
 baseline's {p.epochs} epochs, the tuned model's final validation loss is
-**{fmt(tuned['val']['loss'])}** against the baseline's **{fmt(baseline['val']['loss'])}**.
+**{fmt(tuned['val']['loss'])}** against the baseline's **{fmt(baseline['val']['loss'])}**
+({_better(tuned['val']['loss'], baseline['val']['loss'])}).
 (The seed reported {SEED_BEST_LOSS:.4f} on its own data, patches and split; the numbers are not
 comparable across runs with different data, profile or split.)
 
@@ -657,7 +686,10 @@ def section_beyond(a: RunArtefacts, figures: dict, class_names) -> str:
             ["HyperBand", hb["trials"], f"{hb['epochs']:,}", fmt_seconds(hb["seconds"]), fmt(hb_best["value"] if hb_best else None)],
             ["random search", rs["trials"], f"{rs['epochs']:,}", fmt_seconds(rs["seconds"]), fmt(rs_best["value"] if rs_best else None)],
         ]
-        comparison = _table(["tuner", "trials", "epochs", "trial time", "best validation loss"], rows)
+        for row, trials in zip(rows, (a.hpo["trials"], a.random["trials"])):
+            wall = wall_seconds(trials)
+            row.insert(4, fmt_seconds(wall) if wall else "n/a")
+        comparison = _table(["tuner", "trials", "epochs", "trial time", "wall time", "best validation loss"], rows)
     else:
         comparison = "*Random search was not run for this run (its folder `random/` is absent).*"
     work = [
@@ -753,7 +785,7 @@ def write_report(run_dir, docs_dir=None) -> Path:
     figures = {
         "halving": figure_successive_halving(schedule[0], p.eta, images / "successive_halving.png", stamp),
         "brackets": figure_brackets(schedule, p.max_budget, p.eta, images / "brackets.png", stamp),
-        "trials": figure_trials(a.hpo["trials"], schedule, images / "trials_by_rung.png", stamp),
+        "trials": figure_trials(a.hpo["trials"], images / "trials_by_rung.png", stamp),
         "samples": figure_samples(a.tuned_samples, palette, names, images / "segmented_validation.png", stamp),
         "loss": figure_loss(a.tuned, a.baseline, images / "loss.png", stamp),
         "pr": figure_pr(a.tuned, a.baseline, images / "pr.png", stamp),
@@ -817,6 +849,7 @@ def figure_history(record: dict, path, stamp: str) -> Path:
     for key, label in (("loss", "training"), ("val_loss", "validation")):
         values = record["history"].get(key) or []
         ax.plot(range(1, len(values) + 1), values, marker="o", label=label)
+    _integer_ticks(ax)
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss (Dice + focal)")
     ax.legend()

@@ -61,12 +61,26 @@ def test_colab_install_keeps_numpy_2_and_seglib_imports(tmp_path):
     assert before.startswith("2.")
 
     fake_colab = "import sys, types; sys.modules['google.colab'] = types.ModuleType('google.colab')\n"
-    run(vpy, "-c", fake_colab + colab.install_cell(colab.local_source(ROOT)))
+    run(vpy, "-c", fake_colab + colab.install_cell(colab.local_source(checkout_copy(tmp_path / "seglib"))))
 
     after = run(vpy, "-c", "import numpy; print(numpy.__version__)").strip()
     assert after.startswith("2."), f"the install cell changed numpy {before} -> {after}"
     check = "import seglib, seglib.data, seglib.report, patchify, kagglehub; print(seglib.__version__)"
     assert run(vpy, "-c", check).strip() == seglib_version()
+
+
+def checkout_copy(target: Path) -> Path:
+    """The repository's tracked files as they are now, as a git clone would have them.
+
+    pip builds a local project in place; building a copy keeps build/ out of the checkout.
+    """
+    files = run("git", "-C", ROOT, "ls-files", "-z").split("\0")
+    for name in filter(None, files):
+        source = ROOT / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    return target
 
 
 def seglib_version() -> str:
