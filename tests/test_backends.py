@@ -1,0 +1,123 @@
+"""The same model, losses and metrics on TensorFlow and JAX; seglib without TensorFlow.
+
+KERAS_BACKEND is read at the first keras import, so the other backend runs in a subprocess
+on the same saved weights and the same arrays.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+from seglib.losses import CategoricalFocalLoss, DiceLoss, dice_focal_loss
+from seglib.metrics import evaluate
+from seglib.model import build_unet
+
+OTHER = {"tensorflow": "jax", "jax": "tensorflow"}.get(keras.backend.backend(), "tensorflow")
+
+# Values computed from saved arrays, printed as JSON on the last line.
+COMPUTE = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import keras
+    from keras import ops
+    from seglib.losses import CategoricalFocalLoss, DiceLoss, dice_focal_loss
+    from seglib.metrics import evaluate
+    from seglib.train import load_model
+
+    arrays = np.load(sys.argv[1])
+    model = load_model(sys.argv[2], compile=False)
+    labels, probs = arrays["labels"], arrays["probs"]
+    losses = {name: float(ops.convert_to_numpy(loss(labels, probs))) for name, loss in
+              [("dice", DiceLoss()), ("focal", CategoricalFocalLoss()), ("total", dice_focal_loss())]}
+    result = {"backend": keras.backend.backend(), "losses": losses,
+              "evaluate": evaluate(model, arrays["x"], arrays["y"], batch_size=2),
+              "predict": model.predict(arrays["x"], verbose=0).tolist()}
+    print(json.dumps(result))
+    """
+)
+
+
+def run_python(code: str, *args: str, backend: str, extra_env: dict | None = None, timeout=240) -> dict:
+    env = {**os.environ, "KERAS_BACKEND": backend, **(extra_env or {})}
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def local_values(arrays: dict, model) -> dict:
+    labels, probs = arrays["labels"], arrays["probs"]
+    losses = {name: float(keras.ops.convert_to_numpy(loss(labels, probs))) for name, loss in
+              [("dice", DiceLoss()), ("focal", CategoricalFocalLoss()), ("total", dice_focal_loss())]}
+    return {"losses": losses, "evaluate": evaluate(model, arrays["x"], arrays["y"], batch_size=2),
+            "predict": model.predict(arrays["x"], verbose=0)}
+
+
+def test_other_backend_gives_the_same_losses_metrics_and_predictions(tmp_path):
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(2, 16, 16, 6)).astype(np.float32)
+    arrays = {
+        "labels": rng.integers(0, 6, size=(2, 16, 16)).astype(np.uint8),
+        "probs": (np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)).astype(np.float32),
+        "x": rng.random((4, 32, 32, 3), dtype=np.float32),
+        "y": rng.integers(0, 6, size=(4, 32, 32)).astype(np.uint8),
+    }
+    np.savez(tmp_path / "arrays.npz", **arrays)
+    model = build_unet(input_shape=(32, 32, 3), base_filters=4, depth=2, seed=0)
+    model.save(tmp_path / "model.keras")
+
+    other = run_python(COMPUTE, str(tmp_path / "arrays.npz"), str(tmp_path / "model.keras"), backend=OTHER)
+    here = local_values(arrays, model)
+    assert other["backend"] == OTHER
+    for name, value in here["losses"].items():
+        assert other["losses"][name] == pytest.approx(value, abs=1e-5), name
+    np.testing.assert_allclose(np.array(other["predict"]), here["predict"], atol=1e-5)
+    for key in ("loss", "accuracy", "jaccard", "precision", "recall", "mean_iou"):
+        assert other["evaluate"][key] == pytest.approx(here["evaluate"][key], abs=1e-5), key
+    assert other["evaluate"]["confusion"] == here["evaluate"]["confusion"]
+
+
+NO_TENSORFLOW = textwrap.dedent(
+    """
+    import json, sys, tempfile
+    sys.modules["tensorflow"] = None  # any `import tensorflow` now raises ImportError
+    import numpy as np
+    import seglib, seglib.model, seglib.losses, seglib.metrics
+    from seglib.train import load_model, train
+    import keras
+
+    rng = np.random.default_rng(0)
+    x = rng.random((16, 32, 32, 3), dtype=np.float32)
+    y = np.clip(x[..., 0] * 6, 0, 5).astype(np.uint8)
+    small = dict(batch_size=8, base_filters=4, depth=2, verbose=0)
+    with tempfile.TemporaryDirectory() as folder:
+        straight = train(x[:12], y[:12], x[12:], y[12:], epochs=2, **small)
+        train(x[:12], y[:12], x[12:], y[12:], epochs=1, checkpoint_dir=folder, **small)
+        resumed = train(x[:12], y[:12], x[12:], y[12:], epochs=2, checkpoint_dir=folder, **small)
+        loaded = load_model(folder + "/epoch_0002.keras")
+        same = bool(np.allclose(loaded.predict(x, verbose=0), straight.model.predict(x, verbose=0), atol=1e-5))
+    print(json.dumps({"backend": keras.backend.backend(), "tensorflow_loaded": "tensorflow" in sys.modules
+                      and sys.modules["tensorflow"] is not None, "straight": straight.history["val_loss"],
+                      "resumed": resumed.history["val_loss"], "same_predictions": same,
+                      "diverged": straight.diverged}))
+    """
+)
+
+
+@pytest.mark.slow
+def test_seglib_trains_and_resumes_on_jax_with_tensorflow_unimportable():
+    result = run_python(NO_TENSORFLOW, backend="jax")
+    assert result["backend"] == "jax" and not result["tensorflow_loaded"]
+    assert not result["diverged"] and all(np.isfinite(result["straight"]))
+    np.testing.assert_allclose(result["resumed"], result["straight"], rtol=1e-5)
+    assert result["same_predictions"]
