@@ -14,6 +14,7 @@ host to ``listen()``); reach it through Colab's proxy (:func:`show_web_ui`) or a
 
 from __future__ import annotations
 
+import atexit
 import csv
 import json
 import logging
@@ -271,6 +272,10 @@ class HPOExperiment:
     def stop(self) -> None:
         """Stop NNI's manager, tuner and running trials (the folder stays resumable)."""
         if self.nni is not None:
+            proc = getattr(self.nni, "_proc", None)
+            if proc is not None and hasattr(proc, "poll") and proc.poll() is not None:
+                atexit.unregister(self.nni.stop)  # the manager is already gone (crashed/killed)
+                self.nni._proc = None
             self.nni.stop()
         self.nni, self.port = None, None
 

@@ -1,0 +1,181 @@
+"""seglib's HyperBand on a real NNI: manager, seglib's tuner, real trial processes, tiny data.
+
+Each test starts NNI 3.0 on a free localhost port with its records in a tmp folder, trains a
+tiny U-Net (base_filters 4, depth 2) on the embedded dataset at 32x32 on CPU, and always
+stops the experiment. Trials use ``SEGLIB_TEST_BACKEND`` (default tensorflow: on a
+2-core CPU JAX's first compilation of the U-Net takes longer than TensorFlow's whole start).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from seglib.hpo import experiment as hpo
+from seglib.hpo.hyperband import brackets, pass_epochs, search_space
+from seglib.profiles import get_profile
+
+pytestmark = pytest.mark.nni
+
+BACKEND = os.environ.get("SEGLIB_TEST_BACKEND", "tensorflow")
+TINY = get_profile("quick", patch_size=32, base_filters=4, depth=2, batch_size=16, concurrency=2)
+# One batch size: every trial compiles the same shapes, so the compilation cache is shared.
+SPACE = search_space({"batch_size": {"_type": "choice", "_value": [16]}})
+TIMEOUT = 900
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch, embedded_root):
+    """Isolated data cache (inherited by NNI's manager and its trial processes)."""
+    monkeypatch.setenv("SEGLIB_CACHE", str(tmp_path / "cache"))
+    return embedded_root
+
+
+@pytest.fixture
+def started():
+    """Experiments started by a test; each is stopped at teardown, whatever happened."""
+    experiments = []
+    yield experiments
+    for experiment in experiments:
+        try:
+            experiment.stop()
+        except Exception as error:  # the manager may already be gone (killed on purpose)
+            print(f"teardown: stopping {experiment.id}: {error}")
+
+
+def port() -> int:
+    return hpo.free_port(random.randrange(20000, 40000, 2))
+
+
+def start(out, data, started, **kwargs) -> hpo.HPOExperiment:
+    kwargs = {"profile": TINY, "data": data, "space": SPACE, "backend": BACKEND, "port": port(), "seed": 3} | kwargs
+    experiment = hpo.start(out, **kwargs)
+    started.append(experiment)
+    return experiment
+
+
+def load_export(out: Path) -> dict:
+    trials = json.loads((out / "trials.json").read_text())
+    best = json.loads((out / "best.json").read_text())
+    assert (out / "trials.csv").read_text().count("\n") == len(trials["trials"]) + 1
+    return {"trials": trials["trials"], "summary": trials["summary"], "best": best}
+
+
+def epochs_in_history(out: Path, row: dict) -> list[int]:
+    history = json.loads((out / "trials" / f"{row['config_id']}-b{row['budget']:03d}" / "history.json").read_text())
+    return [entry["epoch"] for entry in history["epochs"]]
+
+
+@pytest.mark.slow
+def test_a_complete_hyperband_pass_warm_starts_and_survives_nan(tmp_path, env, started):
+    """R=9, η=3: every bracket runs; trained epochs = budget - the rung resumed from; NaN goes last."""
+    out = tmp_path / "hb"
+    # lr 1e30 makes a trial diverge (NaN loss): it must get the finite penalty and rank last.
+    space = SPACE | {"learning_rate": {"_type": "choice", "_value": [1e30, 3e-3, 1e-2, 3e-2]}}
+    experiment = start(out, env, started, max_budget=9, eta=3, space=space)
+    t0 = time.time()
+    experiment.wait(timeout=TIMEOUT)
+    print(f"HyperBand pass R=9: {time.time() - t0:.0f} s")
+    experiment.stop()
+    exported = hpo.export(out)
+    data = load_export(out)
+    rows = data["trials"]
+
+    schedule = {(b.s, i): rung for b in brackets(9, 3) for i, rung in enumerate(b.rungs)}
+    diverged = [r for r in rows if r["status"] == "DIVERGED"]
+    assert diverged, "the search space has a diverging learning rate: some trial should have diverged"
+    assert all(r["final"]["default"] == 100.0 for r in diverged)
+    assert {r["status"] for r in rows} <= {"SUCCEEDED", "DIVERGED"}, [(r["config_id"], r["error"]) for r in rows]
+    assert data["summary"]["finished"] is True
+    for row in rows:
+        budget = schedule[(row["bracket"], row["rung"])].budget
+        previous = 0 if row["rung"] == 0 else schedule[(row["bracket"], row["rung"] - 1)].budget
+        assert row["budget"] == budget
+        assert row["resumed_from"] == previous, row
+        if row["status"] == "SUCCEEDED":
+            assert row["epochs_trained"] == budget - previous, row
+            assert epochs_in_history(out, row) == list(range(previous + 1, budget + 1))
+            assert len(row["curve"]) == budget - previous
+            assert {"precision", "recall", "mean_iou"} <= set(row["final"])
+    pairs = [(r["config_id"], r["budget"]) for r in rows]
+    assert len(pairs) == len(set(pairs))
+    # A diverged configuration is never promoted while finite ones are available.
+    diverged_configs = {r["config_id"] for r in diverged}
+    assert all(r["rung"] == 0 or r["config_id"] not in diverged_configs for r in rows)
+    # Without failures the pass is exactly the schedule: the full counts and warm-start epochs.
+    full = [r for r in rows if r["bracket"] == 2 and r["rung"] == 2]
+    assert len(full) <= 1
+    assert data["summary"]["trials"] == len(rows) <= pass_epochs(9, 3)["trials"]
+    assert data["best"]["value"] == min(r["value"] for r in rows if r["status"] == "SUCCEEDED")
+    assert data["best"]["params"]["learning_rate"] != 1e30
+    assert exported["summary"]["epochs_trained"] == sum(r["epochs_trained"] for r in rows)
+    seconds = [r["first_epoch_seconds"] for r in rows if r["first_epoch_seconds"]]
+    print(f"first epoch ends {min(seconds):.1f}-{max(seconds):.1f} s after trial start (median {sorted(seconds)[len(seconds) // 2]:.1f})")
+
+
+@pytest.mark.slow
+def test_killing_the_manager_then_resuming_loses_nothing_and_trains_no_pair_twice(tmp_path, env, started):
+    out = tmp_path / "resumed"
+    experiment = start(out, env, started, max_budget=3, eta=3)
+    deadline = time.time() + TIMEOUT
+    while hpo.progress(out)["succeeded"] < 2:  # some trials finished, others running
+        experiment.check()
+        assert time.time() < deadline
+        time.sleep(1)
+    before = {r["config_id"] + f"-{r['budget']}": r for r in hpo.collect_trials(experiment.layout) if r["status"] == "SUCCEEDED"}
+    os.killpg(experiment.nni._proc.pid, signal.SIGKILL)  # the manager, as a crash would
+    experiment.nni._proc.wait()
+    experiment.stop()
+    time.sleep(4)  # trials notice the manager is gone within 2 s and stop
+
+    resumed = hpo.resume(out, port=port())
+    started.append(resumed)
+    resumed.wait(timeout=TIMEOUT)
+    resumed.stop()
+    data = hpo.export(out)
+    rows = {r["config_id"] + f"-{r['budget']}": r for r in data["trials"]}
+
+    assert data["summary"]["finished"] is True
+    assert len(rows) == pass_epochs(3, 3)["trials"] == len(data["trials"])
+    for key, row in before.items():  # finished before the kill: kept, with the same result
+        assert rows[key]["status"] == "SUCCEEDED"
+        assert rows[key]["value"] == row["value"]
+        assert rows[key]["trial_ids"][0] == row["trial_ids"][0]
+    for row in data["trials"]:
+        assert row["status"] == "SUCCEEDED", row
+        epochs = epochs_in_history(out, row)
+        assert len(epochs) == len(set(epochs)), f"{row['config_id']} budget {row['budget']} trained an epoch twice: {epochs}"
+        assert row["epochs_trained"] == row["budget"] - row["resumed_from"]
+    assert sum(r["epochs_trained"] for r in data["trials"]) == pass_epochs(3, 3)["warm_start"]
+
+
+def test_a_dead_tuner_fails_loudly_instead_of_hanging(tmp_path, env, started):
+    out = tmp_path / "dead"
+    experiment = start(out, env, started, max_budget=3, eta=3)
+    deadline = time.time() + 120
+    while not experiment.layout.heartbeat_file.is_file():
+        assert time.time() < deadline
+        time.sleep(0.5)
+    pid = json.loads(experiment.layout.heartbeat_file.read_text())["pid"]
+    os.kill(pid, signal.SIGKILL)
+    t0 = time.time()
+    with pytest.raises(hpo.ExperimentFailed, match="tuner process"):
+        experiment.wait(every=1, timeout=60)
+    assert time.time() - t0 < 30
+    assert experiment.status() == "RUNNING"  # what NNI itself would have kept saying
+
+
+def test_manager_listens_on_localhost_only(tmp_path, env, started):
+    import psutil
+
+    experiment = start(tmp_path / "bind", env, started, max_budget=1, eta=3, concurrency=1)
+    manager = psutil.Process(experiment.nni._proc.pid)
+    listening = [c.laddr for c in manager.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+    assert ("127.0.0.1", experiment.port) in [(a.ip, a.port) for a in listening]
+    assert all(a.ip in ("127.0.0.1", "::1") for a in listening), listening
