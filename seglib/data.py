@@ -96,7 +96,7 @@ def natural_key(text: str) -> list:
 
 
 def _files_by_stem(folder: Path, suffixes: Sequence[str], kind: str) -> dict[str, Path]:
-    """Files of ``folder`` with one of ``suffixes`` (any case), keyed by stem; hidden files ignored."""
+    """Files of ``folder`` with one of ``suffixes`` (any case) by stem; hidden files ignored."""
     found: dict[str, Path] = {}
     for path in folder.iterdir():
         if path.name.startswith(".") or not path.is_file() or path.suffix.lower() not in suffixes:
@@ -167,7 +167,9 @@ def find_pairs(root: str | os.PathLike) -> list[Pair]:
             )
         pairs = [p for d in tiles for p in _pair_folder(d / "images", d / "masks", d.name)]
     if not pairs:
-        raise DatasetNotFoundError(f"no image/mask pairs in {root}: the folders are empty. " + GET_DATA_HINT)
+        raise DatasetNotFoundError(
+            f"no image/mask pairs in {root}: the folders are empty. " + GET_DATA_HINT
+        )
     return pairs
 
 
@@ -258,7 +260,8 @@ def labels_from_codes(codes: np.ndarray) -> tuple[np.ndarray, dict[str, int]]:
     lut, flat = _label_lut(), codes.reshape(-1)
     labels = np.empty(flat.shape, dtype=np.uint8)
     for start in range(0, len(flat), LOOKUP_CHUNK):
-        np.take(lut, flat[start : start + LOOKUP_CHUNK] & 0xFFFFFF, out=labels[start : start + LOOKUP_CHUNK])
+        part = slice(start, start + LOOKUP_CHUNK)
+        np.take(lut, flat[part] & 0xFFFFFF, out=labels[part])
     labels = labels.reshape(codes.shape)
     off = labels == OFF_PALETTE
     colours: dict[str, int] = {}
@@ -366,12 +369,12 @@ class Patches:
     @property
     def tile_of_patch(self) -> np.ndarray:
         """Tile name of every patch ``(N,)``."""
-        return np.asarray(self.tiles, dtype=object)[self.source[:, 0]] if len(self) else np.array([], object)
+        return np.asarray(self.tiles, dtype=object)[self.source[:, 0].astype(np.intp)]
 
     @property
     def file_of_patch(self) -> np.ndarray:
         """Relative image path of every patch ``(N,)``."""
-        return np.asarray(self.files, dtype=object)[self.source[:, 0]] if len(self) else np.array([], object)
+        return np.asarray(self.files, dtype=object)[self.source[:, 0].astype(np.intp)]
 
     def scaled(self, index=None) -> np.ndarray:
         """Model input: float32 min-max scaled images, of all patches or of ``index``."""
@@ -461,7 +464,7 @@ def _fill(plan: _Plan, patch_size: int, images: np.ndarray, labels: np.ndarray) 
     return colours
 
 
-def _hash_inputs(pairs: list[Pair], root: Path, params: dict) -> tuple[str, list[tuple[bytes, bytes]]]:
+def _hash_inputs(pairs: list[Pair], root: Path, params: dict) -> tuple[str, list]:
     """Cache key (files' bytes + names + parameters + format version) and the files' bytes."""
     digest = hashlib.blake2b(digest_size=20)
     digest.update(json.dumps({"format": CACHE_FORMAT_VERSION, **params}, sort_keys=True).encode())
@@ -585,7 +588,8 @@ def _build(plans, root, patch_size, skipped, folder, workers) -> Patches:
     for file_index, plan in enumerate(plans):
         n = plan.rows * plan.cols
         rows, cols = np.divmod(np.arange(n, dtype=np.int32), plan.cols)
-        source[plan.offset : plan.offset + n] = np.stack([np.full(n, file_index, np.int32), rows, cols], axis=1)
+        at = slice(plan.offset, plan.offset + n)
+        source[at] = np.stack([np.full(n, file_index, np.int32), rows, cols], axis=1)
     off_palette = _decode_all(plans, patch_size, images, labels, workers)
     for array in (images, labels, source):
         array.flags.writeable = False  # the same contract as a cache hit's read-only maps
@@ -597,14 +601,14 @@ def _build(plans, root, patch_size, skipped, folder, workers) -> Patches:
         tiles=tuple(plan.tile for plan in plans),
         patch_size=int(patch_size),
         masks=tuple(plan.mask_name for plan in plans),
-        off_palette={plan.mask_name: off_palette[plan.index] for plan in plans if off_palette[plan.index]},
+        off_palette={p.mask_name: off_palette[p.index] for p in plans if off_palette[p.index]},
         skipped=tuple(skipped),
         root=str(root),
     )
 
 
 def _new_entry_folder(entry: Path) -> Path:
-    """A temporary folder beside ``entry``; leftovers of killed runs older than a day are removed."""
+    """A temporary folder beside ``entry``; leftovers of killed runs over a day old go."""
     entry.parent.mkdir(parents=True, exist_ok=True)
     for old in entry.parent.glob(".*"):
         try:
@@ -804,7 +808,7 @@ def _assign_exhaustive(sizes, counts, fixed, targets) -> np.ndarray:
 
 
 def _assign_shuffled(sizes, fixed, targets, seed) -> np.ndarray:
-    """Roles for many tiles (e.g. flat layouts, one tile per image): a seeded shuffle filled in order."""
+    """Roles for many tiles (flat layouts: one per image): a seeded shuffle, filled in order."""
     roles = np.full(len(sizes), TRAIN, dtype=np.int8)
     for i, role in fixed.items():
         roles[i] = role
@@ -892,12 +896,24 @@ def split(
 
 
 def configure_cli(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("data", nargs="?", default=None, help="dataset folder (default: the embedded dataset)")
-    parser.add_argument("--patch-size", type=int, default=256, help="patch side in pixels (default 256)")
-    parser.add_argument("--cache-dir", default=None, help=f"cache folder (default ${CACHE_ENV} or ~/.cache/seglib)")
-    parser.add_argument("--no-cache", action="store_true", help="prepare without reading or writing the cache")
-    parser.add_argument("--skip-mismatched", action="store_true", help="skip pairs whose image and mask sizes differ")
-    parser.add_argument("--split", choices=("seed", "tiles"), default=None, help="also print this split's class shares")
+    parser.add_argument(
+        "data", nargs="?", default=None, help="dataset folder (default: the embedded dataset)"
+    )
+    parser.add_argument(
+        "--patch-size", type=int, default=256, help="patch side in pixels (default 256)"
+    )
+    parser.add_argument(
+        "--cache-dir", default=None, help=f"cache folder (default ${CACHE_ENV} or ~/.cache/seglib)"
+    )
+    parser.add_argument(
+        "--no-cache", action="store_true", help="prepare without reading or writing the cache"
+    )
+    parser.add_argument(
+        "--skip-mismatched", action="store_true", help="skip pairs whose image and mask sizes differ"
+    )
+    parser.add_argument(
+        "--split", choices=("seed", "tiles"), help="also print this split's sizes and class shares"
+    )
 
 
 def cli(args: argparse.Namespace) -> int:
