@@ -9,7 +9,8 @@ concatenated with the skip, and a 1x1 softmax head.
 from __future__ import annotations
 
 import keras
-from keras import layers
+import numpy as np
+from keras import layers, ops
 
 ACTIVATIONS = ("relu", "tanh", "swish", None)
 NUM_CLASSES = 6
@@ -30,26 +31,99 @@ def resolve_activation(activation: str | None) -> str | None:
     )
 
 
+DROPOUT_RNGS = ("keras", "rbg")
+INITIALIZERS = ("he_normal", "glorot_uniform", "zeros")
+
+
+@keras.saving.register_keras_serializable(package="seglib")
+class NumpyInitializer(keras.initializers.Initializer):
+    """Keras' ``he_normal``/``glorot_uniform``/``zeros`` drawn with NumPy from ``seed``.
+
+    Two reasons: the same seed gives the same initial weights on every backend, and no
+    initializer runs as an eager backend op - on JAX each new shape would otherwise be a
+    separate XLA compilation before training starts (tens of programs for a U-Net).
+    He-normal is Keras' truncated normal (cut at 2 sigma, rescaled); fans as Keras counts them.
+    """
+
+    def __init__(self, kind: str = "he_normal", seed: int | None = None):
+        if kind not in INITIALIZERS:
+            raise ValueError(f"initializer kind {kind!r}; expected one of {INITIALIZERS}")
+        self.kind = kind
+        self.seed = seed
+
+    def __call__(self, shape, dtype=None):
+        return ops.convert_to_tensor(self.values(shape), dtype=dtype or "float32")
+
+    def values(self, shape) -> np.ndarray:
+        """The initial values as a float32 NumPy array."""
+        shape = tuple(int(d) for d in shape)
+        if self.kind == "zeros":
+            return np.zeros(shape, dtype=np.float32)
+        receptive = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+        fan_in = shape[-2] * receptive if len(shape) > 1 else shape[0]
+        fan_out = shape[-1] * receptive
+        rng = np.random.default_rng(self.seed)
+        if self.kind == "glorot_uniform":
+            limit = np.sqrt(6.0 / (fan_in + fan_out))
+            return rng.uniform(-limit, limit, size=shape).astype(np.float32)
+        stddev = np.sqrt(2.0 / fan_in) / 0.87962566103423978  # std of a 2-sigma truncated normal
+        values = rng.standard_normal(shape)
+        outside = np.abs(values) > 2
+        while outside.any():
+            values[outside] = rng.standard_normal(int(outside.sum()))
+            outside = np.abs(values) > 2
+        return (values * stddev).astype(np.float32)
+
+    def get_config(self):
+        return {"kind": self.kind, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="seglib")
+class RbgDropout(layers.Dropout):
+    """Dropout whose mask comes from XLA's RngBitGenerator on JAX (``dropout_rng="rbg"``).
+
+    Keras draws dropout masks on JAX with threefry, which XLA computes with plain integer
+    arithmetic and which can cost a noticeable share of a small network's training step on
+    a GPU; the "rbg" key type uses the hardware-friendly RngBitGenerator instead. The seed
+    still comes from the layer's ``SeedGenerator``, so runs stay repeatable and resumable.
+    Other backends use Keras' own dropout: the option only changes which bits are drawn.
+    """
+
+    def call(self, inputs, training=False):
+        if not training or self.rate == 0 or keras.backend.backend() != "jax":
+            return super().call(inputs, training=training)
+        import jax  # backend-specific: JAX's RBG key type
+        import jax.numpy as jnp
+
+        seed = jnp.asarray(self.seed_generator.next(), dtype=jnp.uint32)
+        key = jax.random.wrap_key_data(jnp.concatenate([seed, seed ^ jnp.uint32(0x9E3779B9)]), impl="rbg")
+        keep = jax.random.bernoulli(key, 1.0 - self.rate, inputs.shape)
+        return jnp.where(keep, inputs / jnp.asarray(1.0 - self.rate, inputs.dtype), jnp.zeros((), inputs.dtype))
+
+
 def _seed(seed: int | None, offset: int) -> int | None:
     return None if seed is None else seed * 1000 + offset
 
 
-def _double_conv(x, filters, activation, dropout, seed, index, name):
+def _double_conv(x, filters, activation, dropout, seed, index, name, dropout_rng="keras"):
     """Two 3x3 convolutions with dropout between them, as every level of the original."""
+    dropout_layer = RbgDropout if dropout_rng == "rbg" else layers.Dropout
     x = layers.Conv2D(
         filters,
         3,
         activation=activation,
-        kernel_initializer=keras.initializers.HeNormal(seed=_seed(seed, 3 * index)),
+        kernel_initializer=NumpyInitializer("he_normal", _seed(seed, 3 * index)),
+        bias_initializer=NumpyInitializer("zeros"),
         padding="same",
         name=f"{name}_conv1",
     )(x)
-    x = layers.Dropout(dropout, seed=_seed(seed, 3 * index + 1), name=f"{name}_dropout")(x)
+    x = dropout_layer(dropout, seed=_seed(seed, 3 * index + 1), name=f"{name}_dropout")(x)
     return layers.Conv2D(
         filters,
         3,
         activation=activation,
-        kernel_initializer=keras.initializers.HeNormal(seed=_seed(seed, 3 * index + 2)),
+        kernel_initializer=NumpyInitializer("he_normal", _seed(seed, 3 * index + 2)),
+        bias_initializer=NumpyInitializer("zeros"),
         padding="same",
         name=f"{name}_conv2",
     )(x)
@@ -64,13 +138,17 @@ def build_unet(
     dropout: float = 0.2,
     bottleneck_dropout: float = 0.3,
     seed: int | None = None,
+    dropout_rng: str = "keras",
 ) -> keras.Model:
     """The original U-Net; ``depth`` down-sampling levels, filters doubling from ``base_filters``.
 
     The softmax head computes in float32 so that mixed precision never feeds bf16/fp16
     probabilities to the loss. ``seed`` fixes the initial weights and the dropout streams.
+    ``dropout_rng="rbg"`` draws dropout masks with JAX's RBG generator (see ``RbgDropout``).
     """
     activation = resolve_activation(activation)
+    if dropout_rng not in DROPOUT_RNGS:
+        raise ValueError(f"dropout_rng={dropout_rng!r}; expected one of {DROPOUT_RNGS}")
     height, width = input_shape[:2]
     if height % 2**depth or width % 2**depth:
         raise ValueError(
@@ -81,11 +159,13 @@ def build_unet(
     x = inputs
     skips = []
     for level in range(depth):
-        x = _double_conv(x, base_filters * 2**level, activation, dropout, seed, level, f"down{level}")
+        x = _double_conv(
+            x, base_filters * 2**level, activation, dropout, seed, level, f"down{level}", dropout_rng
+        )
         skips.append(x)
         x = layers.MaxPooling2D(2, name=f"down{level}_pool")(x)
     x = _double_conv(
-        x, base_filters * 2**depth, activation, bottleneck_dropout, seed, depth, "bottleneck"
+        x, base_filters * 2**depth, activation, bottleneck_dropout, seed, depth, "bottleneck", dropout_rng
     )
     for level in reversed(range(depth)):
         filters = base_filters * 2**level
@@ -94,16 +174,20 @@ def build_unet(
             2,
             strides=2,
             padding="same",
-            kernel_initializer=keras.initializers.GlorotUniform(seed=_seed(seed, 100 + level)),
+            kernel_initializer=NumpyInitializer("glorot_uniform", _seed(seed, 100 + level)),
+            bias_initializer=NumpyInitializer("zeros"),
             name=f"up{level}_transpose",
         )(x)
         x = layers.Concatenate(name=f"up{level}_concat")([x, skips[level]])
-        x = _double_conv(x, filters, activation, dropout, seed, 2 * depth + 1 + level, f"up{level}")
+        x = _double_conv(
+            x, filters, activation, dropout, seed, 2 * depth + 1 + level, f"up{level}", dropout_rng
+        )
     outputs = layers.Conv2D(
         num_classes,
         1,
         activation="softmax",
-        kernel_initializer=keras.initializers.GlorotUniform(seed=_seed(seed, 200)),
+        kernel_initializer=NumpyInitializer("glorot_uniform", _seed(seed, 200)),
+        bias_initializer=NumpyInitializer("zeros"),
         dtype="float32",
         name="classes",
     )(x)

@@ -245,6 +245,7 @@ def train(
     num_classes: int = NUM_CLASSES,
     drop_remainder: bool = True,
     engine: str = "fit",
+    dropout_rng: str = "keras",
 ) -> TrainResult:
     """Train the U-Net on float32 images ``(N, H, W, 3)`` and integer labels ``(N, H, W)``.
 
@@ -265,6 +266,8 @@ def train(
     ``engine="jax"`` (JAX backend only) keeps the training data on the device and runs a
     whole epoch as one compiled ``lax.scan`` (or chunks of ``steps_per_execution`` steps);
     its history has ``loss`` and the validation metrics but no training-set metrics.
+    ``dropout_rng="rbg"`` draws dropout masks with JAX's RBG generator instead of threefry
+    (``seglib.model.RbgDropout``; the same on other backends): a speed option to measure.
     """
     started = time.perf_counter()
     policy = precision_policy(mixed_precision)
@@ -281,6 +284,7 @@ def train(
         "precision": policy,
         "train_size": int(len(x_train)),
         "num_classes": int(num_classes),
+        "dropout_rng": dropout_rng,
     }
     if model is not None:
         config.update(base_filters=None, depth=None)
@@ -366,6 +370,7 @@ def _build(x_train, y_train, config: dict, policy: str) -> keras.Model:
             base_filters=config["base_filters"],
             depth=config["depth"],
             seed=config["seed"],
+            dropout_rng=config["dropout_rng"],
         )
     finally:
         keras.config.set_dtype_policy(previous)

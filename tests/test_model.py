@@ -8,7 +8,7 @@ import pytest
 
 from seglib.losses import dice_focal_loss
 from seglib.metrics import training_metrics
-from seglib.model import build_unet
+from seglib.model import NumpyInitializer, RbgDropout, build_unet
 from seglib.train import load_model
 
 
@@ -48,6 +48,28 @@ def test_seed_fixes_the_initial_weights():
     c = build_unet(input_shape=(16, 16, 3), base_filters=4, depth=2, seed=8)
     assert all(np.array_equal(u, v) for u, v in zip(a.get_weights(), b.get_weights()))
     assert not np.array_equal(a.get_weights()[0], c.get_weights()[0])
+
+
+@pytest.mark.parametrize("kind, shape", [("he_normal", (3, 3, 16, 32)), ("glorot_uniform", (2, 2, 32, 64))])
+def test_numpy_initializers_match_keras_statistics(kind, shape):
+    ours = NumpyInitializer(kind, seed=1).values(shape)
+    theirs = keras.ops.convert_to_numpy(keras.initializers.get(kind)(shape))
+    assert ours.dtype == np.float32 and ours.shape == shape
+    assert ours.std() == pytest.approx(theirs.std(), rel=0.05)
+    assert np.abs(ours).max() <= np.abs(theirs).max() * 1.05
+    assert np.array_equal(ours, NumpyInitializer(kind, seed=1).values(shape))
+    if kind == "he_normal":  # truncated at two standard deviations of the underlying normal
+        assert np.abs(ours).max() <= 2 * np.sqrt(2 / (9 * 16)) / 0.87962566103423978
+
+
+def test_rbg_dropout_option_builds_and_is_identity_at_inference():
+    model = build_unet(input_shape=(16, 16, 3), base_filters=2, depth=2, seed=0, dropout_rng="rbg")
+    plain = build_unet(input_shape=(16, 16, 3), base_filters=2, depth=2, seed=0)
+    assert isinstance(model.get_layer("down0_dropout"), RbgDropout)
+    x = np.random.default_rng(0).random((2, 16, 16, 3), dtype=np.float32)
+    np.testing.assert_allclose(model.predict(x, verbose=0), plain.predict(x, verbose=0), atol=1e-6)
+    with pytest.raises(ValueError, match="dropout_rng='philox'"):
+        build_unet(dropout_rng="philox")
 
 
 def test_save_load_gives_the_same_predictions_and_loss(tmp_path):
