@@ -24,6 +24,7 @@ METRICS_FILE = "metrics.json"
 SAMPLES_FILE = "samples.npz"
 N_SAMPLES = 10
 SAMPLE_SEED = 0
+NEGLIGIBLE_CHANGE = 0.01  # relative loss difference below which the report calls two models even
 SEED_BEST_LOSS = 0.9069907069206238  # the seed report's best validation loss (its own data and split)
 
 
@@ -437,11 +438,12 @@ def fmt_seconds(seconds: float) -> str:
 def _better(tuned: float | None, baseline: float | None) -> str:
     if tuned is None or baseline is None:
         return "one of them has no finite loss"
-    if tuned < baseline:
-        return f"{(baseline - tuned) / baseline:.1%} lower: the tuning paid off on validation"
-    if tuned > baseline:
-        return f"{(tuned - baseline) / baseline:.1%} higher: this run's search did not beat the initial parameters"
-    return "equal"
+    change = (tuned - baseline) / abs(baseline) if baseline else 0.0
+    if abs(change) < NEGLIGIBLE_CHANGE:
+        return f"within {NEGLIGIBLE_CHANGE:.0%} of each other: no meaningful difference in this run"
+    if change < 0:
+        return f"{-change:.1%} lower: the tuning paid off on validation"
+    return f"{change:.1%} higher: this run's search did not beat the initial parameters"
 
 
 def _pretty_space(space: dict) -> str:
