@@ -317,6 +317,8 @@ def run_search(run: Run, tuner: str = "hyperband", max_epochs: int | None = None
             folder, profile=run.profile, data=run.data, split_file=run.out_dir / "data" / SPLIT_FILE,
             tuner=tuner, max_epochs=max_epochs,
         )
+    if experiment.port:
+        nni_experiment.show_web_ui(experiment.port)  # Colab's authenticated proxy, or how to tunnel
     try:
         nni_experiment.watch(experiment)
     finally:

@@ -87,3 +87,65 @@ def seglib_version() -> str:
     import seglib
 
     return seglib.__version__
+
+
+# ---------------------------------------------------------------------------------------
+# The set-up cell's helpers inside a stand-in Colab (google.colab.userdata, kagglehub)
+
+SECRET = "kaggle-secret-value-0123456789"
+
+
+@pytest.fixture
+def fake_colab(monkeypatch, tmp_path):
+    """A ``google.colab`` with ``userdata`` holding a Kaggle key, and a ``kagglehub`` stand-in."""
+    import sys
+    import types
+
+    class SecretNotFoundError(Exception):
+        pass
+
+    def get(name):
+        secrets = {"KAGGLE_USERNAME": "someone", "KAGGLE_KEY": SECRET}
+        if name not in secrets:
+            raise SecretNotFoundError(name)
+        return secrets[name]
+
+    google = types.ModuleType("google")
+    google_colab = types.ModuleType("google.colab")
+    userdata = types.ModuleType("google.colab.userdata")
+    userdata.get = get
+    google_colab.userdata = userdata
+    google.colab = google_colab
+    downloaded = tmp_path / "kagglehub" / colab.KAGGLE_FOLDER
+    downloaded.mkdir(parents=True)
+    kagglehub = types.ModuleType("kagglehub")
+    kagglehub.calls = []
+
+    def dataset_download(handle):
+        kagglehub.calls.append((handle, os.environ.get("KAGGLE_KEY")))
+        return str(downloaded.parent)
+
+    kagglehub.dataset_download = dataset_download
+    for name, module in {"google": google, "google.colab": google_colab, "google.colab.userdata": userdata, "kagglehub": kagglehub}.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    for name in colab.KAGGLE_SECRETS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    return types.SimpleNamespace(kagglehub=kagglehub, downloaded=downloaded, home=tmp_path / "home")
+
+
+def test_kaggle_download_uses_colab_secrets_without_printing_or_writing_them(fake_colab, capsys):
+    assert colab.in_colab()
+    data = colab.setup(colab.KAGGLE_DATA)
+    assert data == str(fake_colab.downloaded)
+    assert fake_colab.kagglehub.calls == [(colab.KAGGLE_DATASET, SECRET)], "the key reached kagglehub through the environment"
+    out = capsys.readouterr()
+    assert SECRET not in out.out + out.err
+    assert "KAGGLE_KEY" in out.out, "says where the credentials came from (by name)"
+    assert not fake_colab.home.exists(), "nothing written to the home folder (no kaggle.json)"
+
+
+def test_setup_in_colab_without_kaggle_keeps_the_data_path(fake_colab, capsys):
+    assert colab.setup("/content/drive/MyDrive/data") == "/content/drive/MyDrive/data"
+    assert fake_colab.kagglehub.calls == []
+    assert "GPU" in capsys.readouterr().out  # the GPU check ran and said what it found
