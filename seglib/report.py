@@ -741,7 +741,7 @@ Seconds are wall-clock seconds of each training process on the run's {device}
 | | |
 |---|---|
 | data | {s['data_label']} |
-| patches | {d.get('patches', '?')} of {a.run.profile.patch_size}×{a.run.profile.patch_size} px |
+| patches | {_patches_text(d, a.run.profile.patch_size)} |
 | profile | {s['profile']} |
 | Keras backend | {s['backend']} |
 | hardware | {s['hardware']} |
@@ -754,6 +754,14 @@ Rebuild this report (executes notebooks 01→04, then rewrites `docs/`):
 {rebuild_command(a.run)}
 ```
 """
+
+
+def _patches_text(data: dict, patch_size: int) -> str:
+    text = f"{data.get('patches', '?')} of {patch_size}×{patch_size} px"
+    prepared = data.get("patches_prepared")
+    if prepared and prepared != data.get("patches"):
+        text += f" (a fixed random subsample of the {prepared:,} the data gives)"
+    return text + (f" from {data['pairs']} image/mask pairs" if data.get("pairs") else "")
 
 
 def _epochs_of(record: dict) -> int:
