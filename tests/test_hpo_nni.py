@@ -24,16 +24,23 @@ from seglib.profiles import get_profile
 pytestmark = pytest.mark.nni
 
 BACKEND = os.environ.get("SEGLIB_TEST_BACKEND", "tensorflow")
-TINY = get_profile("quick", patch_size=32, base_filters=4, depth=2, batch_size=16, concurrency=2)
+TINY = get_profile("quick", patch_size=32, max_patches=240, base_filters=4, depth=2, batch_size=16, concurrency=2)
 # One batch size: every trial compiles the same shapes, so the compilation cache is shared.
 SPACE = search_space({"batch_size": {"_type": "choice", "_value": [16]}})
 TIMEOUT = 900
 
 
+@pytest.fixture(scope="session")
+def compile_cache(tmp_path_factory):
+    """One JAX compilation cache for all experiments here: the U-Net compiles once."""
+    return tmp_path_factory.mktemp("compile_cache")
+
+
 @pytest.fixture
-def env(tmp_path, monkeypatch, embedded_root):
-    """Isolated data cache (inherited by NNI's manager and its trial processes)."""
+def env(tmp_path, monkeypatch, embedded_root, compile_cache):
+    """Isolated data and compilation caches (inherited by NNI's manager and its trials)."""
     monkeypatch.setenv("SEGLIB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("SEGLIB_COMPILE_CACHE", str(compile_cache))
     return embedded_root
 
 

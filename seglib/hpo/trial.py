@@ -41,6 +41,7 @@ log = logging.getLogger("seglib.hpo.trial")
 
 BUDGET_KEY = "TRIAL_BUDGET"  # NNI's HyperBand name for the budget; 1 unit = 1 epoch
 CONFIG_KEY = "CONFIG_ID"  # seglib's HyperBand: which configuration (checkpoint folder)
+COMPILE_CACHE_ENV = "SEGLIB_COMPILE_CACHE"  # a JAX compilation cache shared by experiments
 PENALTY_LOSS = 100.0  # reported for a diverged trial: above any real Dice + focal loss
 MANAGER_POLL_SECONDS = 2.0
 SUCCEEDED, DIVERGED, FAILED, INTERRUPTED = "SUCCEEDED", "DIVERGED", "FAILED", "INTERRUPTED"
@@ -62,7 +63,8 @@ def write_settings(out_dir, profile, *, split: dict, data=None, backend=None, co
 
     ``split`` maps "train"/"val" to patch indices; ``budget`` is the epochs a trial without a
     ``TRIAL_BUDGET`` trains (random search: R). Threads default to the CPU cores shared by
-    ``concurrency`` trials; ``gpu_memory_fraction`` to 0.9 / concurrency.
+    ``concurrency`` trials; ``gpu_memory_fraction`` to 0.9 / concurrency. The JAX compilation
+    cache is ``$SEGLIB_COMPILE_CACHE`` if set (shared by experiments), else ``OUT/compile_cache``.
     """
     import numpy as np
 
@@ -89,7 +91,7 @@ def write_settings(out_dir, profile, *, split: dict, data=None, backend=None, co
         "backend": backend,
         "threads": int(threads or max(1, cores // max(1, concurrency))),
         "gpu_memory_fraction": float(gpu_memory_fraction or round(0.9 / max(1, concurrency), 3)),
-        "compile_cache_dir": str(layout.compile_cache),
+        "compile_cache_dir": os.environ.get(COMPILE_CACHE_ENV) or str(layout.compile_cache),
         "penalty_loss": PENALTY_LOSS,
     }
     layout.settings_file.write_text(json.dumps(settings, indent=1))
