@@ -635,6 +635,14 @@ def best_row(rows: list[dict]) -> dict | None:
     return min(scored, key=lambda r: (r["value"], -r["budget"])) if scored else None
 
 
+def _finished(state: dict | None, rows: list[dict], the_plan: dict) -> bool:
+    """HyperBand: every bracket done; random search: as many trials ended as were planned."""
+    if state is not None:
+        return HyperBand.from_state(state).finished and not any(r["status"] in ("RUNNING", "WAITING") for r in rows)
+    ended = sum(r["status"] in ("SUCCEEDED", "DIVERGED", "FAILED") for r in rows)
+    return bool(the_plan) and ended >= the_plan.get("max_trials", 0)
+
+
 def export(out_dir) -> dict:
     """Write ``trials.json``, ``trials.csv`` and ``best.json`` into ``out_dir``; return them."""
     layout = Layout.of(out_dir)
@@ -647,7 +655,7 @@ def export(out_dir) -> dict:
         "trials": len(rows), "epochs_trained": sum(r["epochs_trained"] or 0 for r in rows),
         "epochs_planned": the_plan.get("planned_epochs"), "pass": the_plan.get("pass"),
         "statuses": {s: sum(r["status"] == s for r in rows) for s in sorted({r["status"] for r in rows})},
-        "finished": None if state is None else HyperBand.from_state(state).finished,
+        "finished": _finished(state, rows, the_plan),
         "experiment_id": record.get("experiment_id"),
     }
     write_json(layout.root / "trials.json", {"summary": summary, "trials": rows})

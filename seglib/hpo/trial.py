@@ -124,8 +124,8 @@ def configure_environment(settings: dict) -> dict:
             env["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen={str(threads > 1).lower()} intra_op_parallelism_threads={threads}".strip()
     # Several trials on one GPU: JAX allocates on demand up to its share; TF grows on demand.
     env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
-    if settings.get("gpu_memory_fraction"):
-        env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = str(settings["gpu_memory_fraction"])
+    if settings.get("gpu_memory_fraction"):  # with preallocation off: this trial's cap (old and new name)
+        env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = env["XLA_CLIENT_MEM_FRACTION"] = str(settings["gpu_memory_fraction"])
     env["TF_FORCE_GPU_ALLOW_GROWTH"] = "true"
     env["TF_CPP_MIN_LOG_LEVEL"] = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")
     if settings.get("compile_cache_dir"):
@@ -427,6 +427,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/trial", help="output folder when run on its own")
     parser.add_argument("--profile", default="quick", help="profile when run on its own")
     parser.add_argument("--data", default=None, help="dataset folder when run on its own")
+    parser.add_argument("--params", default=None,
+                        help='JSON merged over the defaults when run on its own, e.g. \'{"TRIAL_BUDGET": 2, "CONFIG_ID": "mine"}\'')
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.settings:
@@ -434,6 +436,8 @@ def main(argv: list[str] | None = None) -> int:
         settings, settings_dir = read_settings(settings_path), settings_path.parent
     else:
         settings, settings_dir = standalone_settings(args.out, args.profile, args.data)
+    if args.params:
+        settings["defaults"].update(json.loads(args.params))
     configure_environment(settings)
     reporter = Reporter()
     watch_manager(lambda: _lost_manager())
