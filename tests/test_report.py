@@ -181,3 +181,28 @@ def test_record_model_writes_metrics_and_ten_samples(tmp_path):
     samples = np.load(tmp_path / "samples.npz")
     assert samples["images"].shape == (6, 32, 32, 3)  # only 6 validation patches: all of them
     assert samples["predictions"].shape == (6, 32, 32)
+
+
+def test_sources_are_copied_beside_the_report(fake_run, written):
+    for name in ("run.json", "tuned/metrics.json", "hpo/trials.json", "hpo/best.json"):
+        assert (written.parent / report.SOURCES / name).read_bytes() == (fake_run / name).read_bytes()
+
+
+COMMITTED = Path(__file__).resolve().parents[1] / "docs" / report.REPORT_NAME
+
+
+@pytest.mark.skipif(not COMMITTED.is_file(), reason="no committed report in docs/")
+def test_committed_report_images_exist_and_numbers_match_its_run_files():
+    text = COMMITTED.read_text()
+    for link in IMAGE_LINK.findall(text):
+        assert (COMMITTED.parent / link).is_file(), f"docs/{link} is referenced but missing"
+    sources = COMMITTED.parent / report.SOURCES
+    tuned = json.loads((sources / "tuned" / "metrics.json").read_text())
+    baseline = json.loads((sources / "baseline" / "metrics.json").read_text())
+    best = json.loads((sources / "hpo" / "best.json").read_text())
+    run = json.loads((sources / "run.json").read_text())
+    assert f"Validation Precision:\t{report.fmt(tuned['val']['precision'])}" in text
+    assert f"Training Recall:\t{report.fmt(tuned['train']['recall'])}" in text
+    assert f"**{report.fmt(baseline['test']['mean_iou'])}**" in text and f"**{report.fmt(tuned['test']['mean_iou'])}**" in text
+    assert f"validation loss of **{report.fmt(best['value'])}**" in text
+    assert run["stamp"]["hardware"] in text and run["stamp"]["data_label"] in text
