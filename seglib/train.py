@@ -310,7 +310,8 @@ def train(
     last_checkpoint = (
         str(_checkpoint_path(checkpoint_dir, initial_epoch)) if initial_epoch else None
     )
-    engine = _make_engine(engine, model, x_train, y_train, validation, batch_size, verbose, steps_per_execution)
+    if initial_epoch < epochs:
+        engine = _make_engine(engine, model, x_train, y_train, validation, batch_size, verbose, steps_per_execution)
     epoch = initial_epoch
     for epoch in range(initial_epoch, epochs):
         epoch_started = time.perf_counter()
