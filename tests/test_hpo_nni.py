@@ -200,3 +200,21 @@ def test_manager_listens_on_localhost_only(tmp_path, env, started):
     listening = [c.laddr for c in manager.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
     assert ("127.0.0.1", experiment.port) in [(a.ip, a.port) for a in listening]
     assert all(a.ip in ("127.0.0.1", "::1") for a in listening), listening
+
+
+@pytest.mark.slow
+def test_cli_random_search_at_a_given_epoch_budget_writes_the_export(tmp_path, env, monkeypatch, capsys):
+    """``seglib hpo --tuner random``: NNI's Random tuner, R epochs per trial, epochs // R trials."""
+    from seglib import cli
+
+    out = tmp_path / "random"
+    monkeypatch.setattr("seglib.profiles.PROFILES", {"tiny": TINY.replace(name="tiny")})
+    code = cli.main(["hpo", "--profile", "tiny", "--out", str(out), "--data", str(env), "--tuner", "random",
+                     "--max-budget", "2", "--max-epochs", "4", "--port", str(port()), "--backend", BACKEND])
+    assert code == 0
+    data = load_export(out)
+    assert [r["status"] for r in data["trials"]] == ["SUCCEEDED", "SUCCEEDED"]
+    assert [r["epochs_trained"] for r in data["trials"]] == [2, 2]
+    assert data["summary"]["tuner"] == "random" and data["summary"]["finished"] is True
+    assert data["best"]["params"]["batch_size"] in range(1, 32)
+    assert "wrote" in capsys.readouterr().out

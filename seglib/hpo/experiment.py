@@ -175,6 +175,7 @@ class HPOExperiment:
     nni: object = None
     port: int | None = None
     started: float = field(default_factory=time.time)
+    _dispatcher_pid: int | None = None
 
     @property
     def id(self) -> str:
@@ -209,22 +210,42 @@ class HPOExperiment:
             raise ExperimentFailed(f"NNI reports ERROR: {check.get('errors')}; log: {self.nni_log('nnimanager.log')}")
         if self.record["plan"]["tuner"] == "hyperband":
             self._check_heartbeat()
+        self._check_dispatcher_process()
 
     def _check_heartbeat(self) -> None:
+        """seglib's tuner writes a heartbeat while NNI pings it; a stale or dead one is fatal."""
         import psutil
 
         beat = read_json(self.layout.heartbeat_file)
-        if beat is None:
-            if time.time() - self.started > STALE_HEARTBEAT_SECONDS:
-                raise ExperimentFailed(f"the tuner never started: no {self.layout.heartbeat_file}; "
-                                       f"see {self.nni_log('dispatcher.log')}")
+        now = time.time()
+        if beat is None or beat["time"] < self.started - 1:  # none yet, or the previous session's
+            if now - self.started > STALE_HEARTBEAT_SECONDS:
+                raise ExperimentFailed(f"the tuner never started ({self.layout.heartbeat_file} not written in "
+                                       f"{STALE_HEARTBEAT_SECONDS:.0f} s); see {self.nni_log('dispatcher.log')}")
             return
-        if beat["time"] < self.started - 1:
-            return  # the previous run's heartbeat: this run's tuner is still starting
-        if not psutil.pid_exists(beat["pid"]) or time.time() - beat["time"] > STALE_HEARTBEAT_SECONDS:
+        if not psutil.pid_exists(beat["pid"]) or now - beat["time"] > STALE_HEARTBEAT_SECONDS:
             raise ExperimentFailed(
-                f"the tuner process {beat['pid']} is gone (last heartbeat {time.time() - beat['time']:.0f} s ago); "
+                f"the tuner process {beat['pid']} is gone (last heartbeat {now - beat['time']:.0f} s ago); "
                 f"NNI would wait forever. See {self.nni_log('dispatcher.log')} and {self.nni_log('nnimanager.log')}")
+
+    def _check_dispatcher_process(self) -> None:
+        """Any tuner (NNI's Random too): its process, a child of the manager, must stay alive."""
+        import psutil
+
+        proc = getattr(self.nni, "_proc", None)
+        if proc is None:
+            return
+        if self._dispatcher_pid is None:
+            try:
+                children = psutil.Process(proc.pid).children(recursive=True)
+            except psutil.NoSuchProcess:
+                return
+            found = [c.pid for c in children if "--exp_params" in " ".join(_cmdline(c))]
+            self._dispatcher_pid = found[0] if found else None
+        elif not psutil.pid_exists(self._dispatcher_pid):
+            raise ExperimentFailed(
+                f"the tuner process {self._dispatcher_pid} exited while the experiment was running; "
+                f"NNI would wait forever. See {self.nni_log('dispatcher.log')}")
 
     def nni_log(self, name: str) -> Path:
         return self.layout.nni_dir / self.id / "log" / name
@@ -314,7 +335,6 @@ def start(out_dir, *, profile="quick", data=None, split_file=None, tuner: str = 
         "data": None if data is None else str(data), "search_space": space, "created": time.time(),
         "platform": config.training_service.platform, "sessions": [],
     }
-    write_json(layout.experiment_file, record)
     experiment = HPOExperiment(layout, record)
     _launch(experiment, nni_experiment, port, action="create")
     return experiment
@@ -373,7 +393,7 @@ def _launch(experiment: HPOExperiment, nni_experiment, port: int, action: str) -
                 os.environ.pop("NODE_OPTIONS", None)
             else:
                 os.environ["NODE_OPTIONS"] = previous
-    experiment.nni, experiment.port = nni_experiment, port
+    experiment.nni, experiment.port, experiment._dispatcher_pid = nni_experiment, port, None
     experiment.record["port"] = port
     experiment.record["sessions"].append({"action": action, "time": experiment.started, "port": port})
     write_json(experiment.layout.experiment_file, experiment.record)
@@ -557,6 +577,13 @@ def trial_row(layout: Layout, key: tuple, nni_jobs: list[dict], job: dict | None
         "model": result.get("model"),
     }
     return sanitize(row)
+
+
+def _cmdline(process) -> list[str]:
+    try:
+        return process.cmdline()
+    except Exception:  # psutil.NoSuchProcess / AccessDenied: not ours to watch
+        return []
 
 
 def _stderr_tail(layout: Layout, nni_job: dict, lines: int = 30) -> str | None:

@@ -367,6 +367,8 @@ def run_trial(settings: dict, settings_dir: Path, reporter: Reporter, process_st
     record["seconds"] = sum(a.get("seconds", 0.0) for a in history["attempts"])
     record["first_epoch_seconds"] = next((a["first_epoch_seconds"] for a in history["attempts"] if "first_epoch_seconds" in a), None)
     write_json(trial_dir / "history.json", history)
+    if record.get("metrics"):
+        write_json(trial_dir / "metrics.json", record["metrics"])
     write_json(trial_dir / "result.json", record)
     error_file.unlink(missing_ok=True)
     reporter.final(record["final"])

@@ -1,0 +1,92 @@
+"""Trials side by side: seconds from a trial's start to the end of its first epoch, and patches/s.
+
+Runs ``--concurrency`` HPO trial processes at once (``python -m seglib.hpo.trial``, the
+command NNI runs, here without NNI so only the trials are measured), each with its own
+configuration folder, after one warm-up trial that fills the shared compilation cache. Prints
+one JSON line: per-trial first-epoch seconds (cold and warm) and steady-state patches/s, and
+their sum, which is what several trials on one GPU deliver together.
+
+    python benchmarks/bench_hpo.py                                   # CPU, quick profile
+    KERAS_BACKEND=jax python benchmarks/bench_hpo.py --profile full --data "$DATA" \\
+        --concurrency 4 --batch-size 24 --epochs 3 --mixed-precision bf16   # one GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from seglib.hpo.experiment import prepare_split
+from seglib.hpo.trial import write_settings
+from seglib.profiles import get_profile
+
+
+def run_trials(settings: Path, configs: list[str], epochs: int, batch_size: int, env: dict) -> float:
+    """Start one trial process per configuration at once; wait for all; return the wall time."""
+    started = time.perf_counter()
+    procs = []
+    for config in configs:
+        params = json.dumps({"CONFIG_ID": config, "TRIAL_BUDGET": epochs, "batch_size": batch_size})
+        command = [sys.executable, "-m", "seglib.hpo.trial", "--settings", str(settings), "--params", params]
+        procs.append(subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+    for proc in procs:
+        _, err = proc.communicate()
+        if proc.returncode:
+            raise RuntimeError(f"trial failed ({proc.returncode}):\n{err[-3000:]}")
+    return time.perf_counter() - started
+
+
+def trial_figures(out: Path, config: str, epochs: int, train_size: int) -> dict:
+    result = json.loads((out / "trials" / f"{config}-b{epochs:03d}" / "result.json").read_text())
+    history = json.loads((out / "trials" / f"{config}-b{epochs:03d}" / "history.json").read_text())
+    steady = [e["epoch_seconds"] for e in history["epochs"][1:] if e.get("epoch_seconds")]
+    return {
+        "first_epoch_seconds": round(result["first_epoch_seconds"], 2),
+        "patches_per_second": round(train_size / statistics.median(steady), 1) if steady else None,
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="quick")
+    parser.add_argument("--data", default=None)
+    parser.add_argument("--patch-size", type=int, default=None)
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per trial (>= 2: the first compiles)")
+    parser.add_argument("--mixed-precision", default=False)
+    parser.add_argument("--out", default=None, help="working folder (default: a temporary one)")
+    args = parser.parse_args(argv)
+    profile = get_profile(args.profile, data=args.data, patch_size=args.patch_size)
+    out = Path(args.out or tempfile.mkdtemp(prefix="bench_hpo_"))
+    split = prepare_split(profile, args.data)
+    settings = write_settings(out, profile, split=split, data=args.data, concurrency=args.concurrency,
+                              mixed_precision=args.mixed_precision)
+    env = dict(os.environ)
+    warmup_seconds = run_trials(settings, ["warmup"], args.epochs, args.batch_size, env)
+    configs = [f"bench{k}" for k in range(args.concurrency)]
+    wall = run_trials(settings, configs, args.epochs, args.batch_size, env)
+    train_size = len(split["train"])
+    per_trial = [trial_figures(out, c, args.epochs, train_size) for c in configs]
+    rates = [t["patches_per_second"] for t in per_trial if t["patches_per_second"]]
+    print(json.dumps({
+        "backend": os.environ.get("KERAS_BACKEND", "tensorflow"), "profile": profile.name,
+        "patch_size": profile.patch_size, "train_patches": train_size, "batch_size": args.batch_size,
+        "mixed_precision": args.mixed_precision, "concurrency": args.concurrency, "epochs": args.epochs,
+        "cold_first_epoch_seconds": trial_figures(out, "warmup", args.epochs, train_size)["first_epoch_seconds"],
+        "warmup_wall_seconds": round(warmup_seconds, 1), "wall_seconds": round(wall, 1),
+        "trials": per_trial, "patches_per_second_together": round(sum(rates), 1),
+        "load_average": os.getloadavg()[0],
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
