@@ -138,20 +138,24 @@ def test_training_beats_the_majority_class_on_learnable_data():
 
 @pytest.mark.slow
 def test_short_real_data_baseline_beats_the_majority_class(real_data_root):
-    """Reduced CPU profile on the real tiles (64x64 patches, small net, held-out val tiles)."""
+    """Reduced CPU profile on the real tiles (64x64 patches, small net, held-out val tiles).
+
+    Measured (TF, CPU): val accuracy 0.446 vs 0.346 for the majority class (Land), mean IoU
+    0.218 vs 0.058, in about 130 s. With 256 patches and 6 epochs it did not beat it (0.347).
+    """
     from seglib.data import prepare, split
 
     patches = prepare(real_data_root, 64)
     parts = split(patches, "tiles")
     rng = np.random.default_rng(0)
-    train_index = np.sort(rng.choice(parts["train"], 256, replace=False))
-    val_index = np.sort(rng.choice(parts["val"], 128, replace=False))
+    train_index = np.sort(rng.choice(parts["train"], 1024, replace=False))
+    val_index = np.sort(rng.choice(parts["val"], 256, replace=False))
     x_val, y_val = patches.scaled(val_index), np.asarray(patches.labels[val_index])
     result = train(patches.scaled(train_index), np.asarray(patches.labels[train_index]), x_val, y_val,
-                   epochs=6, batch_size=16, base_filters=8, depth=3, verbose=0)
+                   epochs=8, batch_size=16, learning_rate=0.003, base_filters=8, depth=3, verbose=0)
     scores = evaluate(result.model, x_val, y_val)
     shares = np.bincount(y_val.ravel(), minlength=6) / y_val.size
     majority_mean_iou = shares.max() / (shares > 0).sum()  # IoU of "all one class", averaged
     assert not result.diverged
     assert scores["accuracy"] > shares.max() + 0.05, (scores, shares)
-    assert scores["mean_iou"] > 1.5 * majority_mean_iou, (scores, shares)
+    assert scores["mean_iou"] > 2 * majority_mean_iou, (scores, shares)
