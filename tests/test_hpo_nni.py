@@ -192,14 +192,23 @@ def test_a_dead_tuner_fails_loudly_instead_of_hanging(tmp_path, env, started):
     assert experiment.status() == "RUNNING"  # what NNI itself would have kept saying
 
 
-def test_manager_listens_on_localhost_only(tmp_path, env, started):
+def test_manager_listens_on_localhost_only_and_is_not_started_twice(tmp_path, env, started):
     import psutil
 
-    experiment = start(tmp_path / "bind", env, started, max_budget=1, eta=3, concurrency=1)
+    out = tmp_path / "bind"
+    experiment = start(out, env, started, max_budget=1, eta=3, concurrency=1)
     manager = psutil.Process(experiment.nni._proc.pid)
     listening = [c.laddr for c in manager.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
     assert ("127.0.0.1", experiment.port) in [(a.ip, a.port) for a in listening]
     assert all(a.ip in ("127.0.0.1", "::1") for a in listening), listening
+    # A second process (e.g. after a kernel restart) reaches it instead of starting another manager.
+    with pytest.raises(RuntimeError, match="still running"):
+        hpo.resume(out)
+    with pytest.raises(FileExistsError, match="already holds an experiment"):
+        hpo.start(out, profile=TINY, data=env)
+    assert hpo.connect(out).id == experiment.id
+    hpo.stop(out)
+    assert not hpo._manager_running(experiment.record)
 
 
 @pytest.mark.slow

@@ -9,7 +9,8 @@ In a notebook::
     experiment.stop(); hpo.export("runs/quick/hpo")             # trials.csv/json, best.json
 
 ``hpo.resume(out_dir)`` continues an interrupted experiment, ``hpo.view(out_dir)`` opens a
-finished one, ``hpo.run_experiment(...)`` does start-wait-stop-export in one call.
+finished one, ``hpo.connect(out_dir)``/``hpo.stop(out_dir)`` reach one whose manager still runs
+(after a kernel restart), ``hpo.run_experiment(...)`` does start-wait-stop-export in one call.
 NNI is imported only when an experiment starts; ``seglib.hpo.hyperband`` is pure Python.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 from seglib.hpo.experiment import (
     ExperimentFailed,
+    connect,
     HPOExperiment,
     export,
     format_progress,
@@ -26,6 +28,7 @@ from seglib.hpo.experiment import (
     run_experiment,
     show_web_ui,
     start,
+    stop,
     view,
     watch,
 )
@@ -43,9 +46,9 @@ from seglib.hpo.hyperband import (
 
 __all__ = [
     "DEFAULT_ETA", "DEFAULT_MAX_BUDGET", "DEFAULT_SEARCH_SPACE", "Bracket", "ExperimentFailed",
-    "HPOExperiment", "HyperBand", "Rung", "brackets", "cli", "configure_cli", "export",
+    "HPOExperiment", "HyperBand", "Rung", "brackets", "cli", "configure_cli", "connect", "export",
     "format_progress", "pass_epochs", "plan", "progress", "resume", "run_experiment",
-    "search_space", "show_web_ui", "start", "view", "watch",
+    "search_space", "show_web_ui", "start", "stop", "view", "watch",
 ]
 
 
@@ -68,6 +71,7 @@ def configure_cli(parser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the configurations drawn and of training")
     parser.add_argument("--resume", action="store_true", help="resume the interrupted experiment in --out")
     parser.add_argument("--view", action="store_true", help="open the finished experiment in --out read-only (Ctrl-C ends)")
+    parser.add_argument("--stop", action="store_true", help="stop the experiment in --out that is still running")
     parser.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
 
 
@@ -78,6 +82,10 @@ def cli(args) -> int:
 
     from seglib.profiles import get_profile
 
+    if args.stop:
+        stop(args.out)
+        print(f"stopped the experiment in {args.out} (if one was running); resume it with --resume")
+        return 0
     if args.view:
         experiment = view(args.out, port=args.port)
         show_web_ui(experiment.port)

@@ -350,14 +350,57 @@ def view(out_dir, port: int | None = None) -> HPOExperiment:
     return _reopen(out_dir, port, action="view")
 
 
+def connect(out_dir) -> HPOExperiment:
+    """The experiment of ``out_dir`` whose NNI manager is still running (e.g. after a kernel restart)."""
+    from nni.experiment import Experiment
+
+    layout = Layout.of(out_dir)
+    record = _record(layout, "connect to")
+    if not _manager_running(record):
+        raise RuntimeError(f"no NNI manager is running experiment {record['experiment_id']} "
+                           f"(port {record.get('port')}); resume it with hpo.resume({str(layout.root)!r})")
+    experiment = HPOExperiment(layout, record, nni=Experiment.connect(record["port"]), port=record["port"])
+    return experiment
+
+
+def stop(out_dir) -> None:
+    """Stop the running experiment of ``out_dir`` from any process (no-op when none runs)."""
+    layout = Layout.of(out_dir)
+    if _manager_running(_record(layout, "stop")):
+        connect(out_dir).stop()
+
+
+def _record(layout: Layout, action: str) -> dict:
+    record = read_json(layout.experiment_file)
+    if record is None:
+        raise FileNotFoundError(f"{layout.experiment_file} not found: {layout.root} holds no seglib experiment to {action}")
+    return record
+
+
+def _manager_running(record: dict) -> bool:
+    """True when a manager answers on the recorded port for this very experiment."""
+    import requests
+
+    port = record.get("port")
+    if not port:
+        return False
+    try:
+        profile = requests.get(f"http://localhost:{port}/api/v1/nni/experiment", timeout=5).json()
+    except (requests.RequestException, ValueError):
+        return False
+    return profile.get("id") == record["experiment_id"]
+
+
 def _reopen(out_dir, port, action: str) -> HPOExperiment:
     from nni.experiment import Experiment
     from nni.experiment.launcher import get_stopped_experiment_config
 
     layout = Layout.of(out_dir)
-    record = read_json(layout.experiment_file)
-    if record is None:
-        raise FileNotFoundError(f"{layout.experiment_file} not found: {layout.root} holds no seglib experiment to {action}")
+    record = _record(layout, action)
+    if _manager_running(record):
+        raise RuntimeError(
+            f"experiment {record['experiment_id']} in {layout.root} is still running (port {record['port']}): "
+            f"watch it with hpo.connect(out_dir), or stop it with hpo.stop(out_dir) before you {action} it")
     db = layout.nni_dir / record["experiment_id"] / "db"
     if not db.is_dir():
         raise FileNotFoundError(f"NNI's records for experiment {record['experiment_id']} are missing: expected {db}")

@@ -188,20 +188,28 @@ class Reporter:
     """NNI reporting that turns a vanished manager into ``ManagerLost`` instead of a hang."""
 
     def __init__(self):
-        import nni
-
-        self.nni = nni
         self.in_experiment = bool(os.environ.get("NNI_TRIAL_COMMAND_CHANNEL") or os.environ.get("NNI_PLATFORM"))
-        self.trial_id = nni.get_trial_id()
+        try:
+            import nni
+        except ImportError:
+            if self.in_experiment:
+                raise
+            nni = None  # on its own, a trial (e.g. a benchmark on a machine without NNI) needs no NNI
+        self.nni = nni
+        self.trial_id = nni.get_trial_id() if nni is not None else "STANDALONE"
 
     def parameters(self) -> dict:
-        return dict(self.nni.get_next_parameter() or {})
+        return dict(self.nni.get_next_parameter() or {}) if self.nni is not None else {}
 
     def intermediate(self, value: float) -> None:
-        self._send(self.nni.report_intermediate_result, value)
+        if self.nni is not None:
+            self._send(self.nni.report_intermediate_result, value)
 
     def final(self, result: dict) -> None:
-        self._send(self.nni.report_final_result, result)
+        if self.nni is not None:
+            self._send(self.nni.report_final_result, result)
+        else:
+            log.info("final result: %s", result)
 
     def _send(self, report, value) -> None:
         try:
