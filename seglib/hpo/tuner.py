@@ -55,6 +55,7 @@ class SeglibHyperBand(MsgDispatcherBase):
         self.credit = 0
         self.resuming = dispatcher_env_vars.NNI_MODE == "resume"
         self.rerun_by_nni: set[int] = set()
+        self.trial_jobs: dict[str, int] = {}  # NNI trial id -> the job its own final metric named
         self.no_more_sent = False
         self._last_beat = 0.0
         self._beat(force=True)
@@ -135,26 +136,44 @@ class SeglibHyperBand(MsgDispatcherBase):
         if data.get("type") != "FINAL" or not isinstance(data.get("parameter_id"), int):
             return
         value = nni.load(data["value"]) if isinstance(data.get("value"), str) else data.get("value")
+        self.trial_jobs[data.get("trial_job_id")] = data["parameter_id"]
         self._record(data["parameter_id"], value, data.get("trial_job_id"))
         self._save()
         self._send_jobs()
 
     def handle_trial_end(self, data):
-        params = nni.load(data["hyper_params"])
-        parameter_id = params.get("parameter_id")
-        if not isinstance(parameter_id, int) or parameter_id >= len(self.hb.jobs):
-            return  # a trial added by hand in the web UI: not part of HyperBand
-        job = self.hb.job(parameter_id)
-        if job["status"] == SENT:
-            recorded = read_result(self.layout.trial_dir(job["config_id"], job["budget"]))
+        hyper = nni.load(data["hyper_params"]) if isinstance(data.get("hyper_params"), str) else {}
+        job = self._job_of_trial(data.get("trial_job_id"), hyper.get("parameter_id"))
+        if job is not None and job["status"] == SENT:
+            folder = self.layout.trial_dir(job["config_id"], job["budget"])
+            recorded = read_result(folder)
             if recorded is not None:
-                self._record(parameter_id, recorded.get("final"), data.get("trial_job_id"))
+                self._record(job["parameter_id"], recorded.get("final"), data.get("trial_job_id"))
             else:
-                failure = read_failure(self.layout.trial_dir(job["config_id"], job["budget"]))
-                self.hb.fail(parameter_id, failure or f"trial ended {data.get('event')} without a final result",
+                self.hb.fail(job["parameter_id"],
+                             read_failure(folder) or f"trial ended {data.get('event')} without a final result",
                              trial_job_id=data.get("trial_job_id"), event=data.get("event"))
         self._save()
         self._send_jobs()
+
+    def _job_of_trial(self, trial_id: str | None, nni_parameter_id) -> dict | None:
+        """The job a trial really ran.
+
+        NNI 3.0's local training service hands queued parameters to whichever new trial asks
+        first, so the parameters NNI pairs with a trial id (``hyper_params`` here) can be a
+        sibling's. The trial's own final metric and its folder's attempt list are right; NNI's
+        pairing is used only for a trial that died before writing anything.
+        """
+        if trial_id in self.trial_jobs:
+            return self.hb.job(self.trial_jobs[trial_id])
+        for job in self.hb.jobs:
+            if job["status"] == SENT and trial_id in attempt_ids(self.layout.trial_dir(job["config_id"], job["budget"])):
+                return job
+        if isinstance(nni_parameter_id, int) and 0 <= nni_parameter_id < len(self.hb.jobs):
+            job = self.hb.job(nni_parameter_id)
+            if not attempt_ids(self.layout.trial_dir(job["config_id"], job["budget"])):
+                return job
+        return None  # another trial is running that job: its own end will settle it
 
     # -- internals ------------------------------------------------------------------------
     def _record(self, parameter_id: int, value, trial_job_id=None) -> None:
@@ -211,6 +230,15 @@ def final_value(value) -> tuple[float | None, bool]:
     except (TypeError, ValueError):
         return None, True
     return (value, diverged) if math.isfinite(value) else (None, True)
+
+
+def attempt_ids(trial_dir: Path) -> set[str]:
+    """NNI trial ids that ran (or re-reported) this (configuration, budget) pair, from its folder."""
+    try:
+        history = json.loads((Path(trial_dir) / "history.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return set()
+    return {a.get("trial_id") for a in history.get("attempts", [])} | set(history.get("reused_by", []))
 
 
 def read_failure(trial_dir: Path) -> str | None:
