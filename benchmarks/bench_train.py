@@ -88,7 +88,7 @@ def main(argv=None) -> dict:
     }
     print(json.dumps(record))
     print(f"RESULT backend={args.backend} precision={args.precision} batch={args.batch} "
-          f"patches_per_s={patches_per_s:.1f} first_epoch_s={first_epoch_s:.2f}")
+          f"patches_per_s={patches_per_s:.3f} first_epoch_s={first_epoch_s:.2f}")
     return record
 
 
