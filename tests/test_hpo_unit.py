@@ -103,3 +103,15 @@ def test_trial_runs_on_its_own_and_a_finished_pair_is_not_trained_again(tmp_path
     assert json.loads(second.stdout.strip().splitlines()[-1])["final"] == record["final"]
     history = json.loads((folder / "history.json").read_text())
     assert [e["epoch"] for e in history["epochs"]] == [1] and history["reused_by"] == ["STANDALONE"]
+
+
+def test_trial_environment_names_one_gpu_memory_cap(monkeypatch):
+    """jaxlib 0.11 refuses both memory-fraction names together and falls back to the CPU."""
+    from seglib.hpo.trial import configure_environment
+
+    for name in ("XLA_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_MEM_FRACTION", "XLA_FLAGS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr("os.environ", dict(__import__("os").environ))
+    env = configure_environment({"gpu_memory_fraction": 0.225, "threads": 1})
+    assert env["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "0.225"
+    assert "XLA_CLIENT_MEM_FRACTION" not in env

@@ -124,8 +124,11 @@ def configure_environment(settings: dict) -> dict:
             env["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen={str(threads > 1).lower()} intra_op_parallelism_threads={threads}".strip()
     # Several trials on one GPU: JAX allocates on demand up to its share; TF grows on demand.
     env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
-    if settings.get("gpu_memory_fraction"):  # with preallocation off: this trial's cap (old and new name)
-        env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = env["XLA_CLIENT_MEM_FRACTION"] = str(settings["gpu_memory_fraction"])
+    if settings.get("gpu_memory_fraction"):  # with preallocation off: this trial's cap
+        # One name only: jaxlib 0.11 refuses both together and then falls back to the CPU
+        # (seen on an H200). The old name is honoured by every jaxlib, deprecated in new ones.
+        if not os.environ.get("XLA_CLIENT_MEM_FRACTION"):
+            env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = str(settings["gpu_memory_fraction"])
     env["TF_FORCE_GPU_ALLOW_GROWTH"] = "true"
     env["TF_CPP_MIN_LOG_LEVEL"] = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")
     if settings.get("compile_cache_dir"):
