@@ -207,6 +207,10 @@ def test_manager_listens_on_localhost_only_and_is_not_started_twice(tmp_path, en
     with pytest.raises(FileExistsError, match="already holds an experiment"):
         hpo.start(out, profile=TINY, data=env)
     assert hpo.connect(out).id == experiment.id
+    deadline = time.time() + 120
+    while not experiment.layout.heartbeat_file.is_file():  # let the tuner connect before stopping
+        assert time.time() < deadline
+        time.sleep(0.5)
     hpo.stop(out)
     assert not hpo._manager_running(experiment.record)
 
