@@ -75,7 +75,13 @@ def enable_compile_cache(cache_dir: str | os.PathLike | None = None) -> str | No
     import jax  # backend-specific: JAX's persistent compilation cache
 
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    jax.config.update("jax_compilation_cache_dir", str(cache_dir))
+    if jax.config.jax_compilation_cache_dir != str(cache_dir):
+        jax.config.update("jax_compilation_cache_dir", str(cache_dir))
+        # JAX decides once, at its first compilation, whether a cache is in use: forget that
+        # decision so a process that already compiled something still starts using it.
+        from jax.experimental.compilation_cache import compilation_cache
+
+        compilation_cache.reset_cache()
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
     return str(cache_dir)

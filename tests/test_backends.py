@@ -113,19 +113,26 @@ NO_TENSORFLOW = textwrap.dedent(
         resumed = train(*data, epochs=2, checkpoint_dir=folder, engine="jax", **small)
         loaded = load_model(folder + "/epoch_0002.keras")
         same = float(np.abs(loaded.predict(x, verbose=0) - straight.model.predict(x, verbose=0)).max())
-    rbg = train(*data, epochs=1, engine="jax", dropout_rng="rbg", **small)
+    with tempfile.TemporaryDirectory() as cache:
+        rbg = train(*data, epochs=1, engine="jax", dropout_rng="rbg", compile_cache_dir=cache, **small)
+        import os
+        cached = len(os.listdir(cache))
     print(json.dumps({"backend": keras.backend.backend(), "tensorflow_loaded": "tensorflow" in sys.modules
                       and sys.modules["tensorflow"] is not None, "straight": straight.history["val_loss"],
                       "train_loss": [straight.history["loss"], resumed.history["loss"]],
                       "resumed": resumed.history["val_loss"], "prediction_difference": same,
-                      "diverged": straight.diverged, "rbg_loss": rbg.history["loss"]}))
+                      "diverged": straight.diverged, "rbg_loss": rbg.history["loss"], "cached_programs": cached}))
     """
 )
 
 
 @pytest.mark.slow
 def test_seglib_trains_and_resumes_on_jax_with_tensorflow_unimportable():
-    """With TensorFlow unimportable: fit 0->2 equals engine='jax' 0->1 then 1->2 (resumed)."""
+    """With TensorFlow unimportable: fit 0->2 equals engine='jax' 0->1 then 1->2 (resumed).
+
+    Also: dropout_rng='rbg' trains, and compile_cache_dir fills JAX's persistent cache even
+    though this process compiled other programs before.
+    """
     result = run_python(NO_TENSORFLOW, backend="jax")
     assert result["backend"] == "jax" and not result["tensorflow_loaded"]
     assert not result["diverged"] and all(np.isfinite(result["straight"]))
@@ -133,3 +140,4 @@ def test_seglib_trains_and_resumes_on_jax_with_tensorflow_unimportable():
     np.testing.assert_allclose(*result["train_loss"], rtol=1e-5)
     assert result["prediction_difference"] < 1e-5
     assert np.isfinite(result["rbg_loss"]).all()
+    assert result["cached_programs"] > 0  # JAX's persistent compilation cache was written
