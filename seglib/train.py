@@ -269,9 +269,10 @@ def train(
     Each epoch trains on ``len(x_train) // batch_size`` full batches of a fresh permutation
     (``drop_remainder``): a smaller last batch would make XLA compile the training step a
     second time (30-40 s on a GPU) and every sample is still seen across epochs.
-    ``engine="jax"`` (JAX backend only) keeps the training data on the device and runs a
-    whole epoch as one compiled ``lax.scan`` (or chunks of ``steps_per_execution`` steps);
-    its history has ``loss`` and the validation metrics but no training-set metrics.
+    ``engine="jax"`` (JAX backend only) keeps the training data on the device and runs one
+    jitted step per batch (``steps_per_execution=1``), k steps per call in a ``lax.scan``
+    (k > 1) or the whole epoch in one call (0); its history has ``loss`` and the validation
+    metrics but no training-set metrics.
     ``dropout_rng="rbg"`` draws dropout masks with JAX's RBG generator instead of threefry
     (``seglib.model.RbgDropout``; the same on other backends): a speed option to measure.
     """
@@ -308,7 +309,8 @@ def train(
     else:
         model = model if model is not None else _build(x_train, y_train, config, policy)
     if getattr(model, "optimizer", None) is None or not model.compiled:
-        compile_model(model, learning_rate, steps_per_execution, jit_compile)
+        # Keras' own steps_per_execution only applies to fit(); the jax engine reads it itself.
+        compile_model(model, learning_rate, steps_per_execution if engine == "fit" else 1, jit_compile)
 
     validation = (x_val, y_val) if x_val is not None else None
     diverged = False
@@ -409,10 +411,13 @@ class _FitEngine:
 
 
 class _JaxEngine:
-    """Backend-specific (JAX): data on the device, an epoch as one compiled ``lax.scan``.
+    """Backend-specific (JAX): data on the device; one jitted call per step, or ``lax.scan``.
 
-    ``fit()`` copies each batch from host memory and dispatches one step at a time; here the
-    permutation gathers batches on the device and the steps run inside one XLA program.
+    ``fit()`` copies each batch from host memory; here the permutation gathers batches on
+    the device. ``steps_per_execution`` 1 dispatches one compiled step per batch (JAX's
+    asynchronous dispatch keeps the device busy); k > 1 runs k steps per call inside a
+    ``lax.scan``, and 0 the whole epoch in one call. On XLA:CPU the scan was 16x slower
+    than single steps (convolutions inside a while loop); on a GPU it has to be measured.
     The step is the one ``fit()`` runs: stateless forward pass, the compiled loss, gradients,
     ``optimizer.stateless_apply``. Variables are written back after every epoch, so
     checkpoints, validation and hooks see the model as ``fit()`` would leave it.
@@ -428,6 +433,7 @@ class _JaxEngine:
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
         self._run = jax.jit(self._scan)
+        self._run_one = jax.jit(self._one)
 
     def _step(self, state, indices):
         import jax
@@ -443,6 +449,10 @@ class _JaxEngine:
         (loss, non_trainable), grads = jax.value_and_grad(loss_of, has_aux=True)(trainable)
         trainable, optimizer_state = self.model.optimizer.stateless_apply(optimizer_state, grads, trainable)
         return (trainable, non_trainable, optimizer_state, x, y), loss
+
+    def _one(self, state, x, y, batch):
+        (trainable, non_trainable, optimizer_state, _, _), loss = self._step((*state, x, y), batch)
+        return (trainable, non_trainable, optimizer_state), loss
 
     def _scan(self, state, x, y, batches):
         import jax
@@ -460,11 +470,17 @@ class _JaxEngine:
             [v.value for v in model.optimizer.variables],
         )
         batches = order.reshape(-1, self.batch_size).astype(np.int32)
-        chunk = self.steps_per_execution if self.steps_per_execution > 1 else len(batches)
         losses = []
-        for start in range(0, len(batches), chunk):
-            state, chunk_losses = self._run(state, self.x, self.y, batches[start : start + chunk])
-            losses.append(np.asarray(chunk_losses))
+        if self.steps_per_execution == 1:
+            for batch in batches:
+                state, loss = self._run_one(state, self.x, self.y, batch)
+                losses.append(loss)
+            losses = [np.asarray(losses)]
+        else:
+            chunk = self.steps_per_execution if self.steps_per_execution > 1 else len(batches)
+            for start in range(0, len(batches), chunk):
+                state, chunk_losses = self._run(state, self.x, self.y, batches[start : start + chunk])
+                losses.append(np.asarray(chunk_losses))
         for variables, values in zip(
             (model.trainable_variables, model.non_trainable_variables, model.optimizer.variables), state
         ):

@@ -109,6 +109,7 @@ NO_TENSORFLOW = textwrap.dedent(
     data = (x[:12], y[:12], x[12:], y[12:])
     with tempfile.TemporaryDirectory() as folder:
         straight = train(*data, epochs=2, **small)
+        scan = train(*data, epochs=2, engine="jax", steps_per_execution=0, **small)
         train(*data, epochs=1, checkpoint_dir=folder, engine="jax", **small)
         resumed = train(*data, epochs=2, checkpoint_dir=folder, engine="jax", **small)
         loaded = load_model(folder + "/epoch_0002.keras")
@@ -121,7 +122,8 @@ NO_TENSORFLOW = textwrap.dedent(
                       and sys.modules["tensorflow"] is not None, "straight": straight.history["val_loss"],
                       "train_loss": [straight.history["loss"], resumed.history["loss"]],
                       "resumed": resumed.history["val_loss"], "prediction_difference": same,
-                      "diverged": straight.diverged, "rbg_loss": rbg.history["loss"], "cached_programs": cached}))
+                      "diverged": straight.diverged, "rbg_loss": rbg.history["loss"], "cached_programs": cached,
+                      "scan": scan.history["val_loss"]}))
     """
 )
 
@@ -137,6 +139,7 @@ def test_seglib_trains_and_resumes_on_jax_with_tensorflow_unimportable():
     assert result["backend"] == "jax" and not result["tensorflow_loaded"]
     assert not result["diverged"] and all(np.isfinite(result["straight"]))
     np.testing.assert_allclose(result["resumed"], result["straight"], rtol=1e-5)
+    np.testing.assert_allclose(result["scan"], result["straight"], rtol=1e-5)  # whole epoch in one call
     np.testing.assert_allclose(*result["train_loss"], rtol=1e-5)
     assert result["prediction_difference"] < 1e-5
     assert np.isfinite(result["rbg_loss"]).all()
