@@ -38,9 +38,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--dropout-rng", choices=["keras", "rbg"], default="keras",
                         help="dropout mask generator (rbg = JAX's RngBitGenerator keys)")
-    parser.add_argument("--steps-per-execution", type=int, default=1,
+    parser.add_argument("--steps-per-execution", type=int, default=None,
                         help="engine jax: steps per compiled call (1 = one jitted step per batch, "
-                             "k > 1 = lax.scan over k steps, 0 = the whole epoch in one call)")
+                             "k > 1 = lax.scan over k steps, 0 = the whole epoch in one call; "
+                             "default: 0 on a GPU, 1 on the CPU)")
     parser.add_argument("--compile-cache", default=None,
                         help="JAX persistent compilation cache folder (default: $SEGLIB_COMPILE_CACHE)")
     parser.add_argument("--seed", type=int, default=0)

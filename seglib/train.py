@@ -245,7 +245,7 @@ def train(
     mixed_precision: bool | str = False,
     verbose: int | None = None,
     model: keras.Model | None = None,
-    steps_per_execution: int = 1,
+    steps_per_execution: int | None = None,
     jit_compile: bool | str = "auto",
     compile_cache_dir: str | os.PathLike | None = None,
     num_classes: int = NUM_CLASSES,
@@ -271,7 +271,7 @@ def train(
     second time (30-40 s on a GPU) and every sample is still seen across epochs.
     ``engine="jax"`` (JAX backend only) keeps the training data on the device and runs one
     jitted step per batch (``steps_per_execution=1``), k steps per call in a ``lax.scan``
-    (k > 1) or the whole epoch in one call (0); its history has ``loss`` and the validation
+    (k > 1) or the whole epoch in one call (0; the default on a GPU); its history has ``loss`` and the validation
     metrics but no training-set metrics.
     ``dropout_rng="rbg"`` draws dropout masks with JAX's RBG generator instead of threefry
     (``seglib.model.RbgDropout``; the same on other backends): a speed option to measure.
@@ -310,7 +310,7 @@ def train(
         model = model if model is not None else _build(x_train, y_train, config, policy)
     if getattr(model, "optimizer", None) is None or not model.compiled:
         # Keras' own steps_per_execution only applies to fit(); the jax engine reads it itself.
-        compile_model(model, learning_rate, steps_per_execution if engine == "fit" else 1, jit_compile)
+        compile_model(model, learning_rate, (steps_per_execution or 1) if engine == "fit" else 1, jit_compile)
 
     validation = (x_val, y_val) if x_val is not None else None
     diverged = False
@@ -416,8 +416,9 @@ class _JaxEngine:
     ``fit()`` copies each batch from host memory; here the permutation gathers batches on
     the device. ``steps_per_execution`` 1 dispatches one compiled step per batch (JAX's
     asynchronous dispatch keeps the device busy); k > 1 runs k steps per call inside a
-    ``lax.scan``, and 0 the whole epoch in one call. On XLA:CPU the scan was 16x slower
-    than single steps (convolutions inside a while loop); on a GPU it has to be measured.
+    ``lax.scan``, and 0 the whole epoch in one call. None (the default) picks 1 on the CPU,
+    where the scan was 16x slower (convolutions inside a while loop), and 0 on a GPU, where
+    the whole-epoch scan trained 2,075-2,094 patches/s (H200, bf16, batch 24, full U-Net).
     The step is the one ``fit()`` runs: stateless forward pass, the compiled loss, gradients,
     ``optimizer.stateless_apply``. Variables are written back after every epoch, so
     checkpoints, validation and hooks see the model as ``fit()`` would leave it.
@@ -427,6 +428,8 @@ class _JaxEngine:
         import jax
 
         self.model, self.validation, self.batch_size, self.verbose = model, validation, batch_size, verbose
+        if steps_per_execution is None:  # measured: scan on an H200 2,075-2,094 patches/s; per-step on CPU
+            steps_per_execution = 1 if jax.default_backend() == "cpu" else 0
         self.steps_per_execution = steps_per_execution
         self.x = jax.device_put(np.asarray(x_train))
         self.y = jax.device_put(np.asarray(y_train))
