@@ -207,7 +207,13 @@ def save_checkpoint(checkpoint_dir: Path, epoch: int, model: keras.Model, state:
     return path
 
 
+# Settings added to the checkpoint's config after its first release, with the value every
+# older checkpoint was trained with: an experiment resumed across a seglib upgrade goes on.
+_CONFIG_ADDED = {"dropout_rng": "keras"}
+
+
 def _check_same_config(state_file: Path, saved: dict, current: dict) -> None:
+    saved = {**_CONFIG_ADDED, **saved}
     differing = {k: (saved.get(k), v) for k, v in current.items() if saved.get(k) != v}
     if differing:
         details = ", ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in differing.items())

@@ -159,3 +159,13 @@ def test_short_real_data_baseline_beats_the_majority_class(real_data_root):
     assert not result.diverged
     assert scores["accuracy"] > shares.max() + 0.05, (scores, shares)
     assert scores["mean_iou"] > 2 * majority_mean_iou, (scores, shares)
+
+
+def test_checkpoint_from_before_a_setting_existed_still_resumes(tmp_path):
+    """A checkpoint written before ``dropout_rng`` existed was trained with its default."""
+    from seglib.train import _check_same_config
+
+    current = {"batch_size": 4, "dropout_rng": "keras"}
+    _check_same_config(tmp_path / "epoch_0002.json", {"batch_size": 4}, current)
+    with pytest.raises(ValueError, match="dropout_rng: saved 'keras', now 'rbg'"):
+        _check_same_config(tmp_path / "epoch_0002.json", {"batch_size": 4}, {**current, "dropout_rng": "rbg"})
