@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from seglib.hpo.trial import finite_or_none
 from seglib.pipeline import Run, open_run, read_json, write_json
 
 REPORT_NAME = "hyperparameter-optimization.md"
@@ -158,21 +159,13 @@ def trial_row(trial: dict) -> dict:
         "resumed_from": int(_first(trial, "resumed_from", "resume_from", "initial_epoch", "start_epoch", default=0) or 0),
         "status": status,
         "seconds": float(_first(trial, "seconds", "duration_s", "duration", default=0.0) or 0.0),
-        "value": _finite_or_none(value),
-        "curve": [_finite_or_none(v) for v in curve],
+        "value": finite_or_none(value),
+        "curve": [finite_or_none(v) for v in curve],
         "order": _first(trial, "sequence", "order", "start_time", "started", default=None),
         "start_time": _first(trial, "start_time", default=None),
         "end_time": _first(trial, "end_time", default=None),
         "final": final if isinstance(final, dict) else {},
     }
-
-
-def _finite_or_none(value):
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
 
 
 def best_trial(trials: list[dict]) -> dict | None:
