@@ -565,10 +565,10 @@ checkpoint) and spent {fmt_seconds(spent['seconds'])} of trial time{_wall_text(t
 
 
 def wall_seconds(trials: list[dict]) -> float | None:
-    """Seconds from the first trial's start to the last trial's end (NNI's times, in ms)."""
+    """Seconds from the first trial's start to the last trial's end (Unix times, in seconds)."""
     starts = [t["start_time"] for t in trials if t.get("start_time")]
     ends = [t["end_time"] for t in trials if t.get("end_time")]
-    return (max(ends) - min(starts)) / 1000 if starts and ends else None
+    return max(ends) - min(starts) if starts and ends else None
 
 
 def _wall_text(trials: list[dict]) -> str:

@@ -136,6 +136,8 @@ def test_a_complete_hyperband_pass_warm_starts_and_survives_nan_and_crashes(tmp_
     assert data["best"]["value"] == min(r["value"] for r in by_status["SUCCEEDED"])
     assert data["best"]["params"]["learning_rate"] != 1e30
     assert exported["summary"]["epochs_trained"] == sum(r["epochs_trained"] for r in rows)
+    for row in rows:  # Unix seconds; a trial's span holds its own training time
+        assert row["start_time"] + row["seconds"] <= row["end_time"] + 1e-3 <= t0 + TIMEOUT, row
     seconds = sorted(r["first_epoch_seconds"] for r in rows if r["first_epoch_seconds"])
     print(f"first epoch ends {seconds[0]:.1f}-{seconds[-1]:.1f} s after trial start (median {seconds[len(seconds) // 2]:.1f})")
 

@@ -60,7 +60,8 @@ def fake_experiment(folder: Path, max_budget: int, eta: int, seed: int, fail_one
     while (job := hb.next_job()) is not None:
         order += 1
         epochs = job["budget"] - job["resume_from"]
-        extra = {"epochs_trained": epochs, "seconds": 3.0 * epochs, "sequence": order}
+        extra = {"epochs_trained": epochs, "seconds": 3.0 * epochs, "sequence": order,
+                 "start_time": 1.7e9 + 10.0 * order, "end_time": 1.7e9 + 10.0 * order + 3.0 * epochs}
         if fail_one and order == 2:
             hb.fail(job["parameter_id"], error="diverged", **extra)
         else:
@@ -206,3 +207,14 @@ def test_committed_report_images_exist_and_numbers_match_its_run_files():
     assert f"**{report.fmt(baseline['test']['mean_iou'])}**" in text and f"**{report.fmt(tuned['test']['mean_iou'])}**" in text
     assert f"validation loss of **{report.fmt(best['value'])}**" in text
     assert run["stamp"]["hardware"] in text and run["stamp"]["data_label"] in text
+
+
+def test_equal_budget_table_shows_each_tuners_wall_time_from_trial_start_and_end(fake_run, written):
+    """Wall time = last trial end - first trial start, both in Unix seconds as the export writes them."""
+    rows = [line for line in written.read_text().splitlines() if line.startswith(("| HyperBand |", "| random search |"))]
+    assert len(rows) == 2, rows
+    for row, folder in zip(rows, ("hpo", "random")):
+        trials = json.loads((fake_run / folder / "trials.json").read_text())
+        wall = max(t["end_time"] for t in trials) - min(t["start_time"] for t in trials)
+        assert 100 < wall < 10_000  # seconds, not milliseconds
+        assert f"| {report.fmt_seconds(wall)} |" in row, (row, report.fmt_seconds(wall))

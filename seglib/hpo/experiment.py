@@ -58,7 +58,7 @@ TRIAL_FIELDS = (
     "trial_id", "config_id", "parameter_id", "bracket", "rung", "budget", "resumed_from",
     "epochs_trained", "status", "value", "precision", "recall", "mean_iou", "seconds",
     "first_epoch_seconds", "batch_size", "learning_rate", "activation_type", "curve", "error",
-    "trial_ids", "sequence",
+    "trial_ids", "sequence", "start_time", "end_time",
 )
 
 
@@ -593,6 +593,7 @@ def trial_row(layout: Layout, key: tuple, nni_jobs: list[dict], job: dict | None
     final = result.get("final") or {}
     metrics = result.get("metrics") or {}
     started = attempts[0]["started"] if attempts else (last.get("startTime") or 0) / 1000 or None
+    ended = attempts[-1].get("ended") if attempts else (last.get("endTime") or 0) / 1000 or None
     row = {
         "trial_id": attempts[-1]["trial_id"] if attempts else last.get("trialJobId"),
         "trial_ids": list(dict.fromkeys([a["trial_id"] for a in attempts] + [t["trialJobId"] for t in nni_jobs])),
@@ -615,6 +616,7 @@ def trial_row(layout: Layout, key: tuple, nni_jobs: list[dict], job: dict | None
         "attempts": len(attempts),
         "reused_by": history.get("reused_by", []),
         "start_time": started,
+        "end_time": ended if status not in ("RUNNING", "WAITING") else None,
         "sequence": None if job is None else job["parameter_id"],
         "nni_status": last.get("status"),
         "model": result.get("model"),

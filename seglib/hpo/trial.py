@@ -363,6 +363,7 @@ def run_trial(settings: dict, settings_dir: Path, reporter: Reporter, process_st
         interrupted = isinstance(error, (KeyboardInterrupt, ManagerLost))
         attempt["status"] = INTERRUPTED if interrupted else FAILED
         attempt["seconds"] = time.perf_counter() - started
+        attempt["ended"] = time.time()
         write_json(trial_dir / "history.json", history)
         text = traceback.format_exc()
         error_file.write_text(text)
@@ -375,6 +376,7 @@ def run_trial(settings: dict, settings_dir: Path, reporter: Reporter, process_st
         raise
     attempt["status"] = record["status"]
     attempt["seconds"] = time.perf_counter() - started
+    attempt["ended"] = time.time()
     record["seconds"] = sum(a.get("seconds", 0.0) for a in history["attempts"])
     record["first_epoch_seconds"] = next((a["first_epoch_seconds"] for a in history["attempts"] if "first_epoch_seconds" in a), None)
     write_json(trial_dir / "history.json", history)
