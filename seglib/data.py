@@ -495,6 +495,24 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     return Path(chosen).expanduser()
 
 
+def prune_cache(keep: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None) -> tuple[int, int]:
+    """Delete every finished patch cache entry except ``keep``; return (entries, bytes) freed.
+
+    Entries are never evicted on their own (a run may still be reading one); this is the
+    explicit way to reclaim the disk that other patch sizes or datasets took. Folders being
+    written (hidden, no ``meta.json`` yet) are left alone.
+    """
+    keep = Path(keep).resolve() if keep else None
+    removed = freed = 0
+    for entry in sorted((cache_root(cache_dir) / "patches").glob("[!.]*")):
+        if not (entry / "meta.json").is_file() or entry.resolve() == keep:
+            continue
+        size = sum(f.stat().st_size for f in entry.rglob("*") if f.is_file())
+        shutil.rmtree(entry)
+        removed, freed = removed + 1, freed + size
+    return removed, freed
+
+
 def _load_cached(entry: Path, seconds_from: float) -> Patches:
     meta = json.loads((entry / "meta.json").read_text())
     return Patches(
@@ -916,6 +934,10 @@ def configure_cli(parser: argparse.ArgumentParser) -> None:
         "--no-cache", action="store_true", help="prepare without reading or writing the cache"
     )
     parser.add_argument(
+        "--prune-cache", action="store_true",
+        help="after preparing, delete every other cached patch set (other patch sizes or datasets)",
+    )
+    parser.add_argument(
         "--skip-mismatched", action="store_true", help="skip pairs whose image and mask sizes differ"
     )
     parser.add_argument(
@@ -936,6 +958,9 @@ def cli(args: argparse.Namespace) -> int:
         print(f"seglib prepare: {exc}")
         return 2
     print(patches.summary())
+    if args.prune_cache:
+        removed, freed = prune_cache(patches.cache_path, args.cache_dir)
+        print(f"pruned {removed} other cache entries ({freed / 2**20:,.1f} MB) from {cache_root(args.cache_dir) / 'patches'}")
     if args.split:
         splits = split(patches, args.split)
         for name, shares in split_class_shares(patches, splits).items():

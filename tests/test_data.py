@@ -388,6 +388,23 @@ def test_unreadable_cache_entry_is_rebuilt(tmp_path, cache_dir):
     assert prepare(tmp_path, patch_size=10, cache_dir=cache_dir).from_cache
 
 
+def test_prune_cache_keeps_only_the_entry_in_use_and_any_being_written(tmp_path, cache_dir, capsys):
+    from seglib.cli import main
+
+    make_kaggle(tmp_path / "d", tiles=(1, 2), per_tile=1, size=(40, 40))
+    small, large = (prepare(tmp_path / "d", patch_size=p, cache_dir=cache_dir) for p in (10, 20))
+    writing = cache_dir / "patches" / ".in-progress"
+    writing.mkdir()
+    size = sum(f.stat().st_size for f in Path(small.cache_path).iterdir())
+    assert main(["prepare", str(tmp_path / "d"), "--patch-size", "20", "--cache-dir", str(cache_dir), "--prune-cache"]) == 0
+    assert f"pruned 1 other cache entries ({size / 2**20:,.1f} MB)" in capsys.readouterr().out
+    assert sorted(p.name for p in (cache_dir / "patches").iterdir()) == sorted([".in-progress", Path(large.cache_path).name])
+    assert prepare(tmp_path / "d", patch_size=20, cache_dir=cache_dir).from_cache
+    size = sum(f.stat().st_size for f in Path(large.cache_path).iterdir())
+    assert data.prune_cache(None, cache_dir) == (1, size)
+    assert [p.name for p in (cache_dir / "patches").iterdir()] == [".in-progress"]
+
+
 def test_no_cache_writes_nothing(tmp_path, cache_dir):
     make_kaggle(tmp_path, tiles=(1,), per_tile=1, size=(20, 20))
     patches = prepare(tmp_path, patch_size=10, cache_dir=cache_dir, cache=False)
