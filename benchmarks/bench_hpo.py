@@ -4,7 +4,9 @@ Runs ``--concurrency`` HPO trial processes at once (``python -m seglib.hpo.trial
 command NNI runs, here without NNI so only the trials are measured), each with its own
 configuration folder, after one warm-up trial that fills the shared compilation cache. Prints
 one JSON line: per-trial first-epoch seconds (cold and warm) and steady-state patches/s, and
-their sum, which is what several trials on one GPU deliver together.
+what the trials deliver together: all later epochs' patches over the wall span they cover
+(``patches_per_second_over_span``; the sum of the trials' own rates overstates it when
+their epochs do not overlap, so ``overlap_seconds`` is printed beside it).
 
     python benchmarks/bench_hpo.py                                   # CPU, quick profile
     KERAS_BACKEND=jax python benchmarks/bench_hpo.py --profile full --data "$DATA" \\
@@ -74,14 +76,33 @@ def mps_daemon(folder: Path, env: dict):
         raise SystemExit(f"bench_hpo.py --mps: no MPS server was started; the trials ran without MPS (see {log})")
 
 
-def trial_figures(out: Path, config: str, epochs: int, train_size: int) -> dict:
+def trial_history(out: Path, config: str, epochs: int) -> dict:
+    return json.loads((out / "trials" / f"{config}-b{epochs:03d}" / "history.json").read_text())
+
+
+def trial_figures(out: Path, config: str, epochs: int, trained: int) -> dict:
     result = json.loads((out / "trials" / f"{config}-b{epochs:03d}" / "result.json").read_text())
-    history = json.loads((out / "trials" / f"{config}-b{epochs:03d}" / "history.json").read_text())
-    steady = [e["epoch_seconds"] for e in history["epochs"][1:] if e.get("epoch_seconds")]
+    steady = [e["epoch_seconds"] for e in trial_history(out, config, epochs)["epochs"][1:] if e.get("epoch_seconds")]
     return {
         "first_epoch_seconds": round(result["first_epoch_seconds"], 2),
-        "patches_per_second": round(train_size / statistics.median(steady), 1) if steady else None,
+        "patches_per_second": round(trained / statistics.median(steady), 1) if steady else None,
     }
+
+
+def together(out: Path, configs: list[str], epochs: int, trained: int) -> dict:
+    """Patches/s of all trials' later epochs over the wall span they cover, and their overlap.
+
+    Summing each trial's own rate overstates what the trials deliver together when their
+    steady epochs do not run at the same time (staggered starts, short epochs); dividing
+    all the work by the span from the first trial's first epoch end to the last trial's
+    last epoch end cannot. The overlap says how much of that span every trial was busy in.
+    """
+    spans = [[e["ended"] for e in trial_history(out, c, epochs)["epochs"]] for c in configs]
+    start, end = min(s[0] for s in spans), max(s[-1] for s in spans)
+    overlap = min(s[-1] for s in spans) - max(s[0] for s in spans)
+    work = sum(trained * (len(s) - 1) for s in spans)
+    return {"patches_per_second_over_span": round(work / (end - start), 1) if end > start else None,
+            "span_seconds": round(end - start, 2), "overlap_seconds": round(max(0.0, overlap), 2)}
 
 
 def main(argv=None) -> int:
@@ -106,15 +127,17 @@ def main(argv=None) -> int:
         warmup_seconds = run_trials(settings, ["warmup"], args.epochs, args.batch_size, env)
         wall = run_trials(settings, configs, args.epochs, args.batch_size, env)
     train_size = len(split["train"])
-    per_trial = [trial_figures(out, c, args.epochs, train_size) for c in configs]
+    trained = train_size // args.batch_size * args.batch_size  # the last partial batch is dropped
+    per_trial = [trial_figures(out, c, args.epochs, trained) for c in configs]
     rates = [t["patches_per_second"] for t in per_trial if t["patches_per_second"]]
     print(json.dumps({
         "backend": os.environ.get("KERAS_BACKEND", "tensorflow"), "profile": profile.name,
         "patch_size": profile.patch_size, "train_patches": train_size, "batch_size": args.batch_size,
         "mixed_precision": args.mixed_precision, "concurrency": args.concurrency, "epochs": args.epochs,
-        "cold_first_epoch_seconds": trial_figures(out, "warmup", args.epochs, train_size)["first_epoch_seconds"],
+        "cold_first_epoch_seconds": trial_figures(out, "warmup", args.epochs, trained)["first_epoch_seconds"],
         "warmup_wall_seconds": round(warmup_seconds, 1), "wall_seconds": round(wall, 1),
-        "trials": per_trial, "patches_per_second_together": round(sum(rates), 1),
+        "trials": per_trial, "sum_of_trial_rates": round(sum(rates), 1),
+        **together(out, configs, args.epochs, trained),
         "mps_servers": servers if args.mps else None, "load_average": os.getloadavg()[0],
     }))
     return 0

@@ -326,7 +326,8 @@ def run_trial(settings: dict, settings_dir: Path, reporter: Reporter, process_st
     started = time.perf_counter()
 
     def on_epoch_end(epoch: int, logs: dict) -> None:
-        entry = {"epoch": epoch + 1, "trial_id": reporter.trial_id, **{k: finite_or_none(v) for k, v in logs.items()}}
+        entry = {"epoch": epoch + 1, "trial_id": reporter.trial_id, "ended": time.time(),
+                 **{k: finite_or_none(v) for k, v in logs.items()}}
         if "first_epoch_seconds" not in attempt:
             attempt["first_epoch_seconds"] = time.time() - process_start
         history["epochs"].append(entry)
