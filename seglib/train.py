@@ -256,7 +256,7 @@ def train(
     compile_cache_dir: str | os.PathLike | None = None,
     num_classes: int = NUM_CLASSES,
     drop_remainder: bool = True,
-    engine: str = "fit",
+    engine: str = "auto",
     dropout_rng: str = "keras",
 ) -> TrainResult:
     """Train the U-Net on float32 images ``(N, H, W, 3)`` and integer labels ``(N, H, W)``.
@@ -275,6 +275,9 @@ def train(
     Each epoch trains on ``len(x_train) // batch_size`` full batches of a fresh permutation
     (``drop_remainder``): a smaller last batch would make XLA compile the training step a
     second time (30-40 s on a GPU) and every sample is still seen across epochs.
+    ``engine="auto"`` (the default) is "jax" on the JAX backend (except fp16, which needs
+    fit()'s loss scaling) and "fit" elsewhere: measured 2.0x fit() on an H200 and 1.06x on
+    a 2-core CPU, with the same losses (tests/test_backends.py).
     ``engine="jax"`` (JAX backend only) keeps the training data on the device and runs one
     jitted step per batch (``steps_per_execution=1``), k steps per call in a ``lax.scan``
     (k > 1) or the whole epoch in one call (0; the default on a GPU); its history has ``loss`` and the validation
@@ -314,6 +317,7 @@ def train(
         log.info("resumed from %s", _checkpoint_path(checkpoint_dir, initial_epoch))
     else:
         model = model if model is not None else _build(x_train, y_train, config, policy)
+    engine = resolve_engine(engine, model)
     if getattr(model, "optimizer", None) is None or not model.compiled:
         # Keras' own steps_per_execution only applies to fit(); the jax engine reads it itself.
         compile_model(model, learning_rate, (steps_per_execution or 1) if engine == "fit" else 1, jit_compile)
@@ -325,7 +329,7 @@ def train(
         str(_checkpoint_path(checkpoint_dir, initial_epoch)) if initial_epoch else None
     )
     if initial_epoch < epochs:
-        engine = _make_engine(engine, model, x_train, y_train, validation, batch_size, verbose, steps_per_execution)
+        runner = _make_engine(engine, model, x_train, y_train, validation, batch_size, verbose, steps_per_execution)
     epoch = initial_epoch
     for epoch in range(initial_epoch, epochs):
         epoch_started = time.perf_counter()
@@ -334,7 +338,7 @@ def train(
             order = order[: len(order) // batch_size * batch_size]
         reset_dropout_seeds(model, seed, epoch)
         try:
-            logs = engine.run_epoch(order, epoch, epochs)
+            logs = runner.run_epoch(order, epoch, epochs)
         except FloatingPointError as error:  # a backend that raises on NaN instead of returning it
             logs = {"loss": math.nan}
             message = str(error)
@@ -369,7 +373,7 @@ def train(
         best_val_loss=_best_val_loss(history),
         message=message,
         checkpoint=last_checkpoint,
-        metadata={"config": config, "backend": keras.backend.backend()},
+        metadata={"config": config, "backend": keras.backend.backend(), "engine": engine},
     )
 
 
@@ -391,7 +395,17 @@ def _build(x_train, y_train, config: dict, policy: str) -> keras.Model:
         keras.config.set_dtype_policy(previous)
 
 
-ENGINES = ("fit", "jax")
+ENGINES = ("auto", "fit", "jax")
+
+
+def resolve_engine(engine: str, model: keras.Model) -> str:
+    """The training loop ``engine`` names: "auto" is "jax" on JAX unless the model is fp16."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine={engine!r}; expected one of {ENGINES}")
+    if engine != "auto":
+        return engine
+    fp16 = "mixed_float16" in (keras.config.dtype_policy().name, model.dtype_policy.name)
+    return "jax" if keras.backend.backend() == "jax" and not fp16 else "fit"
 
 
 class _FitEngine:
@@ -506,8 +520,6 @@ class _JaxEngine:
 
 
 def _make_engine(engine, model, x_train, y_train, validation, batch_size, verbose, steps_per_execution):
-    if engine not in ENGINES:
-        raise ValueError(f"engine={engine!r}; expected one of {ENGINES}")
     if engine == "jax":
         if keras.backend.backend() != "jax":
             raise ValueError(f"engine='jax' needs KERAS_BACKEND=jax; this process runs {keras.backend.backend()!r}")

@@ -108,10 +108,10 @@ NO_TENSORFLOW = textwrap.dedent(
     small = dict(batch_size=4, base_filters=4, depth=2, verbose=0)
     data = (x[:12], y[:12], x[12:], y[12:])
     with tempfile.TemporaryDirectory() as folder:
-        straight = train(*data, epochs=2, **small)
+        straight = train(*data, epochs=2, engine="fit", **small)
         scan = train(*data, epochs=2, engine="jax", steps_per_execution=0, **small)
         train(*data, epochs=1, checkpoint_dir=folder, engine="jax", **small)
-        resumed = train(*data, epochs=2, checkpoint_dir=folder, engine="jax", **small)
+        resumed = train(*data, epochs=2, checkpoint_dir=folder, **small)  # engine "auto"
         loaded = load_model(folder + "/epoch_0002.keras")
         same = float(np.abs(loaded.predict(x, verbose=0) - straight.model.predict(x, verbose=0)).max())
     with tempfile.TemporaryDirectory() as cache:
@@ -123,7 +123,7 @@ NO_TENSORFLOW = textwrap.dedent(
                       "train_loss": [straight.history["loss"], resumed.history["loss"]],
                       "resumed": resumed.history["val_loss"], "prediction_difference": same,
                       "diverged": straight.diverged, "rbg_loss": rbg.history["loss"], "cached_programs": cached,
-                      "scan": scan.history["val_loss"]}))
+                      "scan": scan.history["val_loss"], "auto_engine": resumed.metadata["engine"]}))
     """
 )
 
@@ -132,11 +132,14 @@ NO_TENSORFLOW = textwrap.dedent(
 def test_seglib_trains_and_resumes_on_jax_with_tensorflow_unimportable():
     """With TensorFlow unimportable: fit 0->2 equals engine='jax' 0->1 then 1->2 (resumed).
 
+    The resume runs with the default engine, "auto", which must pick the jax loop here.
+
     Also: dropout_rng='rbg' trains, and compile_cache_dir fills JAX's persistent cache even
     though this process compiled other programs before.
     """
     result = run_python(NO_TENSORFLOW, backend="jax")
     assert result["backend"] == "jax" and not result["tensorflow_loaded"]
+    assert result["auto_engine"] == "jax"
     assert not result["diverged"] and all(np.isfinite(result["straight"]))
     np.testing.assert_allclose(result["resumed"], result["straight"], rtol=1e-5)
     np.testing.assert_allclose(result["scan"], result["straight"], rtol=1e-5)  # whole epoch in one call

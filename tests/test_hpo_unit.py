@@ -105,6 +105,24 @@ def test_trial_runs_on_its_own_and_a_finished_pair_is_not_trained_again(tmp_path
     assert [e["epoch"] for e in history["epochs"]] == [1] and history["reused_by"] == ["STANDALONE"]
 
 
+@pytest.mark.slow
+def test_trial_on_jax_trains_with_the_jax_loop_and_warm_starts(tmp_path, embedded_root):
+    """KERAS_BACKEND=jax: budget 1, then budget 2 of the same configuration trains epoch 2 only."""
+    out = tmp_path / "jax"
+    env = {"SEGLIB_CACHE": str(tmp_path / "cache"), "KERAS_BACKEND": "jax", "PATH": "/usr/bin:/bin"}
+    records = []
+    for budget in (1, 2):
+        params = json.dumps({"CONFIG_ID": "c", "TRIAL_BUDGET": budget, "batch_size": 16})
+        command = [sys.executable, "-m", "seglib.hpo.trial", "--out", str(out), "--data", str(embedded_root), "--params", params]
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        records.append(json.loads((out / "trials" / f"c-b{budget:03d}" / "result.json").read_text()))
+    assert [(r["backend"], r["engine"], r["status"]) for r in records] == [("jax", "jax", "SUCCEEDED")] * 2
+    assert (records[1]["resumed_from"], records[1]["epochs_trained"]) == (1, 1)
+    history = json.loads((out / "trials" / "c-b002" / "history.json").read_text())
+    assert [e["epoch"] for e in history["epochs"]] == [2]
+
+
 def test_trial_environment_names_one_gpu_memory_cap(monkeypatch):
     """jaxlib 0.11 refuses both memory-fraction names together and falls back to the CPU."""
     from seglib.hpo.trial import configure_environment

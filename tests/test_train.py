@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import keras
 import numpy as np
 import pytest
 
@@ -71,6 +72,7 @@ def test_resume_k_then_n_equals_zero_to_n(tmp_path):
     hooks = []
     resumed = train(*args, epochs=4, checkpoint_dir=tmp_path, on_epoch_end=lambda e, l: hooks.append(e), **SMALL)
     assert (first.epochs_trained, resumed.initial_epoch, resumed.epochs_trained) == (2, 2, 4)
+    assert straight.metadata["engine"] == ("jax" if keras.backend.backend() == "jax" else "fit")  # "auto"
     assert hooks == [2, 3]
     same_history(resumed.history, straight.history)
     np.testing.assert_allclose(resumed.model.predict(x, verbose=0), straight.model.predict(x, verbose=0), atol=1e-5)

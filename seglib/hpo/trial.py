@@ -399,6 +399,7 @@ def finish(result, settings, trial_dir, checkpoint_dir, config_id, budget, hyper
         "key": trial_key(config_id, budget), "config_id": config_id, "budget": budget, "params": hyper,
         "epochs_trained": len(history["epochs"]), "resumed_from": resumed_from,
         "trial_ids": [a["trial_id"] for a in attempts], "backend": result.metadata.get("backend"),
+        "engine": result.metadata.get("engine"),
         "best_val_loss": finite_or_none(result.best_val_loss),
         "val_loss_curve": [finite_or_none(v) for v in result.history.get("val_loss", [])],
         "message": result.message, "error": None,
