@@ -279,6 +279,7 @@ def train_and_record(run: Run, arrays: Arrays, params: dict, name: str, seed: in
         arrays.x_train, arrays.y_train, arrays.x_val, arrays.y_val,
         epochs=p.epochs, batch_size=int(params["batch_size"]), learning_rate=float(params["learning_rate"]),
         activation=params["activation_type"], base_filters=p.base_filters, depth=p.depth, seed=seed,
+        mixed_precision=p.precision,
     )
     folder = run.folder(name)
     result.model.save(folder / "model.keras")
@@ -421,6 +422,7 @@ def run_pipeline(
 ) -> list[Path]:
     """Execute 01 -> 04 into ``out_dir``; return the executed notebooks' paths."""
     check_overrides(dict(overrides or {}))
+    get_profile(profile, **dict(overrides or {}))  # a bad value fails here, not in 01's kernel
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     source_dir = find_notebooks_dir(notebooks_dir)

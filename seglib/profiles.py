@@ -11,6 +11,9 @@ import dataclasses
 from dataclasses import dataclass
 
 
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
 @dataclass(frozen=True)
 class Profile:
     """Every setting a pipeline run needs, with units in the names where they have one."""
@@ -30,6 +33,14 @@ class Profile:
     eta: int  # HyperBand η
     max_trials: int | None  # None = one full HyperBand pass
     concurrency: int  # trials at once
+    # "fp32" (the original's), "bf16" (mixed; GPUs of the Ampere generation or newer) or
+    # "fp16" (mixed, with loss scaling; TensorFlow's fit()). The default only lets run.json
+    # files written before this field existed load.
+    precision: str = "fp32"
+
+    def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision={self.precision!r}; expected one of {PRECISIONS}")
 
     def replace(self, **changes) -> "Profile":
         return dataclasses.replace(self, **changes)
@@ -56,6 +67,7 @@ PROFILES: dict[str, Profile] = {
         eta=3,
         max_trials=None,
         concurrency=2,
+        precision="fp32",
     ),
     # The original's settings: 256x256 patches, 50 baseline epochs, R = 60, η = 3,
     # 72 trials, 4 at a time.
@@ -75,6 +87,7 @@ PROFILES: dict[str, Profile] = {
         eta=3,
         max_trials=72,
         concurrency=4,
+        precision="fp32",
     ),
 }
 

@@ -619,6 +619,7 @@ max_budget_R = {p.max_budget}            # epochs
 eta = {p.eta}
 max_trial_number = {trials_cap!r}
 trial_concurrency = {p.concurrency}
+precision = {p.precision!r}               # every model of the run: baseline, trials, tuned
 ```
 
 ## Best Hyperparameters

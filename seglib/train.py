@@ -404,8 +404,13 @@ def resolve_engine(engine: str, model: keras.Model) -> str:
         raise ValueError(f"engine={engine!r}; expected one of {ENGINES}")
     if engine != "auto":
         return engine
-    fp16 = "mixed_float16" in (keras.config.dtype_policy().name, model.dtype_policy.name)
-    return "jax" if keras.backend.backend() == "jax" and not fp16 else "fit"
+    return "jax" if keras.backend.backend() == "jax" and not _is_fp16(model) else "fit"
+
+
+def _is_fp16(model: keras.Model) -> bool:
+    """Whether any layer computes in float16 (a loaded model's own policy says float32)."""
+    policies = {keras.config.dtype_policy().name, model.dtype_policy.name}
+    return "mixed_float16" in policies | {layer.dtype_policy.name for layer in model.layers}
 
 
 class _FitEngine:
@@ -523,7 +528,7 @@ def _make_engine(engine, model, x_train, y_train, validation, batch_size, verbos
     if engine == "jax":
         if keras.backend.backend() != "jax":
             raise ValueError(f"engine='jax' needs KERAS_BACKEND=jax; this process runs {keras.backend.backend()!r}")
-        if keras.config.dtype_policy().name == "mixed_float16" or model.dtype_policy.name == "mixed_float16":
+        if _is_fp16(model):
             raise ValueError("engine='jax' does not scale losses: use bf16 (mixed_precision=True) or engine='fit'")
         return _JaxEngine(model, x_train, y_train, validation, batch_size, verbose, steps_per_execution)
     return _FitEngine(model, x_train, y_train, validation, batch_size, verbose)

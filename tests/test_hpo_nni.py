@@ -219,11 +219,17 @@ def test_manager_listens_on_localhost_only_and_is_not_started_twice(tmp_path, en
 
 @pytest.mark.slow
 def test_cli_random_search_at_a_given_epoch_budget_writes_the_export(tmp_path, env, monkeypatch, capsys):
-    """``seglib hpo --tuner random``: NNI's Random tuner, R epochs per trial, epochs // R trials."""
+    """``seglib hpo --tuner random``: NNI's Random tuner, R epochs per trial, epochs // R trials.
+
+    The profile asks for bf16: the trials' models must be trained in it.
+    """
+    import keras
+
     from seglib import cli
+    from seglib.train import load_model
 
     out = tmp_path / "random"
-    monkeypatch.setattr("seglib.profiles.PROFILES", {"tiny": TINY.replace(name="tiny")})
+    monkeypatch.setattr("seglib.profiles.PROFILES", {"tiny": TINY.replace(name="tiny", precision="bf16")})
     code = cli.main(["hpo", "--profile", "tiny", "--out", str(out), "--data", str(env), "--tuner", "random",
                      "--max-budget", "2", "--max-epochs", "4", "--port", str(port()), "--backend", BACKEND])
     assert code == 0
@@ -233,3 +239,7 @@ def test_cli_random_search_at_a_given_epoch_budget_writes_the_export(tmp_path, e
     assert data["summary"]["tuner"] == "random" and data["summary"]["finished"] is True
     assert data["best"]["params"]["batch_size"] in range(1, 32)
     assert "wrote" in capsys.readouterr().out
+    for row in data["trials"]:
+        model = load_model(row["model"], compile=False)
+        convolutions = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+        assert {layer.dtype_policy.name for layer in convolutions[:-1]} == {"mixed_bfloat16"}

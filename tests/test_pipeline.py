@@ -63,9 +63,10 @@ def test_missing_notebooks_folder_is_a_clear_error(tmp_path, capsys):
     assert rc == 1 and "01_data.ipynb" in err and "--notebooks" in err
 
 
-def test_unknown_override_is_refused_before_anything_runs(tmp_path, capsys):
-    rc = main(["run", "--out", str(tmp_path / "out"), "-p", "epoks=2"])
-    assert rc == 1 and "epoks" in capsys.readouterr().err
+@pytest.mark.parametrize("pair, named", [("epoks=2", "epoks"), ("precision=fp8", "precision='fp8'")])
+def test_unknown_override_is_refused_before_anything_runs(tmp_path, capsys, pair, named):
+    rc = main(["run", "--out", str(tmp_path / "out"), "-p", pair])
+    assert rc == 1 and named in capsys.readouterr().err
     assert not (tmp_path / "out" / "01_data.ipynb").exists()
 
 
@@ -119,3 +120,31 @@ def test_seglib_run_help_lists_the_options():
     assert result.returncode == 0
     for option in ("--profile", "--out", "--data", "--notebooks", "--docs", "-p KEY=VALUE"):
         assert option in result.stdout
+
+
+def test_precision_is_a_profile_setting_that_reaches_the_trained_model(tmp_path, monkeypatch):
+    """`-p precision=bf16` trains the baseline in mixed bf16; a bad value fails before any work."""
+    monkeypatch.setenv("SEGLIB_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(ValueError, match="precision='fp8'"):
+        pipeline.start_run(tmp_path / "bad", "quick", None, {"precision": "fp8"})
+    run = pipeline.start_run(tmp_path / "run", "quick", None, {"precision": "bf16", "epochs": 1, "max_patches": 40})
+    assert "precision=bf16" in run.label
+    pipeline.prepare_data(run)
+    record = pipeline.train_and_record(pipeline.open_run(tmp_path / "run"), pipeline.load_arrays(run),
+                                       pipeline.initial_params(run), "baseline")
+    import keras
+
+    from seglib.train import load_model
+
+    model = load_model(tmp_path / "run" / "baseline" / "model.keras")
+    convolutions = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert {layer.dtype_policy.name for layer in convolutions[:-1]} == {"mixed_bfloat16"}  # the head stays float32
+    assert record["epochs_trained"] == 1
+
+
+def test_a_run_record_written_before_precision_existed_opens_as_fp32(tmp_path):
+    pipeline.start_run(tmp_path, "quick", None, {})
+    record = json.loads((tmp_path / pipeline.RUN_FILE).read_text())
+    del record["profile"]["precision"]
+    (tmp_path / pipeline.RUN_FILE).write_text(json.dumps(record))
+    assert pipeline.open_run(tmp_path).profile.precision == "fp32"

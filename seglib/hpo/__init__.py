@@ -69,8 +69,8 @@ def configure_cli(parser) -> None:
     parser.add_argument("--port", type=int, default=None, help="web UI port on localhost (default: first free from 8080)")
     parser.add_argument("--backend", default=None, help="Keras backend for the trials (jax, tensorflow; default: environment)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the configurations drawn and of training")
-    parser.add_argument("--mixed-precision", default=None, choices=["bf16", "fp16"],
-                        help="train the trials in mixed precision (GPU; bf16 on JAX)")
+    parser.add_argument("--mixed-precision", default=None, choices=["fp32", "bf16", "fp16"],
+                        help="the trials' precision (default: the profile's, fp32); bf16 on Ampere or newer GPUs")
     parser.add_argument("--resume", action="store_true", help="resume the interrupted experiment in --out")
     parser.add_argument("--view", action="store_true", help="open the finished experiment in --out read-only (Ctrl-C ends)")
     parser.add_argument("--stop", action="store_true", help="stop the experiment in --out that is still running")
@@ -106,7 +106,7 @@ def cli(args) -> int:
         show=lambda p: print(format_progress(p), flush=True),
         profile=profile, data=args.data, tuner=args.tuner, max_trials=args.max_trials,
         max_epochs=args.max_epochs, port=args.port, seed=args.seed, backend=args.backend,
-        mixed_precision=args.mixed_precision or False,
+        mixed_precision=args.mixed_precision,
     )
     summary, best = result["summary"], result["best"]
     print(f"{summary['trials']} trials, {summary['epochs_trained']} epochs trained "

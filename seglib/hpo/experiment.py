@@ -307,11 +307,15 @@ class HPOExperiment:
 def start(out_dir, *, profile="quick", data=None, split_file=None, tuner: str = "hyperband",
           max_budget=None, eta=None, max_trials=None, concurrency=None, max_epochs=None,
           space: dict | None = None, port: int | None = None, seed: int = 0, backend: str | None = None,
-          training_service=None, nni_manager_ip: str | None = None, mixed_precision=False) -> HPOExperiment:
-    """Start a new experiment in ``out_dir`` (non-blocking); see :func:`run_experiment`."""
+          training_service=None, nni_manager_ip: str | None = None, mixed_precision=None) -> HPOExperiment:
+    """Start a new experiment in ``out_dir`` (non-blocking); see :func:`run_experiment`.
+
+    ``mixed_precision`` None takes the profile's precision.
+    """
     from seglib.profiles import get_profile
 
     profile = get_profile(profile) if isinstance(profile, str) else profile
+    mixed_precision = profile.precision if mixed_precision is None else mixed_precision
     layout = Layout.of(out_dir)
     if layout.experiment_file.is_file():
         raise FileExistsError(
