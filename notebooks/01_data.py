@@ -38,7 +38,7 @@ if "google.colab" in sys.modules:
 PROFILE = "quick"  # "quick" (CPU, minutes) or "full" (the original's settings, for a GPU)
 OUT_DIR = "runs/quick"  # the run folder; in Colab put it on Drive to keep it
 DATA = None  # None: the embedded default dataset; a dataset folder; "kaggle": download it
-OVERRIDES = {}  # profile settings to change, e.g. {"epochs": 2, "max_patches": 400}
+OVERRIDES = {}  # profile settings to change, e.g. {"epochs": 2, "precision": "bf16"}
 MOUNT_DRIVE = False  # Colab: mount Google Drive at /content/drive
 
 # %% [markdown]
