@@ -13,8 +13,8 @@ their epochs do not overlap, so ``overlap_seconds`` is printed beside it).
         --concurrency 4 --batch-size 24 --epochs 3 --mixed-precision bf16   # one GPU
     ... --mps   # the same under NVIDIA MPS, which runs the trials' kernels side by side
 
-Without MPS, processes sharing a GPU are time-sliced: six trials on an H200 gave together
-what one gives alone (2,035 patches/s). ``--mps`` starts a private MPS control daemon (pipe
+Without MPS, processes sharing a GPU take turns on it (time-slicing); with MPS their kernels
+can run at the same time. ``--mps`` starts a private MPS control daemon (pipe
 and log folders under the working folder), runs the trials as its clients, records the MPS
 server it started, and quits it. It needs ``nvidia-cuda-mps-control`` and a GPU not in
 exclusive-process mode; whether it pays for seglib's trials is what this measures.

@@ -43,6 +43,7 @@ from seglib.hpo.hyperband import (
     pass_epochs,
     search_space,
 )
+from seglib.profiles import PRECISIONS
 
 __all__ = [
     "DEFAULT_ETA", "DEFAULT_MAX_BUDGET", "DEFAULT_SEARCH_SPACE", "Bracket", "ExperimentFailed",
@@ -69,7 +70,7 @@ def configure_cli(parser) -> None:
     parser.add_argument("--port", type=int, default=None, help="web UI port on localhost (default: first free from 8080)")
     parser.add_argument("--backend", default=None, help="Keras backend for the trials (jax, tensorflow; default: environment)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the configurations drawn and of training")
-    parser.add_argument("--mixed-precision", default=None, choices=["fp32", "bf16", "fp16"],
+    parser.add_argument("--mixed-precision", default=None, choices=PRECISIONS,
                         help="the trials' precision (default: the profile's, fp32); bf16 on Ampere or newer GPUs")
     parser.add_argument("--resume", action="store_true", help="resume the interrupted experiment in --out")
     parser.add_argument("--view", action="store_true", help="open the finished experiment in --out read-only (Ctrl-C ends)")
