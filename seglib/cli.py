@@ -14,6 +14,7 @@ COMMANDS = {
     "prepare": ("seglib.data", "prepare the dataset's patches and print their summary"),
     "hpo": ("seglib.hpo", "run a HyperBand experiment on NNI and export its trials"),
     "run": ("seglib.pipeline", "execute notebooks 01->04 with papermill and rebuild the report"),
+    "predict": ("seglib.predict", "segment whole images with a trained model"),
 }
 
 
