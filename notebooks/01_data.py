@@ -38,22 +38,24 @@ if "google.colab" in sys.modules:
 PROFILE = "quick"  # "quick" (CPU, minutes) or "full" (the original's settings, for a GPU)
 OUT_DIR = "runs/quick"  # the run folder; in Colab put it on Drive to keep it
 DATA = None  # None: the embedded default dataset; a dataset folder; "kaggle": download it
-OVERRIDES = {}  # profile settings to change, e.g. {"epochs": 2, "precision": "bf16"}
+OVERRIDES = {}  # settings to change, e.g. {"epochs": 2, "precision": "bf16", "engine": "local"}
 MOUNT_DRIVE = False  # Colab: mount Google Drive at /content/drive
+COMMAND = None  # set by `seglib run`: the command line the report names
 
 # %% [markdown]
 # ## Set up: GPU, Drive, data, run folder
 #
-# The profile (`seglib/profiles.py`) with `OVERRIDES` applied is recorded in `run.json`, with
+# The profile (`seglib/settings.py`) with `OVERRIDES` applied is recorded in `run.json`, with
 # the data, Keras backend and hardware: the stamp every figure of this run carries.
 
 # %%
-from seglib import colab, pipeline, report
+from seglib import colab, pipeline
+from seglib.report import display
 
 DATA = colab.setup(DATA, mount=MOUNT_DRIVE)
-run = pipeline.start_run(OUT_DIR, PROFILE, DATA, OVERRIDES)
+run = pipeline.start_run(OUT_DIR, PROFILE, DATA, OVERRIDES, COMMAND)
 print(run.label)
-run.profile
+run.settings
 
 # %% [markdown]
 # ## Prepare the patches and split them
@@ -63,11 +65,11 @@ run.profile
 
 # %%
 summary = pipeline.prepare_data(run)
-print(pipeline.load_patches(run).summary())
+print(pipeline.patches(run).summary())
 {key: summary[key] for key in ("patches", "counts", "tiles")}
 
 # %% [markdown]
 # ## Class shares per split
 
 # %%
-report.show(report.figure_class_shares(summary, run.out_dir / "data" / "class_shares.png", run.label))
+display.class_shares(run, summary)

@@ -39,24 +39,23 @@ OUT_DIR = "runs/quick"  # the run folder that 01_data wrote
 MOUNT_DRIVE = False  # Colab: mount Google Drive at /content/drive
 
 # %%
-from seglib import colab, pipeline, report
+from seglib import colab, pipeline
+from seglib.report import display
 
 colab.setup(mount=MOUNT_DRIVE)
 run = pipeline.open_run(OUT_DIR)
-arrays = pipeline.load_arrays(run)
-params = pipeline.initial_params(run)
 print(run.label)
-params
+run.settings.hyperparameters()
 
 # %% [markdown]
 # ## Train and evaluate
 
 # %%
-baseline = pipeline.train_and_record(run, arrays, params, "baseline")
-report.metrics_table(baseline)
+baseline = pipeline.train_baseline(run)
+display.metrics_table(baseline)
 
 # %% [markdown]
 # ## Loss against epochs
 
 # %%
-report.show(report.figure_history(baseline, run.out_dir / "baseline" / "loss.png", run.label))
+display.loss_curves(run, "baseline", baseline)

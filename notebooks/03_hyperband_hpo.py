@@ -14,15 +14,16 @@
 # ---
 
 # %% [markdown]
-# # 03 · HyperBand on NNI, random search at equal budget, the tuned model
+# # 03 · HyperBand, random search at equal epochs, the tuned model
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/YOUR-GITHUB-USER/seglib/blob/main/notebooks/03_hyperband_hpo.ipynb)
 #
-# Runs seglib's HyperBand (NNI is the engine: manager, trial processes, web UI) over the
-# original's search space with the profile's R and η; a promoted configuration resumes from its
-# checkpoint of the previous rung. Then NNI's random search gets the same number of epochs, and
-# the best configuration is retrained exactly like the baseline. Writes `hpo/`, `random/` and
-# `tuned/`.
+# Runs seglib's HyperBand over the original's search space with the profile's R and η; a
+# promoted configuration resumes from its checkpoint of the previous rung. The engine is the
+# run's `engine` setting: NNI (trial processes, web UI) or `local` (in this kernel). Then random
+# search gets exactly the epochs HyperBand spent, and the best configuration is retrained like
+# the baseline. Writes `hpo/`, `random/` and `tuned/`; run again after an interruption, it
+# continues where it stopped.
 #
 # **The NNI web UI has no authentication: never expose it to the internet.** In Colab it is shown
 # through Colab's own authenticated proxy; on a server use `ssh -L 8080:localhost:8080`.
@@ -40,37 +41,37 @@ if "google.colab" in sys.modules:
 
 # %% tags=["parameters"]
 OUT_DIR = "runs/quick"  # the run folder that 01_data wrote
-RANDOM_SEARCH = True  # also run random search at HyperBand's budget (for the report)
+RANDOM_SEARCH = True  # also run random search at HyperBand's epochs (for the report)
 MOUNT_DRIVE = False  # Colab: mount Google Drive at /content/drive
 
 # %%
-from seglib import colab, pipeline, report
+from seglib import colab, pipeline
+from seglib.report import display
 
 colab.setup(mount=MOUNT_DRIVE)
 run = pipeline.open_run(OUT_DIR)
 print(run.label)
-report.schedule_table(run.profile.max_budget, run.profile.eta)
+display.schedule_table(run.settings)
 
 # %% [markdown]
 # ## HyperBand
 
 # %%
 hyperband = pipeline.run_search(run, "hyperband")
-print(report.experiment_summary(hyperband))
+print(display.experiment_summary(hyperband))
 
 # %% [markdown]
-# ## Random search at equal budget
+# ## Random search at equal epochs
 
 # %%
 if RANDOM_SEARCH:
-    random_search = pipeline.run_search(run, "random", max_epochs=report.compute_summary(hyperband["trials"])["epochs"])
-    print(report.experiment_summary(random_search))
+    random_search = pipeline.run_search(run, "random")
+    print(display.experiment_summary(random_search))
 
 # %% [markdown]
 # ## Retrain the best configuration like the baseline
 
 # %%
-best = pipeline.best_params(hyperband)
-tuned = pipeline.train_and_record(run, pipeline.load_arrays(run), best, "tuned")
-print(best)
-report.metrics_table(tuned)
+tuned = pipeline.train_tuned(run)
+print(tuned.params)
+display.metrics_table(tuned)

@@ -20,7 +20,7 @@
 #
 # Writes `hyperparameter-optimization.md` and its figures from the run folder's artefacts only:
 # HyperBand explained with this run's own schedule and trials, every section of the seed report,
-# per-class IoU on held-out tiles, HyperBand against random search, the compute spent and a stamp
+# per-class IoU on held-out tiles, HyperBand against random search at equal epochs, the compute spent and a stamp
 # of data, profile, backend and hardware.
 
 # %%
@@ -41,10 +41,11 @@ MOUNT_DRIVE = False  # Colab: mount Google Drive at /content/drive
 
 # %%
 from seglib import colab, report
+from seglib.report import display
 
 colab.setup(mount=MOUNT_DRIVE)
 path = report.write_report(OUT_DIR, DOCS_DIR)
 print(f"report written to {path}")
 
 # %%
-report.show_report(path)
+display.show_report(path)

@@ -9,10 +9,10 @@ are never written to disk, printed or logged.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
+
+from seglib.system import gpu_name
 
 # The project has no public remote yet: this placeholder is the one place to change.
 REPOSITORY_URL = "https://github.com/YOUR-GITHUB-USER/seglib"
@@ -78,17 +78,6 @@ def install_cell(source: str = GIT_SOURCE) -> str:
         "    ]:\n"
         '        subprocess.run([sys.executable, "-m", *shlex.split(command)], check=True)'
     )
-
-
-def gpu_name() -> str | None:
-    """The first NVIDIA GPU's name from nvidia-smi, or None when there is none."""
-    if shutil.which("nvidia-smi") is None:
-        return None
-    result = subprocess.run(
-        ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True
-    )
-    names = [line.strip() for line in result.stdout.splitlines() if line.strip()]
-    return names[0] if result.returncode == 0 and names else None
 
 
 def check_gpu() -> str | None:

@@ -8,9 +8,8 @@ masks in memory) or one-hot ``(N, H, W, C)``. Predictions are softmax probabilit
 Losses compose with operators, as in segmentation_models: ``dice + 1.0 * focal`` is a
 ``SumOfLosses`` named ``dice_loss_plus_1_focal_loss``. All classes are registered with
 Keras under the package ``seglib``: a saved ``.keras`` model loads back with
-``keras.models.load_model`` once ``seglib.losses`` is imported (``seglib.train.load_model``
-does that for you). Importing this module also registers the U-Net's layer and initializer
-classes and seglib's metrics, so a saved seglib model needs nothing else.
+``keras.models.load_model`` once seglib's losses, metrics and model modules are imported:
+``seglib.train.load_model`` does that.
 
 Note on the original's loss: segmentation_models multiplies the per-class Dice scores by
 ``class_weights`` and then takes their mean, so ``class_weights=[1/6]*6`` (the original's)
@@ -23,6 +22,8 @@ from __future__ import annotations
 
 import keras
 from keras import ops
+
+from seglib.palette import NUM_CLASSES
 
 SMOOTH = 1e-5  # segmentation_models' default smoothing for Dice/F-score
 EPSILON = 1e-7  # keras.backend.epsilon(): the clip segmentation_models applies before log
@@ -229,13 +230,6 @@ def _as_loss(value) -> SegLoss:
     return loss
 
 
-def dice_focal_loss(num_classes: int = 6, focal_weight: float = 1.0) -> SegLoss:
+def dice_focal_loss(num_classes: int = NUM_CLASSES, focal_weight: float = 1.0) -> SegLoss:
     """The original's loss: ``DiceLoss(class_weights=[1/C]*C) + focal_weight * CategoricalFocalLoss()``."""
     return DiceLoss(class_weights=[1.0 / num_classes] * num_classes) + focal_weight * CategoricalFocalLoss()
-
-
-# A saved seglib model names seglib.model's initializer and dropout classes and seglib.metrics'
-# metrics as well as these losses: importing them here (at the end, once every name above
-# exists) makes `import seglib.losses` all that keras.models.load_model needs.
-import seglib.metrics  # noqa: E402,F401
-import seglib.model  # noqa: E402,F401

@@ -15,7 +15,9 @@ import keras
 import numpy as np
 from keras import ops
 
+from seglib.data import subsample
 from seglib.losses import PACKAGE, dice_focal_loss, to_one_hot
+from seglib.palette import NUM_CLASSES
 
 JACCARD_SMOOTH = 1.0  # the original's jacard_coef: (|t*p| + 1) / (|t| + |p| - |t*p| + 1)
 
@@ -79,7 +81,7 @@ def _pixel_accuracy(y_true, y_pred):
 class ArgmaxMeanIoU(keras.metrics.MeanIoU):
     """Keras ``MeanIoU`` on the argmax of the softmax; labels as integers or one-hot."""
 
-    def __init__(self, num_classes=6, name="mean_iou", dtype=None, **kwargs):
+    def __init__(self, num_classes=NUM_CLASSES, name="mean_iou", dtype=None, **kwargs):
         kwargs.pop("sparse_y_true", None)
         kwargs.pop("sparse_y_pred", None)
         super().__init__(num_classes=num_classes, name=name, dtype=dtype, sparse_y_pred=False, **kwargs)
@@ -90,7 +92,7 @@ class ArgmaxMeanIoU(keras.metrics.MeanIoU):
         return super().update_state(y_true, y_pred, sample_weight)
 
 
-def training_metrics(num_classes: int = 6) -> list[keras.metrics.Metric]:
+def training_metrics(num_classes: int = NUM_CLASSES) -> list[keras.metrics.Metric]:
     """Fresh metric objects for ``compile``: accuracy, jaccard, precision, recall, mean_iou."""
     return [
         ClassAccuracy(name="accuracy"),
@@ -101,7 +103,7 @@ def training_metrics(num_classes: int = 6) -> list[keras.metrics.Metric]:
     ]
 
 
-def confusion_matrix(y_true, y_pred_classes, num_classes: int = 6) -> np.ndarray:
+def confusion_matrix(y_true, y_pred_classes, num_classes: int = NUM_CLASSES) -> np.ndarray:
     """Pixel counts ``[true, predicted]`` (int64) from integer arrays of the same shape."""
     t = np.asarray(y_true, dtype=np.int64).ravel()
     p = np.asarray(y_pred_classes, dtype=np.int64).ravel()
@@ -127,12 +129,14 @@ def evaluate(model: keras.Model, x, y, batch_size: int = 16, loss=None) -> dict:
 
     One pass over the data in batches of ``batch_size``. The loss is the model's compiled loss
     if it has one, else the original's Dice + focal; as in ``Model.evaluate`` it is the
-    batch-size-weighted mean of per-batch losses (Dice is computed per batch). Everything
+    batch-size-weighted mean of per-batch losses (Dice is computed per batch). IoU, per class
+    and its mean over the classes present, comes from one confusion matrix of exact integer
+    counts (Keras' MeanIoU keeps float32 counts, which round above 16.7 M pixels). Everything
     returned is a plain float, int or list, ready for ``json.dump``.
     """
     num_classes = int(model.output_shape[-1])
     loss = loss or _compiled_loss(model) or dice_focal_loss(num_classes)
-    metrics = training_metrics(num_classes)
+    metrics = [m for m in training_metrics(num_classes) if not isinstance(m, ArgmaxMeanIoU)]
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
     loss_sum = 0.0
     count = 0
@@ -161,13 +165,6 @@ def _compiled_loss(model):
     return loss if callable(loss) else None
 
 
-def pixel_sample(num_pixels: int, max_pixels: int, seed: int = 0) -> np.ndarray:
-    """Sorted indices of at most ``max_pixels`` of ``num_pixels``, the same for the same seed."""
-    if num_pixels <= max_pixels:
-        return np.arange(num_pixels)
-    return np.sort(np.random.default_rng(seed).choice(num_pixels, size=max_pixels, replace=False))
-
-
 def pr_curve(y_true, probs, max_pixels: int = 200_000, max_points: int = 500, seed: int = 0) -> dict:
     """Precision-recall curve data as the original plotted it, made small enough to keep.
 
@@ -183,7 +180,7 @@ def pr_curve(y_true, probs, max_pixels: int = 200_000, max_points: int = 500, se
     probs = probs.reshape(-1, num_classes)
     y_true = np.asarray(y_true)
     labels = y_true.reshape(-1, num_classes).argmax(-1) if y_true.shape[-1:] == (num_classes,) and y_true.ndim == 4 else y_true.ravel()
-    keep = pixel_sample(len(labels), max_pixels, seed)
+    keep = subsample(len(labels), max_pixels, seed)
     one_hot = np.eye(num_classes, dtype=np.uint8)[labels[keep]].ravel()
     scores = probs[keep].ravel()
     precision, recall, thresholds = precision_recall_curve(one_hot, scores)

@@ -12,23 +12,11 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-ACTIVATIONS = ("relu", "tanh", "swish", None)
-NUM_CLASSES = 6
+from seglib.palette import NUM_CLASSES
+from seglib.settings import ACTIVATIONS, Settings
 
-# NNI passes choices through JSON, where None may arrive as the string "None" or "null".
-_LINEAR_NAMES = {None, "none", "None", "null", "linear"}
-
-
-def resolve_activation(activation: str | None) -> str | None:
-    """The Keras activation name for a search-space choice; None means linear."""
-    if activation in _LINEAR_NAMES:
-        return None
-    if activation in ACTIVATIONS:
-        return activation
-    raise ValueError(
-        f"activation {activation!r} is not supported; expected one of "
-        f"{list(ACTIVATIONS)} (None = linear; the strings 'None' and 'linear' also mean linear)"
-    )
+# The original's architecture at the original's settings (seglib.settings: one place each).
+_ORIGINAL = Settings()
 
 
 DROPOUT_RNGS = ("keras", "rbg")
@@ -130,11 +118,11 @@ def _double_conv(x, filters, activation, dropout, seed, index, name, dropout_rng
 
 
 def build_unet(
-    input_shape: tuple[int, int, int] = (256, 256, 3),
+    input_shape: tuple[int, int, int] = (_ORIGINAL.patch_size, _ORIGINAL.patch_size, 3),
     num_classes: int = NUM_CLASSES,
-    activation: str | None = "relu",
-    base_filters: int = 16,
-    depth: int = 4,
+    activation: str | None = _ORIGINAL.activation,
+    base_filters: int = _ORIGINAL.base_filters,
+    depth: int = _ORIGINAL.depth,
     dropout: float = 0.2,
     bottleneck_dropout: float = 0.3,
     seed: int | None = None,
@@ -146,7 +134,8 @@ def build_unet(
     probabilities to the loss. ``seed`` fixes the initial weights and the dropout streams.
     ``dropout_rng="rbg"`` draws dropout masks with JAX's RBG generator (see ``RbgDropout``).
     """
-    activation = resolve_activation(activation)
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation={activation!r}; expected one of {list(ACTIVATIONS)} (None = linear)")
     if dropout_rng not in DROPOUT_RNGS:
         raise ValueError(f"dropout_rng={dropout_rng!r}; expected one of {DROPOUT_RNGS}")
     height, width = input_shape[:2]

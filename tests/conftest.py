@@ -27,6 +27,6 @@ def real_data_root() -> Path:
 @pytest.fixture(scope="session")
 def embedded_root(tmp_path_factory) -> Path:
     """The embedded default dataset, written once per test session in the Kaggle layout."""
-    from seglib.embedded import write_embedded
+    from seglib.data.embedded import write_embedded
 
     return write_embedded(tmp_path_factory.mktemp("embedded"))

@@ -28,8 +28,8 @@ COMPUTE = textwrap.dedent(
     import json, sys
     import numpy as np
     import keras
-    import seglib.losses  # all a saved seglib model needs
-    model = keras.models.load_model(sys.argv[2])
+    from seglib.train import load_model
+    model = load_model(sys.argv[2])
     from keras import ops
     from seglib.losses import CategoricalFocalLoss, DiceLoss, dice_focal_loss
     from seglib.metrics import evaluate
@@ -99,23 +99,24 @@ NO_TENSORFLOW = textwrap.dedent(
     sys.modules["tensorflow"] = None  # any `import tensorflow` now raises ImportError
     import numpy as np
     import seglib, seglib.model, seglib.losses, seglib.metrics
+    from seglib.settings import Settings
     from seglib.train import load_model, train
     import keras
 
     rng = np.random.default_rng(0)
     x = rng.random((16, 32, 32, 3), dtype=np.float32)
     y = np.clip(x[..., 0] * 6, 0, 5).astype(np.uint8)
-    small = dict(batch_size=4, base_filters=4, depth=2, verbose=0)
+    small = dict(settings=Settings(batch_size=4, base_filters=4, depth=2), verbose=0)
     data = (x[:12], y[:12], x[12:], y[12:])
     with tempfile.TemporaryDirectory() as folder:
-        straight = train(*data, epochs=2, engine="fit", **small)
-        scan = train(*data, epochs=2, engine="jax", steps_per_execution=0, **small)
-        train(*data, epochs=1, checkpoint_dir=folder, engine="jax", **small)
-        resumed = train(*data, epochs=2, checkpoint_dir=folder, **small)  # engine "auto"
+        straight = train(*data, epochs=2, loop="fit", **small)
+        scan = train(*data, epochs=2, loop="jax", steps_per_execution=0, **small)
+        train(*data, epochs=1, checkpoint_dir=folder, loop="jax", **small)
+        resumed = train(*data, epochs=2, checkpoint_dir=folder, **small)  # loop "auto"
         loaded = load_model(folder + "/epoch_0002.keras")
         same = float(np.abs(loaded.predict(x, verbose=0) - straight.model.predict(x, verbose=0)).max())
     with tempfile.TemporaryDirectory() as cache:
-        rbg = train(*data, epochs=1, engine="jax", dropout_rng="rbg", compile_cache_dir=cache, **small)
+        rbg = train(*data, epochs=1, loop="jax", dropout_rng="rbg", compile_cache_dir=cache, **small)
         import os
         cached = len(os.listdir(cache))
     print(json.dumps({"backend": keras.backend.backend(), "tensorflow_loaded": "tensorflow" in sys.modules
@@ -123,23 +124,23 @@ NO_TENSORFLOW = textwrap.dedent(
                       "train_loss": [straight.history["loss"], resumed.history["loss"]],
                       "resumed": resumed.history["val_loss"], "prediction_difference": same,
                       "diverged": straight.diverged, "rbg_loss": rbg.history["loss"], "cached_programs": cached,
-                      "scan": scan.history["val_loss"], "auto_engine": resumed.metadata["engine"]}))
+                      "scan": scan.history["val_loss"], "auto_loop": resumed.metadata["loop"]}))
     """
 )
 
 
 @pytest.mark.slow
 def test_seglib_trains_and_resumes_on_jax_with_tensorflow_unimportable():
-    """With TensorFlow unimportable: fit 0->2 equals engine='jax' 0->1 then 1->2 (resumed).
+    """With TensorFlow unimportable: fit 0->2 equals loop='jax' 0->1 then 1->2 (resumed).
 
-    The resume runs with the default engine, "auto", which must pick the jax loop here.
+    The resume runs with the default loop, "auto", which must pick the jax loop here.
 
     Also: dropout_rng='rbg' trains, and compile_cache_dir fills JAX's persistent cache even
     though this process compiled other programs before.
     """
     result = run_python(NO_TENSORFLOW, backend="jax")
     assert result["backend"] == "jax" and not result["tensorflow_loaded"]
-    assert result["auto_engine"] == "jax"
+    assert result["auto_loop"] == "jax"
     assert not result["diverged"] and all(np.isfinite(result["straight"]))
     np.testing.assert_allclose(result["resumed"], result["straight"], rtol=1e-5)
     np.testing.assert_allclose(result["scan"], result["straight"], rtol=1e-5)  # whole epoch in one call

@@ -190,7 +190,7 @@ def test_non_image_bytes_are_named(tmp_path):
 def test_missing_patchify_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "patchify", None)
     with pytest.raises(ImportError, match=r"pip install --no-deps patchify==0\.2\.3"):
-        data._patchify()
+        data.dataset._patchify()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -506,6 +506,7 @@ def test_class_shares():
 
 
 def test_cli_prepare_prints_the_summary(tmp_path, cache_dir, capsys):
+    """Also: a missing dataset is one line on stderr and exit 1, as in every sub-command."""
     from seglib.cli import main
 
     make_kaggle(tmp_path / "d", tiles=(1, 2, 3), per_tile=1, size=(40, 20))
@@ -517,5 +518,6 @@ def test_cli_prepare_prints_the_summary(tmp_path, cache_dir, capsys):
     assert main(["prepare", str(tmp_path / "d"), "--patch-size", "10", "--cache-dir", str(cache_dir), "--split", "tiles"]) == 0
     out = capsys.readouterr().out
     assert "cache hit" in out and "tiles split test: 8 patches (tiles" in out
-    assert main(["prepare", str(tmp_path / "missing")]) == 2
-    assert "does not exist" in capsys.readouterr().out
+    assert main(["prepare", str(tmp_path / "missing")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("seglib prepare: dataset folder") and "does not exist" in err and "Traceback" not in err

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from seglib import embedded
+from seglib.data import embedded
 from seglib.data import NUM_CLASSES, class_shares, find_pairs, prepare, split
-from seglib.profiles import get_profile
+from seglib.settings import profile as get_profile
 
 
 def file_bytes(root):

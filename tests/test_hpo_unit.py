@@ -1,4 +1,4 @@
-"""seglib.hpo without a running experiment: plans, NNI's own config validation, the trial CLI."""
+"""seglib.hpo without a running search: plans, NNI's own config validation, outcome rules, the trial CLI."""
 
 from __future__ import annotations
 
@@ -9,24 +9,27 @@ from pathlib import Path
 
 import pytest
 
-from seglib.hpo import experiment as hpo
-from seglib.hpo.hyperband import pass_epochs, search_space
+from seglib.artifacts import ExperimentPaths
+from seglib.hpo.engines.nni import TUNER_CLASS, build_config
+from seglib.hpo.hyperband import HyperBand, pass_epochs
 from seglib.hpo.remote import parse_host, remote_experiment_config
-from seglib.hpo.tuner import final_value
-from seglib.profiles import get_profile
+from seglib.hpo.search import plan
+from seglib.hpo.space import search_space
+from seglib.hpo.trial import MAX_LOST, classify, final_value, settle
+from seglib.settings import profile
 
 
 def test_plans_hyperband_one_pass_and_random_search_at_equal_epochs():
-    quick = get_profile("quick")
-    hb = hpo.plan(quick, "hyperband", max_budget=9, eta=3)
+    quick = profile("quick", max_budget=9, eta=3)
+    hb = plan(quick, "hyperband")
     assert (hb["max_trials"], hb["planned_epochs"]) == (22, 69)
-    rnd = hpo.plan(quick, "random", max_budget=9, eta=3)
-    assert (rnd["max_trials"], rnd["trial_budget"]) == (69 // 9, 9)
-    assert hpo.plan(quick, "random", max_budget=9, max_epochs=40)["max_trials"] == 4
-    full = hpo.plan(get_profile("full"), "hyperband")  # the original's 72-trial cap > one pass
+    rnd = plan(quick, "random")
+    assert (rnd["max_trials"], rnd["planned_epochs"]) == (8, 69)  # 7 trials of 9 epochs and one of 6
+    assert plan(quick, "random", max_epochs=40)["max_trials"] == 5
+    full = plan(profile("full"), "hyperband")  # the original's 72-trial cap > one pass
     assert (full["max_trials"], full["planned_epochs"]) == (pass_epochs(60, 3)["trials"], 780)
     with pytest.raises(ValueError, match="unknown tuner"):
-        hpo.plan(quick, "bohb")
+        plan(quick, "bohb")
 
 
 @pytest.mark.parametrize("value, expected", [
@@ -41,19 +44,19 @@ def test_final_metric_parsing_flags_nan_and_missing_as_diverged(value, expected)
     assert final_value(value) == expected
 
 
-def test_local_config_passes_nni_validation(tmp_path):
-    layout = hpo.Layout.of(tmp_path / "out")
-    layout.trial_code.mkdir(parents=True)
-    config = hpo.build_config(layout, hpo.plan(get_profile("quick"), "hyperband"), search_space())
+@pytest.mark.parametrize("tuner", ["hyperband", "random"])
+def test_local_config_passes_nni_validation(tmp_path, tuner):
+    """Both searches run as seglib's tuner inside NNI (NNI's own HyperBand and Random are not used)."""
+    paths = ExperimentPaths.of(tmp_path / "out")
+    paths.trial_code.mkdir(parents=True)
+    config = build_config(paths, {"plan": plan(profile("quick"), tuner), "search_space": search_space()})
     config.validate()
     canonical = config.canonical_copy()
-    assert canonical.experiment_working_directory == str(layout.nni_dir)
-    assert canonical.tuner.class_name == "seglib.hpo.tuner.SeglibHyperBand"
-    assert (Path(canonical.tuner.code_directory) / "seglib" / "hpo" / "tuner.py").is_file()
-    assert canonical.tuner.class_args["R"] == get_profile("quick").max_budget
-    random_config = hpo.build_config(layout, hpo.plan(get_profile("quick"), "random"), search_space())
-    random_config.validate()
-    assert random_config.canonical_copy().tuner.name == "Random"
+    assert canonical.experiment_working_directory == str(paths.nni_dir)
+    assert canonical.tuner.class_name == TUNER_CLASS == "seglib.hpo.engines.nni_tuner.SeglibTuner"
+    assert (Path(canonical.tuner.code_directory) / "seglib" / "hpo" / "engines" / "nni_tuner.py").is_file()
+    assert canonical.tuner.class_args == {"out_dir": str(paths.root)}
+    assert canonical.trial_concurrency == profile("quick").concurrency
 
 
 def test_remote_config_from_hosts_passes_nni_validation(tmp_path):
@@ -117,7 +120,7 @@ def test_trial_on_jax_trains_with_the_jax_loop_and_warm_starts(tmp_path, embedde
         done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
         records.append(json.loads((out / "trials" / f"c-b{budget:03d}" / "result.json").read_text()))
-    assert [(r["backend"], r["engine"], r["status"]) for r in records] == [("jax", "jax", "SUCCEEDED")] * 2
+    assert [(r["backend"], r["loop"], r["status"]) for r in records] == [("jax", "jax", "SUCCEEDED")] * 2
     assert (records[1]["resumed_from"], records[1]["epochs_trained"]) == (1, 1)
     history = json.loads((out / "trials" / "c-b002" / "history.json").read_text())
     assert [e["epoch"] for e in history["epochs"]] == [2]
@@ -133,3 +136,50 @@ def test_trial_environment_names_one_gpu_memory_cap(monkeypatch):
     env = configure_environment({"gpu_memory_fraction": 0.225, "threads": 1})
     assert env["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "0.225"
     assert "XLA_CLIENT_MEM_FRACTION" not in env
+
+
+# --- one rule for every engine: what a trial's outcome does to the search --------------------
+
+def handed_out():
+    search = HyperBand(9, 3, seed=0)
+    return search, search.next_job()
+
+
+def test_a_finished_trial_is_reported_and_its_own_error_fails_it():
+    search, job = handed_out()
+    settle(search, job["parameter_id"], {"status": "SUCCEEDED", "final": {"default": 0.5}, "epochs_trained": 1})
+    assert (job["status"], job["value"]) == ("done", 0.5)
+    search, job = handed_out()
+    settle(search, job["parameter_id"], {"status": "FAILED", "cause": "trial", "error": "ValueError: bad"})
+    assert (job["status"], job["error"]) == ("failed", "ValueError: bad") and search.halted is None
+
+
+def test_an_interrupted_trial_is_handed_out_again_and_the_machine_halts_the_search():
+    search, job = handed_out()
+    settle(search, job["parameter_id"], {"status": "INTERRUPTED", "error": "Interrupted: stopped by SIGTERM"})
+    assert job["status"] == "queued" and search.halted is None
+    search.next_job()
+    reason = settle(search, job["parameter_id"], {"status": "FAILED", "cause": "environment", "error": "OSError: [Errno 28] No space left on device (ENOSPC)"})
+    assert job["status"] == "queued" and "ENOSPC" in reason and search.halted == reason
+    assert search.next_job() is None
+
+
+def test_a_trial_that_dies_without_a_word_is_retried_then_failed():
+    search, job = handed_out()
+    for attempt in range(1, MAX_LOST + 1):
+        settle(search, job["parameter_id"], None, "NNI reported USER_CANCELED")
+        if attempt < MAX_LOST:
+            assert job["status"] == "queued"
+            assert search.next_job()["parameter_id"] == job["parameter_id"]
+    assert job["status"] == "failed" and "died 3 times" in job["error"] and "USER_CANCELED" in job["error"]
+
+
+@pytest.mark.parametrize("error, expected", [
+    (KeyboardInterrupt(), ("INTERRUPTED", "interrupted")),
+    (OSError(28, "No space left on device"), ("FAILED", "environment")),
+    (MemoryError(), ("FAILED", "environment")),
+    (RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate"), ("FAILED", "environment")),
+    (ValueError("activation='x'"), ("FAILED", "trial")),
+])
+def test_failures_are_classified_by_whose_fault_they_are(error, expected):
+    assert classify(error) == expected

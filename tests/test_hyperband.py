@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from seglib.hpo.hyperband import DEFAULT_SEARCH_SPACE, brackets, pass_epochs, search_space
+from seglib.hpo.hyperband import brackets, pass_epochs
+from seglib.hpo.space import DEFAULT_SEARCH_SPACE, sample, search_space
 
 
 def test_original_schedule_budgets_and_counts():
@@ -45,10 +46,10 @@ def test_bad_arguments_are_refused(max_budget, eta):
 
 def test_search_space_defaults_and_overrides():
     assert search_space() == DEFAULT_SEARCH_SPACE
-    space = search_space({"batch_size": {"_type": "choice", "_value": [8]}, "activation_type": None})
+    space = search_space({"batch_size": {"_type": "choice", "_value": [8]}, "activation": None})
     assert space["batch_size"] == {"_type": "choice", "_value": [8]}
-    assert "activation_type" not in space
-    assert DEFAULT_SEARCH_SPACE["activation_type"]["_value"] == ["relu", "tanh", "swish", None]
+    assert "activation" not in space
+    assert DEFAULT_SEARCH_SPACE["activation"]["_value"] == ["relu", "tanh", "swish", None]
 
 
 # --- the state machine ---------------------------------------------------------------------
@@ -57,7 +58,7 @@ import json
 import math
 import random
 
-from seglib.hpo.hyperband import HyperBand, sample
+from seglib.hpo.hyperband import HyperBand, RandomSearch, Search
 
 
 def drain(hb: HyperBand, score, fail=lambda job: False) -> list[dict]:
@@ -66,7 +67,7 @@ def drain(hb: HyperBand, score, fail=lambda job: False) -> list[dict]:
     while (job := hb.next_job()) is not None:
         order.append(job)
         if fail(job):
-            hb.fail(job["parameter_id"], "boom")
+            hb.fail(job["parameter_id"], "boom", epochs_trained=0)
         else:
             hb.report(job["parameter_id"], score(job))
     return order
@@ -156,7 +157,62 @@ def test_sampling_follows_nni_semantics():
     rng = random.Random(0)
     draws = [sample(DEFAULT_SEARCH_SPACE, rng) for _ in range(2000)]
     assert {d["batch_size"] for d in draws} == set(range(1, 32))
-    assert {d["activation_type"] for d in draws} == {"relu", "tanh", "swish", None}
+    assert {d["activation"] for d in draws} == {"relu", "tanh", "swish", None}
     lrs = [d["learning_rate"] for d in draws]
     assert 1e-4 <= min(lrs) and max(lrs) <= 0.1
     assert 0.4 < sum(lr < 10**-2.5 for lr in lrs) / len(lrs) < 0.6  # log-uniform: median at 10^-2.5
+
+
+def test_search_space_keys_are_the_settings_names():
+    from seglib.settings import HYPERPARAMETERS
+
+    assert tuple(DEFAULT_SEARCH_SPACE) == HYPERPARAMETERS
+
+
+def test_halted_search_hands_out_nothing_until_unhalted():
+    hb = HyperBand(9, 3, seed=0)
+    job = hb.next_job()
+    hb.requeue(job["parameter_id"], "disk full")
+    hb.halt("disk full")
+    assert hb.next_job() is None and not hb.finished
+    hb.unhalt()
+    again = hb.next_job()
+    assert again["parameter_id"] == job["parameter_id"] and again["attempts"] == 2
+    assert again["interruptions"] == ["disk full"]
+
+
+@pytest.mark.parametrize("epochs, budget, expected", [(11, 3, [3, 3, 3, 2]), (9, 3, [3, 3, 3]), (2, 3, [2])])
+def test_random_search_spends_exactly_the_epochs_it_is_given(epochs, budget, expected):
+    rs = RandomSearch(epochs, budget, seed=0)
+    jobs = drain(rs, lambda job: 1.0)
+    assert [job["budget"] for job in jobs] == expected and rs.finished
+    assert all(job["resume_from"] == 0 and job["rung"] == 0 for job in jobs)
+
+
+def test_random_search_draws_more_when_a_trial_stops_early_and_ends_on_failures():
+    rs = RandomSearch(9, 3, seed=0)
+    first = rs.next_job()
+    rs.report(first["parameter_id"], None, diverged=True, epochs_trained=1)  # diverged after 1 epoch
+    rest = drain(rs, lambda job: 1.0)
+    assert [job["budget"] for job in rest] == [3, 3, 2]  # 1 + 3 + 3 + 2 = 9 epochs in all
+    failing = RandomSearch(4, 3, seed=0)
+    assert len(drain(failing, lambda job: 1.0, fail=lambda job: True)) == 4  # each failure counts one epoch
+    assert failing.finished
+
+
+def test_random_search_draws_its_own_configurations_and_reloads_as_itself(tmp_path):
+    rs, hb = RandomSearch(9, 3, seed=0), HyperBand(9, 3, seed=0)
+    rs.next_job(), hb.next_job()
+    assert rs.state["configs"]["c0000"]["params"] != hb.state["configs"]["c0000"]["params"]
+    rs.save(tmp_path / "state.json")
+    assert type(Search.load(tmp_path / "state.json")) is RandomSearch
+
+
+def test_a_damaged_state_file_names_itself(tmp_path):
+    from seglib.artifacts import ArtifactError
+
+    state = tmp_path / "search_state.json"
+    HyperBand(9, 3).save(state)
+    state.write_text(state.read_text()[:40])
+    with pytest.raises(ArtifactError, match="search_state.json is not valid JSON"):
+        Search.load(state)

@@ -13,10 +13,10 @@ from seglib.metrics import (
     evaluate,
     iou_from_confusion,
     jaccard_coef,
-    pixel_sample,
     pr_curve,
     training_metrics,
 )
+from seglib.data import subsample
 from seglib.model import build_unet
 
 LABELS = np.array([[[0, 0], [1, 1]]], dtype=np.uint8)
@@ -72,9 +72,9 @@ def test_confusion_and_per_class_iou_by_hand():
 
 
 def test_pixel_sample_is_deterministic_and_bounded():
-    a, b = pixel_sample(10_000, 100, seed=3), pixel_sample(10_000, 100, seed=3)
+    a, b = subsample(10_000, 100, seed=3), subsample(10_000, 100, seed=3)
     assert np.array_equal(a, b) and len(np.unique(a)) == 100 and a.max() < 10_000
-    assert np.array_equal(pixel_sample(50, 100), np.arange(50))
+    assert np.array_equal(subsample(50, 100), np.arange(50))
 
 
 def test_pr_curve_perfect_and_small():

@@ -13,7 +13,9 @@ from pathlib import Path
 import jupytext
 import pytest
 
-from seglib import colab, pipeline, report
+from seglib import colab, report
+from seglib.report.numbers import fmt
+from seglib.run import NOTEBOOKS as NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
@@ -30,12 +32,12 @@ def code_cells(name: str) -> list:
 
 def test_every_notebook_is_a_pair():
     stems = {p.stem for p in NOTEBOOKS.glob("*.py")} | {p.stem for p in NOTEBOOKS.glob("*.ipynb")}
-    assert stems == set(pipeline.NOTEBOOKS)
+    assert stems == set(NAMES)
     for stem in stems:
         assert (NOTEBOOKS / f"{stem}.py").is_file() and (NOTEBOOKS / f"{stem}.ipynb").is_file(), stem
 
 
-@pytest.mark.parametrize("name", pipeline.NOTEBOOKS)
+@pytest.mark.parametrize("name", NAMES)
 def test_pair_in_sync(name):
     """jupytext's reading of the .py and of the .ipynb must agree cell by cell (run `make sync`)."""
     from_py = cells(jupytext.read(NOTEBOOKS / f"{name}.py"))
@@ -49,7 +51,7 @@ def test_sync_check_catches_an_edit(tmp_path):
     assert cells(jupytext.read(tmp_path / "04_report.py")) != cells(jupytext.read(NOTEBOOKS / "04_report.ipynb"))
 
 
-@pytest.mark.parametrize("name", pipeline.NOTEBOOKS)
+@pytest.mark.parametrize("name", NAMES)
 def test_one_upper_case_parameters_cell(name):
     tagged = [c for c in code_cells(name) if "parameters" in c.metadata.get("tags", ())]
     assert len(tagged) == 1, f"{name}: expected one cell tagged 'parameters', found {len(tagged)}"
@@ -59,12 +61,12 @@ def test_one_upper_case_parameters_cell(name):
     assert "OUT_DIR" in names
 
 
-@pytest.mark.parametrize("name", pipeline.NOTEBOOKS)
+@pytest.mark.parametrize("name", NAMES)
 def test_first_code_cell_is_the_colab_install_cell(name):
     assert code_cells(name)[0].source.strip() == colab.install_cell().strip()
 
 
-@pytest.mark.parametrize("name", pipeline.NOTEBOOKS)
+@pytest.mark.parametrize("name", NAMES)
 def test_cells_are_thin_and_badge_present(name):
     nb = jupytext.read(NOTEBOOKS / f"{name}.py")
     for cell in nb.cells:
@@ -98,15 +100,15 @@ def test_quick_pipeline_runs_all_four_notebooks_headless(tmp_path):
         capture_output=True, text=True, timeout=900,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    for name in pipeline.NOTEBOOKS:
+    for name in NAMES:
         assert (out / f"{name}.ipynb").is_file()
     text = (out / "docs" / report.REPORT_NAME).read_text()
     for link in IMAGE_LINK.findall(text):
         assert (out / "docs" / link).is_file(), link
     tuned = json.loads((out / "tuned" / "metrics.json").read_text())
     baseline = json.loads((out / "baseline" / "metrics.json").read_text())
-    assert f"Validation Recall:\t{report.fmt(tuned['val']['recall'])}" in text
-    assert f"**{report.fmt(baseline['test']['mean_iou'])}**" in text
+    assert f"Validation Recall:\t{fmt(tuned['val']['recall'])}" in text
+    assert f"**{fmt(baseline['test']['mean_iou'])}**" in text
     trials = json.loads((out / "hpo" / "trials.json").read_text())
-    assert len(trials if isinstance(trials, list) else trials["trials"]) > 0
+    assert len(trials["trials"]) > 0
     assert "embedded default dataset" in text and "profile: quick" in text

@@ -1,4 +1,5 @@
-"""seglib run: parameters, the notebooks folder, the kernel, and failures that name their cell.
+"""seglib run and the run folder: parameters, the notebooks folder, the kernel, failures that
+name their cell, and a run folder that is reused, never silently overwritten.
 
 Runs tiny stand-in notebooks (plain Python, no Keras) through the real papermill path, so a
 kernel start is the only cost.
@@ -15,13 +16,14 @@ import nbformat
 import pytest
 
 from seglib import pipeline
-from seglib.cli import main
+from seglib.cli import main, parse_parameters
+from seglib.run import NOTEBOOKS, ensure_kernel, find_notebooks_dir
 
 
 def write_notebooks(folder: Path, failing: str | None = None) -> Path:
     """Four notebooks with a parameters cell; ``failing`` raises in its second code cell."""
     folder.mkdir(parents=True, exist_ok=True)
-    for name in pipeline.NOTEBOOKS:
+    for name in NOTEBOOKS:
         params = nbformat.v4.new_code_cell('OUT_DIR = "x"\nPROFILE = "quick"\nOVERRIDES = {}')
         params.metadata["tags"] = ["parameters"]
         body = (
@@ -40,7 +42,7 @@ def test_runs_all_four_in_order_with_this_interpreter_and_parameters(tmp_path):
     out = tmp_path / "out"
     rc = main(["run", "--out", str(out), "--notebooks", str(notebooks), "-p", "epochs=2", "-p", "activation='swish'"])
     assert rc == 0
-    for name in pipeline.NOTEBOOKS:
+    for name in NOTEBOOKS:
         assert (out / f"{name}.ipynb").is_file(), "executed notebook kept in the run folder"
         written = json.loads((out / f"{name}.json").read_text())
         assert Path(written["exe"]).resolve() == Path(sys.executable).resolve()
@@ -63,7 +65,7 @@ def test_missing_notebooks_folder_is_a_clear_error(tmp_path, capsys):
     assert rc == 1 and "01_data.ipynb" in err and "--notebooks" in err
 
 
-@pytest.mark.parametrize("pair, named", [("epoks=2", "epoks"), ("precision=fp8", "precision='fp8'")])
+@pytest.mark.parametrize("pair, named", [("epoks=2", "epoks"), ("precision=fp8", "precision='fp8'"), ("batch_size=abc", "batch_size='abc'")])
 def test_unknown_override_is_refused_before_anything_runs(tmp_path, capsys, pair, named):
     rc = main(["run", "--out", str(tmp_path / "out"), "-p", pair])
     assert rc == 1 and named in capsys.readouterr().err
@@ -80,22 +82,22 @@ def test_unknown_override_is_refused_before_anything_runs(tmp_path, capsys, pair
     ],
 )
 def test_parse_parameters(pairs, expected):
-    assert pipeline.parse_parameters(pairs) == expected
+    assert parse_parameters(pairs) == expected
 
 
 def test_parse_parameters_rejects_a_pair_without_equals():
     with pytest.raises(ValueError, match="KEY=VALUE"):
-        pipeline.parse_parameters(["epochs"])
+        parse_parameters(["epochs"])
 
 
 def test_the_checkouts_notebooks_are_found():
-    folder = pipeline.find_notebooks_dir()
-    assert [p.stem for p in sorted(folder.glob("0*.ipynb"))] == list(pipeline.NOTEBOOKS)
+    folder = find_notebooks_dir()
+    assert [p.stem for p in sorted(folder.glob("0*.ipynb"))] == list(NOTEBOOKS)
 
 
 def test_kernelspec_points_at_this_interpreter(tmp_path, monkeypatch):
     monkeypatch.setenv("JUPYTER_PATH", "")
-    name = pipeline.ensure_kernel(tmp_path)
+    name = ensure_kernel(tmp_path)
     from jupyter_client.kernelspec import KernelSpecManager
 
     spec = KernelSpecManager().get_kernel_spec(name)
@@ -105,9 +107,17 @@ def test_kernelspec_points_at_this_interpreter(tmp_path, monkeypatch):
 def test_start_run_records_profile_overrides_and_stamp(tmp_path):
     run = pipeline.start_run(tmp_path, "quick", None, {"epochs": 2})
     again = pipeline.open_run(tmp_path)
-    assert again.profile.epochs == 2 and again.profile == run.profile
+    assert again.settings.epochs == 2 and again.settings == run.settings and again.overrides == {"epochs": 2}
     assert again.stamp["data_label"] == pipeline.EMBEDDED_LABEL
-    assert {"profile", "backend", "hardware"} <= set(again.stamp)
+    assert {"backend", "hardware"} <= set(again.stamp) and again.profile_text == "quick (epochs=2)"
+
+
+def test_a_run_folder_is_reused_for_the_same_run_and_refused_for_another(tmp_path):
+    """Colab: a fresh runtime runs 01 again on the run's folder; nothing is overwritten."""
+    first = pipeline.start_run(tmp_path, "quick", None, {"epochs": 2})
+    assert pipeline.start_run(tmp_path, "quick", None, {"epochs": 2}).stamp == first.stamp
+    with pytest.raises(pipeline.RunMismatch, match=r"epochs: 2 there, 3 now"):
+        pipeline.start_run(tmp_path, "quick", None, {"epochs": 3})
 
 
 def test_open_run_without_01_names_it(tmp_path):
@@ -130,8 +140,7 @@ def test_precision_is_a_profile_setting_that_reaches_the_trained_model(tmp_path,
     run = pipeline.start_run(tmp_path / "run", "quick", None, {"precision": "bf16", "epochs": 1, "max_patches": 40})
     assert "precision=bf16" in run.label
     pipeline.prepare_data(run)
-    record = pipeline.train_and_record(pipeline.open_run(tmp_path / "run"), pipeline.load_arrays(run),
-                                       pipeline.initial_params(run), "baseline")
+    record = pipeline.train_baseline(pipeline.open_run(tmp_path / "run"))
     import keras
 
     from seglib.train import load_model
@@ -139,12 +148,6 @@ def test_precision_is_a_profile_setting_that_reaches_the_trained_model(tmp_path,
     model = load_model(tmp_path / "run" / "baseline" / "model.keras")
     convolutions = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
     assert {layer.dtype_policy.name for layer in convolutions[:-1]} == {"mixed_bfloat16"}  # the head stays float32
-    assert record["epochs_trained"] == 1
-
-
-def test_a_run_record_written_before_precision_existed_opens_as_fp32(tmp_path):
-    pipeline.start_run(tmp_path, "quick", None, {})
-    record = json.loads((tmp_path / pipeline.RUN_FILE).read_text())
-    del record["profile"]["precision"]
-    (tmp_path / pipeline.RUN_FILE).write_text(json.dumps(record))
-    assert pipeline.open_run(tmp_path).profile.precision == "fp32"
+    assert record.epochs_trained == 1
+    assert not (tmp_path / "run" / "baseline" / "checkpoints").exists()  # only the finished model stays
+    assert pipeline.train_baseline(run) == record  # a second 02 reuses it

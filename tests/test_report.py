@@ -16,12 +16,14 @@ import numpy as np
 import pytest
 
 from seglib import pipeline, report
-from seglib.hpo.hyperband import HyperBand, brackets
+from seglib.artifacts import Best, ModelRecord, SearchSummary, TrialRow, write_experiment, write_json, write_model_record
+from seglib.hpo.hyperband import HyperBand, RandomSearch, brackets
+from seglib.report.numbers import best_so_far, best_trial, fmt, fmt_seconds
 
 IMAGE_LINK = re.compile(r"!\[[^\]]*\]\(([^)]+)\)")
 
 
-def fake_record(params: dict, epochs: int, loss0: float, rng: np.random.Generator) -> dict:
+def fake_record(params: dict, epochs: int, loss0: float, rng: np.random.Generator) -> ModelRecord:
     def split_metrics(shift):
         iou = [float(v) for v in rng.uniform(0.1, 0.9, 6)]
         iou[5] = None  # a class absent from labels and predictions
@@ -33,18 +35,18 @@ def fake_record(params: dict, epochs: int, loss0: float, rng: np.random.Generato
         }
 
     recall = np.linspace(0, 1, 50)
-    return {
-        "params": params,
-        "history": {"loss": list(np.linspace(loss0 + 0.4, loss0, epochs)), "val_loss": list(np.linspace(loss0 + 0.5, loss0 + 0.05, epochs))},
-        "train": split_metrics(-0.01), "val": split_metrics(0.0), "test": split_metrics(0.02),
-        "pr_curve": {"precision": list(1 - 0.5 * recall**2), "recall": list(recall), "thresholds": list(recall), "average_precision": 0.77, "pixels": 1234},
-        "epochs_trained": epochs, "seconds": 12.5, "diverged": False,
-    }
+    return ModelRecord(
+        params=params,
+        history={"loss": list(np.linspace(loss0 + 0.4, loss0, epochs)), "val_loss": list(np.linspace(loss0 + 0.5, loss0 + 0.05, epochs))},
+        train=split_metrics(-0.01), val=split_metrics(0.0), test=split_metrics(0.02),
+        pr_curve={"precision": list(1 - 0.5 * recall**2), "recall": list(recall), "thresholds": list(recall), "average_precision": 0.77, "pixels": 1234},
+        epochs_trained=epochs, seconds=12.5, diverged=False, message="", best_val_loss=loss0, backend="tensorflow", loop="fit",
+    )
 
 
-def fake_samples(folder: Path, rng: np.random.Generator, n: int = 10, size: int = 16) -> None:
+def fake_samples(path: Path, rng: np.random.Generator, n: int = 10, size: int = 16) -> None:
     np.savez(
-        folder / report.SAMPLES_FILE,
+        path,
         indices=np.arange(n),
         images=rng.integers(0, 255, (n, size, size, 3), dtype=np.uint8),
         labels=rng.integers(0, 6, (n, size, size), dtype=np.uint8),
@@ -52,26 +54,33 @@ def fake_samples(folder: Path, rng: np.random.Generator, n: int = 10, size: int 
     )
 
 
-def fake_experiment(folder: Path, max_budget: int, eta: int, seed: int, fail_one: bool = False) -> list[dict]:
-    """Drive seglib's HyperBand state machine with made-up losses and export it like a run."""
-    hb = HyperBand(max_budget=max_budget, eta=eta, seed=seed)
+def fake_experiment(folder: Path, search, tuner: str, seed: int, fail_one: bool = False) -> list[TrialRow]:
+    """Drive a search's state machine with made-up losses; export it with the production writer."""
     rng = np.random.default_rng(seed)
-    order = 0
-    while (job := hb.next_job()) is not None:
-        order += 1
+    rows = []
+    while (job := search.next_job()) is not None:
         epochs = job["budget"] - job["resume_from"]
-        extra = {"epochs_trained": epochs, "seconds": 3.0 * epochs, "sequence": order,
-                 "start_time": 1.7e9 + 10.0 * order, "end_time": 1.7e9 + 10.0 * order + 3.0 * epochs}
+        order = job["parameter_id"] + 1
+        timing = {"epochs_trained": epochs, "seconds": 3.0 * epochs, "start_time": 1.7e9 + 30.0 * order,
+                  "end_time": 1.7e9 + 30.0 * order + 3.0 * epochs}
+        row = TrialRow(config_id=job["config_id"], budget=job["budget"], status="SUCCEEDED", params=search.params(job),
+                       parameter_id=job["parameter_id"], bracket=job["s"], rung=job["rung"], resumed_from=job["resume_from"],
+                       curve=[1.0] * epochs, **timing)
         if fail_one and order == 2:
-            hb.fail(job["parameter_id"], error="diverged", **extra)
+            search.fail(job["parameter_id"], error="boom", epochs_trained=epochs)
+            row.status, row.error = "FAILED", "boom"
         else:
-            hb.report(job["parameter_id"], value=float(1.5 / job["budget"] ** 0.3 + rng.uniform(0, 0.2)), **extra)
-    trials = [{**job, "params": hb.state["configs"][job["config_id"]]["params"]} for job in hb.jobs]
-    best = hb.best()
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "trials.json").write_text(json.dumps(trials))
-    (folder / "best.json").write_text(json.dumps({"params": hb.state["configs"][best["config_id"]]["params"], "value": best["value"]}))
-    return trials
+            row.value = float(1.5 / job["budget"] ** 0.3 + rng.uniform(0, 0.2))
+            search.report(job["parameter_id"], value=row.value, epochs_trained=epochs)
+        rows.append(row)
+    best = min((r for r in rows if r.value is not None), key=lambda r: r.value)
+    statuses = {s: sum(r.status == s for r in rows) for s in {r.status for r in rows}}
+    summary = SearchSummary(tuner=tuner, engine="local", max_budget=search.state["max_budget"], eta=search.state["eta"] or 3,
+                            trials=len(rows), epochs_trained=sum(r.epochs_trained for r in rows), epochs_planned=69,
+                            statuses=statuses, finished=True, seed=seed)
+    write_experiment(folder, summary, rows, Best(best.params, best.value, best.config_id, best.budget, None, None, None,
+                                                 search.state["search_space"]))
+    return rows
 
 
 @pytest.fixture(scope="module")
@@ -79,14 +88,13 @@ def fake_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("run")
     run = pipeline.start_run(out, "quick", None, {"max_budget": 9})
     rng = np.random.default_rng(0)
-    pipeline.write_json(out / "data" / "summary.json", {"split": "tiles", "patches": 264, "counts": {"train": 159, "val": 45, "test": 60}})
+    write_json(run.paths.data_summary, {"split": "tiles", "patches": 264, "counts": {"train": 159, "val": 45, "test": 60}})
     for name, loss0 in (("baseline", 0.95), ("tuned", 0.81)):
-        folder = run.folder(name)
-        params = {"batch_size": 16, "learning_rate": 0.007, "activation_type": "relu"}
-        pipeline.write_json(folder / report.METRICS_FILE, fake_record(params, 4, loss0, rng))
-        fake_samples(folder, rng)
-    fake_experiment(out / "hpo", 9, 3, seed=1, fail_one=True)
-    fake_experiment(out / "random", 9, 9, seed=2)
+        params = {"batch_size": 16, "learning_rate": 0.007, "activation": "relu"}
+        write_model_record(run.paths.metrics_file(name), fake_record(params, 4, loss0, rng))
+        fake_samples(run.paths.samples_file(name), rng)
+    hpo_rows = fake_experiment(run.paths.search("hyperband"), HyperBand(9, 3, seed=1), "hyperband", seed=1, fail_one=True)
+    fake_experiment(run.paths.search("random"), RandomSearch(sum(r.epochs_trained for r in hpo_rows), 9, seed=2), "random", seed=2)
     return out
 
 
@@ -110,7 +118,7 @@ def test_report_has_every_seed_section_and_the_new_ones(written):
         "# Explanation of HyperBand HPO", "## Successive halving", "## Search Space", "## Initial parameters",
         "## Experiment settings", "## Best Hyperparameters", "## 10 Segmented Images from the Validation Set",
         "## Training and Validation Loss vs. Epochs", "## Precision and Recall Curve", "## Precision and Recall Values",
-        "## Per-class IoU on the held-out test set", "## HyperBand against random search at equal budget",
+        "## Per-class IoU on the held-out test set", "## HyperBand against random search at equal epochs", "## Compared with the seed report",
         "## Compute spent", "## Stamp",
     ):
         assert heading in text, f"missing section {heading!r}"
@@ -121,19 +129,19 @@ def test_numbers_in_the_text_come_from_the_metrics_files(fake_run, written):
     text = written.read_text()
     tuned = json.loads((fake_run / "tuned" / "metrics.json").read_text())
     baseline = json.loads((fake_run / "baseline" / "metrics.json").read_text())
-    assert f"Validation Precision:\t{report.fmt(tuned['val']['precision'])}" in text
-    assert f"Training Recall:\t{report.fmt(tuned['train']['recall'])}" in text
-    assert f"**{report.fmt(baseline['test']['mean_iou'])}**" in text
-    assert f"**{report.fmt(tuned['test']['mean_iou'])}**" in text
+    assert f"Validation Precision:\t{fmt(tuned['val']['precision'])}" in text
+    assert f"Training Recall:\t{fmt(tuned['train']['recall'])}" in text
+    assert f"**{fmt(baseline['test']['mean_iou'])}**" in text
+    assert f"**{fmt(tuned['test']['mean_iou'])}**" in text
     best = json.loads((fake_run / "hpo" / "best.json").read_text())
-    assert f"validation loss of **{report.fmt(best['value'])}**" in text
+    assert f"validation loss of **{fmt(best['value'])}**" in text
     for key, value in best["params"].items():
         assert f"{key!r}: {value!r}" in text
 
 
 def test_schedule_and_trial_counts_match_the_schedule_and_export(fake_run, written):
     text = written.read_text()
-    trials = json.loads((fake_run / "hpo" / "trials.json").read_text())
+    trials = json.loads((fake_run / "hpo" / "trials.json").read_text())["trials"]
     assert f"**{len(trials)} trials**" in text
     epochs = sum(t["epochs_trained"] for t in trials)
     assert f"**{epochs:,} epochs** in all" in text
@@ -145,10 +153,10 @@ def test_schedule_and_trial_counts_match_the_schedule_and_export(fake_run, writt
 def test_stamp_names_data_profile_backend_and_hardware(fake_run, written):
     run = pipeline.open_run(fake_run)
     text = written.read_text()
-    for value in (run.stamp["data_label"], run.stamp["profile"], run.stamp["backend"], run.stamp["hardware"]):
+    for value in (run.stamp["data_label"], run.profile_text, run.stamp["backend"], run.stamp["hardware"]):
         assert value in text
-    assert "max_budget=9" in run.stamp["profile"]
-    assert "-p max_budget=9" in text
+    assert "max_budget=9" in run.profile_text
+    assert "-p max_budget=9" in text  # no `seglib run` command recorded: the report says how to repeat it
 
 
 def test_missing_artefact_names_the_notebook_to_run(fake_run, tmp_path):
@@ -157,29 +165,35 @@ def test_missing_artefact_names_the_notebook_to_run(fake_run, tmp_path):
         report.write_report(tmp_path)
 
 
-def test_trial_rows_tolerate_failed_and_nan_results():
-    row = report.trial_row({"trial_id": "a", "status": "FAILED", "value": float("nan"), "budget": 3})
-    assert row["value"] is None and row["budget"] == 3
-    assert report.best_trial([row]) is None
-    rows = [report.trial_row({"id": i, "value": v, "epochs_trained": 2, "sequence": i}) for i, v in enumerate([0.9, math.nan, 0.5, 0.7])]
-    assert report.best_so_far(rows) == ([2, 4, 6, 8], [0.9, 0.9, 0.5, 0.5])
+def test_best_so_far_skips_trials_without_a_value():
+    failed = TrialRow(config_id="a", budget=3, status="FAILED", params={})
+    assert best_trial([failed]) is None
+    rows = [TrialRow(config_id=f"c{i}", budget=2, status="SUCCEEDED" if v is not None else "DIVERGED", params={},
+                     value=v, epochs_trained=2, parameter_id=i) for i, v in enumerate([0.9, None, 0.5, 0.7])]
+    assert best_so_far(rows) == ([2, 4, 6, 8], [0.9, 0.9, 0.5, 0.5])
 
 
 def test_record_model_writes_metrics_and_ten_samples(tmp_path):
-    keras = pytest.importorskip("keras")
+    from seglib.artifacts import RunPaths, read_model_record
+    from seglib.data import Arrays
+    from seglib.evaluate import record_model
     from seglib.model import build_unet
+    from seglib.train import TrainResult
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, (12, 32, 32, 3), dtype=np.uint8)
     labels = rng.integers(0, 6, (12, 32, 32), dtype=np.uint8)
     x = images.astype("float32") / 255
-    arrays = pipeline.Arrays(x[:6], labels[:6], x[6:], labels[6:], x[:2], labels[:2], images[6:])
+    arrays = Arrays(x[:6], labels[:6], x[6:], labels[6:], x[:2], labels[:2], images[6:])
     model = build_unet((32, 32, 3), base_filters=4, depth=2, seed=0)
-    record = report.record_model(tmp_path, model, {"loss": [1.0], "val_loss": [1.1]}, arrays, {"batch_size": 2})
-    saved = json.loads((tmp_path / "metrics.json").read_text())
-    assert saved["val"]["precision"] == pytest.approx(record["val"]["precision"])
-    assert len(saved["test"]["per_class_iou"]) == 6
-    samples = np.load(tmp_path / "samples.npz")
+    result = TrainResult(model, {"loss": [1.0], "val_loss": [1.1]}, False, 1, 0, 1.0, metadata={"backend": "tensorflow", "loop": "fit"})
+    paths = RunPaths.of(tmp_path)
+    record = record_model(paths, "baseline", result, arrays, {"batch_size": 2})
+    saved = read_model_record(paths.metrics_file("baseline"), "test")
+    assert saved.val["precision"] == pytest.approx(record.val["precision"])
+    assert len(saved.test["per_class_iou"]) == 6
+    assert paths.model_file("baseline").is_file()
+    samples = np.load(paths.samples_file("baseline"))
     assert samples["images"].shape == (6, 32, 32, 3)  # only 6 validation patches: all of them
     assert samples["predictions"].shape == (6, 32, 32)
 
@@ -202,10 +216,10 @@ def test_committed_report_images_exist_and_numbers_match_its_run_files():
     baseline = json.loads((sources / "baseline" / "metrics.json").read_text())
     best = json.loads((sources / "hpo" / "best.json").read_text())
     run = json.loads((sources / "run.json").read_text())
-    assert f"Validation Precision:\t{report.fmt(tuned['val']['precision'])}" in text
-    assert f"Training Recall:\t{report.fmt(tuned['train']['recall'])}" in text
-    assert f"**{report.fmt(baseline['test']['mean_iou'])}**" in text and f"**{report.fmt(tuned['test']['mean_iou'])}**" in text
-    assert f"validation loss of **{report.fmt(best['value'])}**" in text
+    assert f"Validation Precision:\t{fmt(tuned['val']['precision'])}" in text
+    assert f"Training Recall:\t{fmt(tuned['train']['recall'])}" in text
+    assert f"**{fmt(baseline['test']['mean_iou'])}**" in text and f"**{fmt(tuned['test']['mean_iou'])}**" in text
+    assert f"validation loss of **{fmt(best['value'])}**" in text
     assert run["stamp"]["hardware"] in text and run["stamp"]["data_label"] in text
 
 
@@ -214,7 +228,29 @@ def test_equal_budget_table_shows_each_tuners_wall_time_from_trial_start_and_end
     rows = [line for line in written.read_text().splitlines() if line.startswith(("| HyperBand |", "| random search |"))]
     assert len(rows) == 2, rows
     for row, folder in zip(rows, ("hpo", "random")):
-        trials = json.loads((fake_run / folder / "trials.json").read_text())
+        trials = json.loads((fake_run / folder / "trials.json").read_text())["trials"]
         wall = max(t["end_time"] for t in trials) - min(t["start_time"] for t in trials)
         assert 100 < wall < 10_000  # seconds, not milliseconds
-        assert f"| {report.fmt_seconds(wall)} |" in row, (row, report.fmt_seconds(wall))
+        assert f"| {fmt_seconds(wall)} |" in row, (row, fmt_seconds(wall))
+
+
+def test_random_search_row_spent_the_epochs_hyperband_spent(fake_run, written):
+    """Equal epochs, and failed trials counted in their tuner's row."""
+    text = written.read_text()
+    spent = [json.loads((fake_run / f / "trials.json").read_text())["summary"]["epochs_trained"] for f in ("hpo", "random")]
+    assert spent[0] == spent[1]
+    hyperband_row = next(line for line in text.splitlines() if line.startswith("| HyperBand |"))
+    assert "1 failed" in hyperband_row and f"| {spent[0]:,} |" in hyperband_row
+
+
+def test_seed_comparison_table_names_the_seeds_figures(written):
+    text = written.read_text()
+    assert "| tuned model: validation precision / recall | 0.8623 / 0.8404 |" in text
+    assert "| best validation loss of the search | 0.9070 |" in text
+
+
+def test_report_reads_the_originals_settings_from_the_settings_module(written):
+    from seglib.settings import original
+
+    o = original()
+    assert f"R = {o.max_budget}, η = {o.eta}" in written.read_text()

@@ -10,9 +10,13 @@ import numpy as np
 import pytest
 
 from seglib.metrics import evaluate
+from seglib.settings import Settings
 from seglib.train import TrainResult, epoch_order, latest_checkpoint, load_model, train
 
-SMALL = dict(batch_size=8, base_filters=4, depth=2, verbose=0)
+
+def small(**changes) -> Settings:
+    """A tiny U-Net's settings (batch 8, 4 filters, depth 2), with ``changes``."""
+    return Settings(batch_size=8, base_filters=4, depth=2).replace(**changes)
 
 
 def random_arrays(n=24, size=32, seed=0):
@@ -42,7 +46,7 @@ def same_history(a: dict, b: dict) -> None:
 def test_train_returns_history_and_result_fields():
     x, y = random_arrays()
     seen = []
-    result = train(x[:16], y[:16], x[16:], y[16:], epochs=2, on_epoch_end=lambda e, logs: seen.append((e, logs)), **SMALL)
+    result = train(x[:16], y[:16], x[16:], y[16:], settings=small(), epochs=2, on_epoch_end=lambda e, logs: seen.append((e, logs)), verbose=0)
     assert isinstance(result, TrainResult) and not result.diverged
     assert (result.epochs_trained, result.initial_epoch) == (2, 0)
     assert len(result.history["loss"]) == len(result.history["val_loss"]) == 2
@@ -56,8 +60,8 @@ def test_train_returns_history_and_result_fields():
 
 def test_same_seed_same_run_and_order_depends_on_seed_and_epoch():
     x, y = random_arrays()
-    a = train(x, y, epochs=1, seed=3, **SMALL)
-    b = train(x, y, epochs=1, seed=3, **SMALL)
+    a = train(x, y, settings=small(seed=3), epochs=1, verbose=0)
+    b = train(x, y, settings=small(seed=3), epochs=1, verbose=0)
     same_history(a.history, b.history)
     assert np.array_equal(epoch_order(10, 3, 1), epoch_order(10, 3, 1))
     assert not np.array_equal(epoch_order(100, 3, 1), epoch_order(100, 3, 2))
@@ -67,18 +71,18 @@ def test_resume_k_then_n_equals_zero_to_n(tmp_path):
     """HyperBand's warm start: 0->2 then 2->4 from the checkpoint gives what 0->4 gives."""
     x, y = random_arrays()
     args = (x[:16], y[:16], x[16:], y[16:])
-    straight = train(*args, epochs=4, **SMALL)
-    first = train(*args, epochs=2, checkpoint_dir=tmp_path, **SMALL)
+    straight = train(*args, settings=small(), epochs=4, verbose=0)
+    first = train(*args, settings=small(), epochs=2, checkpoint_dir=tmp_path, verbose=0)
     hooks = []
-    resumed = train(*args, epochs=4, checkpoint_dir=tmp_path, on_epoch_end=lambda e, l: hooks.append(e), **SMALL)
+    resumed = train(*args, settings=small(), epochs=4, checkpoint_dir=tmp_path, on_epoch_end=lambda e, l: hooks.append(e), verbose=0)
     assert (first.epochs_trained, resumed.initial_epoch, resumed.epochs_trained) == (2, 2, 4)
-    assert straight.metadata["engine"] == ("jax" if keras.backend.backend() == "jax" else "fit")  # "auto"
+    assert straight.metadata["loop"] == ("jax" if keras.backend.backend() == "jax" else "fit")  # "auto"
     assert hooks == [2, 3]
     same_history(resumed.history, straight.history)
     np.testing.assert_allclose(resumed.model.predict(x, verbose=0), straight.model.predict(x, verbose=0), atol=1e-5)
     assert latest_checkpoint(tmp_path, 3) == 3 and latest_checkpoint(tmp_path, 99) == 4
     # Asking for fewer epochs than checkpointed returns that epoch's model without training.
-    again = train(*args, epochs=3, checkpoint_dir=tmp_path, **SMALL)
+    again = train(*args, settings=small(), epochs=3, checkpoint_dir=tmp_path, verbose=0)
     assert (again.initial_epoch, again.epochs_trained, len(again.history["loss"])) == (3, 3, 3)
     state = json.loads((tmp_path / "epoch_0004.json").read_text())
     assert state["epoch"] == 4 and len(state["history"]["loss"]) == 4
@@ -87,16 +91,16 @@ def test_resume_k_then_n_equals_zero_to_n(tmp_path):
 
 def test_incomplete_checkpoint_is_ignored_and_other_config_is_refused(tmp_path):
     x, y = random_arrays(n=16)
-    train(x, y, epochs=1, checkpoint_dir=tmp_path, **SMALL)
+    train(x, y, settings=small(), epochs=1, checkpoint_dir=tmp_path, verbose=0)
     (tmp_path / "epoch_0002.keras").write_bytes(b"half-written")  # no state file: not a checkpoint
     assert latest_checkpoint(tmp_path, 5) == 1
     with pytest.raises(ValueError, match=r"epoch_0001\.json.*learning_rate: saved 0\.007, now 0\.001"):
-        train(x, y, epochs=2, checkpoint_dir=tmp_path, learning_rate=0.001, **SMALL)
+        train(x, y, settings=small(learning_rate=0.001), epochs=2, checkpoint_dir=tmp_path, verbose=0)
 
 
 def test_checkpoint_loads_with_optimizer_state(tmp_path):
     x, y = random_arrays(n=16)
-    result = train(x, y, epochs=1, checkpoint_dir=tmp_path, **SMALL)
+    result = train(x, y, settings=small(), epochs=1, checkpoint_dir=tmp_path, verbose=0)
     loaded = load_model(tmp_path / "epoch_0001.keras")
     assert int(loaded.optimizer.iterations.numpy()) == 2  # 16 patches / batch 8
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), result.model.predict(x, verbose=0))
@@ -111,8 +115,8 @@ def test_diverging_run_stops_with_flag_and_no_exception(tmp_path, caplog):
     """
     x, y = random_arrays()
     seen = []
-    result = train(x[:16], y[:16], x[16:], y[16:], epochs=3, activation=None, learning_rate=100.0,
-                   checkpoint_dir=tmp_path, on_epoch_end=lambda e, l: seen.append(e), **SMALL)
+    result = train(x[:16], y[:16], x[16:], y[16:], settings=small(activation=None, learning_rate=100.0), epochs=3,
+                   checkpoint_dir=tmp_path, on_epoch_end=lambda e, l: seen.append(e), verbose=0)
     assert result.diverged and result.epochs_trained == 0
     assert "diverged in epoch 1 of 3" in result.message and "diverged" in caplog.text
     assert math.isnan(result.history["loss"][-1])
@@ -122,7 +126,7 @@ def test_diverging_run_stops_with_flag_and_no_exception(tmp_path, caplog):
 
 def test_mixed_precision_trains_and_keeps_float32_outputs():
     x, y = random_arrays(n=8, size=16)
-    result = train(x, y, epochs=1, mixed_precision=True, **SMALL)
+    result = train(x, y, settings=small(precision="bf16"), epochs=1, verbose=0)
     assert result.model.get_layer("down0_conv1").compute_dtype == "bfloat16"
     assert result.model.output.dtype == "float32"
     assert math.isfinite(result.history["loss"][0])
@@ -131,8 +135,7 @@ def test_mixed_precision_trains_and_keeps_float32_outputs():
 def test_training_beats_the_majority_class_on_learnable_data():
     x, y = learnable_arrays()
     majority = np.bincount(y.ravel()).max() / y.size
-    result = train(x[:40], y[:40], x[40:], y[40:], epochs=8, batch_size=8, base_filters=8, depth=2,
-                   learning_rate=0.01, verbose=0)
+    result = train(x[:40], y[:40], x[40:], y[40:], settings=small(base_filters=8, learning_rate=0.01), epochs=8, verbose=0)
     scores = evaluate(result.model, x[40:], y[40:])
     assert scores["accuracy"] > majority + 0.2, (scores["accuracy"], majority)
     assert result.history["loss"][-1] < result.history["loss"][0]
@@ -154,7 +157,7 @@ def test_short_real_data_baseline_beats_the_majority_class(real_data_root):
     val_index = np.sort(rng.choice(parts["val"], 256, replace=False))
     x_val, y_val = patches.scaled(val_index), np.asarray(patches.labels[val_index])
     result = train(patches.scaled(train_index), np.asarray(patches.labels[train_index]), x_val, y_val,
-                   epochs=8, batch_size=16, learning_rate=0.003, base_filters=8, depth=3, verbose=0)
+                   settings=Settings(batch_size=16, learning_rate=0.003, base_filters=8, depth=3), epochs=8, verbose=0)
     scores = evaluate(result.model, x_val, y_val)
     shares = np.bincount(y_val.ravel(), minlength=6) / y_val.size
     majority_mean_iou = shares.max() / (shares > 0).sum()  # IoU of "all one class", averaged
@@ -165,7 +168,7 @@ def test_short_real_data_baseline_beats_the_majority_class(real_data_root):
 
 def test_checkpoint_from_before_a_setting_existed_still_resumes(tmp_path):
     """A checkpoint written before ``dropout_rng`` existed was trained with its default."""
-    from seglib.train import _check_same_config
+    from seglib.train.loop import _check_same_config
 
     current = {"batch_size": 4, "dropout_rng": "keras"}
     _check_same_config(tmp_path / "epoch_0002.json", {"batch_size": 4}, current)

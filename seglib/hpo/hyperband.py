@@ -1,30 +1,19 @@
-"""HyperBand (Li et al., 2018) as pure Python: the schedule, its epoch totals, the search space.
+"""HyperBand (Li et al., 2018) and random search as one pure state machine: no NNI, no Keras.
 
-Nothing here imports NNI or Keras, so the report can draw the schedule and tests can check it
-in microseconds. Budgets are in epochs (one budget unit = one epoch) and are computed with
-integers, ``floor(R * eta**(i - s)) == R // eta**(s - i)``, so R = 60, η = 3 gives rungs of
-2, 6, 20 and 60 epochs exactly as NNI's HyperBand handed them to the original's trials.
+The report draws the schedule from here and tests check it in microseconds. Budgets are in
+epochs (one budget unit = one epoch) and are computed with integers,
+``floor(R * eta**(i - s)) == R // eta**(s - i)``, so R = 60, η = 3 gives rungs of 2, 6, 20 and
+60 epochs exactly as NNI's HyperBand handed them to the original's trials. Random search is
+the same machine with one bracket of one rung: n configurations at R epochs each.
 """
 
 from __future__ import annotations
 
-import copy
-import json
-import math
-import os
 import random
 from dataclasses import dataclass
-from pathlib import Path
 
-DEFAULT_MAX_BUDGET = 60  # R, in epochs (the original's NNI default)
-DEFAULT_ETA = 3  # η (the original's NNI default)
-
-# The original's search space, in NNI's format (randint's upper bound is exclusive in NNI).
-DEFAULT_SEARCH_SPACE: dict = {
-    "batch_size": {"_type": "randint", "_value": [1, 32]},
-    "learning_rate": {"_type": "loguniform", "_value": [1e-4, 0.1]},
-    "activation_type": {"_type": "choice", "_value": ["relu", "tanh", "swish", None]},
-}
+from seglib.artifacts import ArtifactError, finite_or_none, read_json, write_json
+from seglib.hpo.space import check_search_space, sample, search_space
 
 
 @dataclass(frozen=True)
@@ -55,17 +44,6 @@ class Bracket:
         return total
 
 
-def search_space(overrides: dict | None = None) -> dict:
-    """The default search space with ``overrides`` merged in (a value of None drops a key)."""
-    space = copy.deepcopy(DEFAULT_SEARCH_SPACE)
-    for name, spec in (overrides or {}).items():
-        if spec is None:
-            space.pop(name, None)
-        else:
-            space[name] = copy.deepcopy(spec)
-    return space
-
-
 def s_max(max_budget: int, eta: int) -> int:
     """The largest s with eta**s <= R (integer arithmetic: log() rounds 243 / 3**5 the wrong way)."""
     check_schedule_args(max_budget, eta)
@@ -83,7 +61,7 @@ def check_schedule_args(max_budget: int, eta: int) -> None:
         raise ValueError(f"HyperBand eta must be an integer >= 2, got {eta!r}")
 
 
-def brackets(max_budget: int = DEFAULT_MAX_BUDGET, eta: int = DEFAULT_ETA) -> list[Bracket]:
+def brackets(max_budget: int, eta: int) -> list[Bracket]:
     """Every bracket of one HyperBand pass, s = s_max first (most configs, smallest budgets)."""
     top = s_max(max_budget, eta)
     result = []
@@ -94,7 +72,7 @@ def brackets(max_budget: int = DEFAULT_MAX_BUDGET, eta: int = DEFAULT_ETA) -> li
     return result
 
 
-def pass_epochs(max_budget: int = DEFAULT_MAX_BUDGET, eta: int = DEFAULT_ETA) -> dict[str, int]:
+def pass_epochs(max_budget: int, eta: int) -> dict[str, int]:
     """Epochs one full pass trains from scratch and with warm start, and its number of trials."""
     schedule = brackets(max_budget, eta)
     return {
@@ -105,90 +83,38 @@ def pass_epochs(max_budget: int = DEFAULT_MAX_BUDGET, eta: int = DEFAULT_ETA) ->
 
 
 # ---------------------------------------------------------------------------------------------
-# Sampling: the NNI search-space types seglib uses, without importing NNI.
-
-def sample(space: dict, rng: random.Random) -> dict:
-    """One configuration drawn from an NNI-format search space (NNI's semantics per type)."""
-    return {name: _sample_one(name, spec, rng) for name, spec in space.items()}
-
-
-def _sample_one(name: str, spec: dict, rng: random.Random):
-    kind, value = spec.get("_type"), spec.get("_value")
-    if kind == "choice":
-        return value[rng.randrange(len(value))]
-    if kind == "randint":  # NNI: lower inclusive, upper exclusive
-        return rng.randrange(int(value[0]), int(value[1]))
-    if kind in ("uniform", "quniform"):
-        x = rng.uniform(value[0], value[1])
-    elif kind in ("loguniform", "qloguniform"):
-        x = math.exp(rng.uniform(math.log(value[0]), math.log(value[1])))
-    elif kind in ("normal", "qnormal"):
-        x = rng.gauss(value[0], value[1])
-    elif kind in ("lognormal", "qlognormal"):
-        x = math.exp(rng.gauss(value[0], value[1]))
-    else:
-        raise ValueError(
-            f"search space entry {name!r}: unsupported _type {kind!r}; expected choice, randint, "
-            "(q)uniform, (q)loguniform, (q)normal or (q)lognormal"
-        )
-    if kind.startswith("q"):
-        q = value[-1]
-        x = round(x / q) * q
-        if kind in ("quniform", "qloguniform"):
-            x = min(max(x, value[0]), value[1])
-    return x
-
-
-def check_search_space(space: dict) -> None:
-    """Raise ValueError naming the entry when a search space entry cannot be sampled."""
-    rng = random.Random(0)
-    for name, spec in space.items():
-        if not isinstance(spec, dict) or "_type" not in spec or "_value" not in spec:
-            raise ValueError(f"search space entry {name!r} must be {{'_type': ..., '_value': [...]}}, got {spec!r}")
-        _sample_one(name, spec, rng)
-
-
-# ---------------------------------------------------------------------------------------------
 # The algorithm as a state machine whose whole state is one JSON document.
 
 QUEUED, SENT, DONE, FAILED = "queued", "sent", "done", "failed"
+STATE_VERSION = 2
 
 
 def rank_key(job: dict) -> tuple:
     """Sort key: finite, non-diverged results by value; NaN, missing, diverged and failed last."""
-    value = job.get("value")
-    usable = job["status"] == DONE and not job.get("diverged") and _is_finite(value)
+    value = finite_or_none(job.get("value"))
+    usable = job["status"] == DONE and not job.get("diverged") and value is not None
     return (0, value, job["parameter_id"]) if usable else (1, 0.0, job["parameter_id"])
 
 
-def _is_finite(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+class Search:
+    """A search whose whole state is one JSON document (``self.state``).
 
-
-class HyperBand:
-    """HyperBand with warm start whose whole state is one JSON document (``self.state``).
-
-    Every call that changes the state returns the jobs it touched, so a caller (the NNI
-    dispatcher) can persist the document after each change and continue exactly after a
-    restart. A job is one (configuration, budget) pair; each is issued once, with
-    ``resume_from`` = the previous rung's budget so the trial trains only the increment.
-    Brackets run in parallel (a new bracket starts when the running ones have nothing to
-    hand out), as NNI's own HyperBand in its default ``parallelism`` mode.
+    A job is one (configuration, budget) pair; each is handed out once, with ``resume_from``
+    = the previous rung's budget so its trial trains only the increment. Callers (the
+    engines) save the document after every change and continue exactly after a restart.
+    Brackets run in parallel (a new bracket opens when the running ones have nothing to
+    hand out), as NNI's own HyperBand in its default ``parallelism`` mode. A job handed out
+    but never finished (its trial was interrupted) is put back in the queue with
+    :meth:`requeue`; :meth:`halt` stops handing out jobs until :meth:`unhalt`.
     """
 
-    def __init__(
-        self,
-        max_budget: int = DEFAULT_MAX_BUDGET,
-        eta: int = DEFAULT_ETA,
-        space: dict | None = None,
-        seed: int = 0,
-        passes: int = 1,
-    ):
+    def __init__(self, kind: str, schedule: list[Bracket], max_budget: int, eta: int | None,
+                 space: dict | None, seed: int):
         space = search_space() if space is None else space
         check_search_space(space)
-        schedule = brackets(max_budget, eta) * passes
         self.state = {
-            "version": 1,
+            "version": STATE_VERSION,
+            "kind": kind,
             "max_budget": max_budget,
             "eta": eta,
             "seed": seed,
@@ -199,39 +125,47 @@ class HyperBand:
             ],
             "configs": {},
             "jobs": [],
+            "halted": None,
         }
 
     # -- persistence ------------------------------------------------------------------------
     @classmethod
-    def from_state(cls, state: dict) -> "HyperBand":
-        if state.get("version") != 1:
-            raise ValueError(f"HyperBand state version {state.get('version')!r} is not 1")
-        self = cls.__new__(cls)
+    def from_state(cls, state: dict, source: str = "search state") -> "Search":
+        if not isinstance(state, dict) or state.get("version") != STATE_VERSION or state.get("kind") not in KINDS:
+            found = state.get("version") if isinstance(state, dict) else type(state).__name__
+            raise ArtifactError(f"{source}: expected a seglib search state of version {STATE_VERSION}, "
+                                f"found version {found!r}; start the search in a new folder")
+        self = KINDS[state["kind"]].__new__(KINDS[state["kind"]])
         self.state = state
         return self
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the state atomically (tmp file + rename), so a kill never leaves half a file."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.state, indent=1, allow_nan=False))
-        os.replace(tmp, path)
+    def save(self, path) -> None:
+        """Write the state atomically, so a kill never leaves half a file."""
+        write_json(path, self.state)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "HyperBand":
-        path = Path(path)
-        try:
-            return cls.from_state(json.loads(path.read_text()))
-        except (OSError, json.JSONDecodeError) as error:
-            raise ValueError(f"cannot read HyperBand state {path}: {error}") from error
+    def load(cls, path) -> "Search":
+        return cls.from_state(read_json(path), str(path))
 
     # -- queries ----------------------------------------------------------------------------
+    @property
+    def kind(self) -> str:
+        return self.state["kind"]
+
     @property
     def jobs(self) -> list[dict]:
         return self.state["jobs"]
 
+    @property
+    def halted(self) -> str | None:
+        return self.state.get("halted")
+
     def job(self, parameter_id: int) -> dict:
         return self.jobs[int(parameter_id)]
+
+    def params(self, job: dict) -> dict:
+        """The hyperparameters of ``job``'s configuration."""
+        return dict(self.state["configs"][job["config_id"]]["params"])
 
     def find(self, config_id: str, budget: int) -> dict | None:
         for job in self.jobs:
@@ -255,9 +189,14 @@ class HyperBand:
         done = [job for job in self.jobs if rank_key(job)[0] == 0]
         return min(done, key=rank_key) if done else None
 
+    def planned_trials(self) -> int:
+        return sum(n for b in self.state["brackets"] for n, _ in b["rungs"])
+
     # -- transitions ------------------------------------------------------------------------
     def next_job(self) -> dict | None:
         """Hand out the next job (marked sent), opening a new bracket if none has one queued."""
+        if self.halted:
+            return None
         queued = [job for job in self.jobs if job["status"] == QUEUED]
         if not queued:
             bracket = next((b for b in self.state["brackets"] if b["rung"] < 0), None)
@@ -267,14 +206,15 @@ class HyperBand:
             queued = [job for job in self.jobs if job["status"] == QUEUED]
         job = min(queued, key=lambda j: (j["bracket"], j["parameter_id"]))
         job["status"] = SENT
+        job["attempts"] = job.get("attempts", 0) + 1
         return job
 
     def report(self, parameter_id: int, value, diverged: bool = False, **extra) -> list[dict]:
         """Record a trial's final result; finishes the job and may promote the rung's best."""
         job = self.job(parameter_id)
         job.update(extra)
-        job["value"] = value if _is_finite(value) else None
-        job["diverged"] = bool(diverged) or not _is_finite(value)
+        job["value"] = finite_or_none(value)
+        job["diverged"] = bool(diverged) or job["value"] is None
         return self._finish(job, DONE)
 
     def fail(self, parameter_id: int, error: str | None = None, **extra) -> list[dict]:
@@ -286,11 +226,20 @@ class HyperBand:
         job["error"] = error
         return self._finish(job, FAILED)
 
-    def requeue(self, parameter_id: int) -> None:
-        """Hand a sent job out again (its trial was lost before NNI recorded it)."""
+    def requeue(self, parameter_id: int, reason: str | None = None) -> None:
+        """Hand a sent job out again (its trial was interrupted before it finished)."""
         job = self.job(parameter_id)
         if job["status"] == SENT:
             job["status"] = QUEUED
+            if reason:
+                job.setdefault("interruptions", []).append(reason)
+
+    def halt(self, reason: str) -> None:
+        """Hand out nothing more (e.g. the disk is full) until :meth:`unhalt`."""
+        self.state["halted"] = reason
+
+    def unhalt(self) -> None:
+        self.state["halted"] = None
 
     # -- internals --------------------------------------------------------------------------
     def _bracket_done(self, bracket: dict) -> bool:
@@ -323,7 +272,8 @@ class HyperBand:
     def _new_config(self, bracket_index: int) -> str:
         configs = self.state["configs"]
         config_id = f"c{len(configs):04d}"
-        rng = random.Random(f"{self.state['seed']}-{config_id}")
+        stream = "" if self.kind == "hyperband" else f"{self.kind}-"  # its own draws, not HyperBand's
+        rng = random.Random(f"{self.state['seed']}-{stream}{config_id}")
         configs[config_id] = {"bracket": bracket_index, "params": sample(self.state["search_space"], rng)}
         return config_id
 
@@ -340,6 +290,7 @@ class HyperBand:
             "value": None,
             "diverged": False,
             "error": None,
+            "attempts": 0,
         }
         self.jobs.append(job)
         return job
@@ -361,3 +312,66 @@ class HyperBand:
             for survivor in survivors:
                 touched.append(self._add_job(bracket, survivor["config_id"], budget, previous_budget))
         return touched
+
+
+class HyperBand(Search):
+    """One HyperBand pass at R = ``max_budget`` epochs and ``eta``, with warm start."""
+
+    def __init__(self, max_budget: int, eta: int, space: dict | None = None, seed: int = 0):
+        super().__init__("hyperband", brackets(max_budget, eta), max_budget, eta, space, seed)
+
+
+class RandomSearch(Search):
+    """Configurations drawn at random and trained ``budget`` epochs each, until ``epochs`` are spent.
+
+    Trials are drawn one by one while epochs remain, the last one trained only what is left,
+    so the total equals ``epochs`` exactly (what HyperBand spent, for an equal-budget
+    comparison). A trial that stopped early (diverged) returns the epochs it did not use; a
+    trial that failed counts one epoch, so a space of failing configurations still ends.
+    """
+
+    def __init__(self, epochs: int, budget: int, space: dict | None = None, seed: int = 0,
+                 max_trials: int | None = None):
+        if int(epochs) != epochs or epochs < 1 or int(budget) != budget or budget < 1:
+            raise ValueError(f"random search needs epochs >= 1 and a budget >= 1, got {epochs!r} and {budget!r}")
+        super().__init__("random", [], int(budget), None, space, seed)
+        self.state.update(epochs=int(epochs), max_trials=max_trials,
+                          brackets=[{"index": 0, "s": 0, "rung": 0, "rungs": [[0, int(budget)]]}])
+
+    def _committed(self) -> int:
+        """Epochs handed out: in full for jobs not finished, as trained (at least 1) for the rest."""
+        def used(job: dict) -> int:
+            trained = job.get("epochs_trained")
+            return job["budget"] if trained is None else max(1, trained)
+
+        return sum(job["budget"] if job["status"] in (QUEUED, SENT) else used(job) for job in self.jobs)
+
+    def _can_draw(self) -> bool:
+        cap = self.state["max_trials"]
+        return self.state["epochs"] - self._committed() >= 1 and (cap is None or len(self.jobs) < cap)
+
+    def next_job(self) -> dict | None:
+        if self.halted:
+            return None
+        if not any(job["status"] == QUEUED for job in self.jobs) and self._can_draw():
+            bracket = self.state["brackets"][0]
+            budget = min(self.state["max_budget"], self.state["epochs"] - self._committed())
+            bracket["rungs"][0][0] += 1
+            self._add_job(bracket, self._new_config(0), budget, resume_from=0)
+        return super().next_job()
+
+    @property
+    def finished(self) -> bool:
+        return not any(job["status"] in (QUEUED, SENT) for job in self.jobs) and not self._can_draw()
+
+    def planned_trials(self) -> int:
+        planned = -(-self.state["epochs"] // self.state["max_budget"])
+        cap = self.state["max_trials"]
+        return max(len(self.jobs), planned if cap is None else min(cap, planned))
+
+    def _finish(self, job: dict, status: str) -> list[dict]:
+        job["status"] = status
+        return [job]
+
+
+KINDS = {"hyperband": HyperBand, "random": RandomSearch}

@@ -8,8 +8,7 @@ files between machines: it checks the paths and lets NNI start trials over SSH.
 
     hosts = ["alice@gpu1", "alice@gpu2:2222"]
     service = remote_training_service(hosts, python_path="/opt/venv/bin")
-    experiment = hpo.start("/shared/runs/hpo", training_service=service,
-                           nni_manager_ip="10.0.0.5", concurrency=8)
+    hpo.run("/shared/runs/hpo", settings, training_service=service, nni_manager_ip="10.0.0.5")
 
 The web UI of a remote experiment must be reachable by the trial machines (NNI's manager
 port and the next one), so it cannot be bound to localhost: keep those ports firewalled to
@@ -71,23 +70,24 @@ def remote_training_service(hosts, *, python_path: str | None = None, ssh_key_fi
     return service
 
 
-def remote_experiment_config(out_dir, hosts, *, nni_manager_ip: str, tuner: str = "hyperband",
-                             profile="quick", space: dict | None = None, **service_args):
-    """The complete NNI ``ExperimentConfig`` a remote experiment in ``out_dir`` would run.
+def remote_experiment_config(out_dir, hosts, *, nni_manager_ip: str, settings=None, tuner: str = "hyperband",
+                             space: dict | None = None, **service_args):
+    """The complete NNI ``ExperimentConfig`` a remote search in ``out_dir`` would run.
 
     Builds nothing on disk but ``out_dir/trial_code`` (NNI requires the trial code folder to
-    exist); :func:`seglib.hpo.start` with ``training_service=`` writes the rest.
+    exist); :func:`seglib.hpo.run` with ``training_service=`` writes the rest.
     """
-    from seglib.hpo.experiment import build_config, plan
-    from seglib.hpo.hyperband import search_space
-    from seglib.hpo.layout import Layout
-    from seglib.profiles import get_profile
+    from seglib.artifacts import ExperimentPaths
+    from seglib.hpo.engines.nni import build_config
+    from seglib.hpo.search import plan
+    from seglib.hpo.space import search_space
+    from seglib.settings import profile
 
-    profile = get_profile(profile) if isinstance(profile, str) else profile
-    layout = Layout.of(out_dir)
-    layout.trial_code.mkdir(parents=True, exist_ok=True)
-    service = remote_training_service(hosts, **service_args)
-    return build_config(layout, plan(profile, tuner), space or search_space(), service, nni_manager_ip)
+    settings = profile("quick") if settings is None else settings
+    paths = ExperimentPaths.of(out_dir)
+    paths.trial_code.mkdir(parents=True, exist_ok=True)
+    record = {"plan": plan(settings, tuner), "search_space": space or search_space()}
+    return build_config(paths, record, remote_training_service(hosts, **service_args), nni_manager_ip)
 
 
 def check_shared_path(out_dir) -> Path:

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from seglib.data import PALETTE, cache_root
+from seglib.data.cache import cache_root
+from seglib.palette import PALETTE
 
 # Bump when the generated files change, so cached copies are rewritten.
 EMBEDDED_VERSION = 2

@@ -1,0 +1,45 @@
+"""The data path's first room: dataset (pairs, labels, patches), its disk cache, the split.
+
+``seglib.data.dataset`` reads and labels the files and cuts patches; ``seglib.data.cache``
+keeps prepared patches on disk; ``seglib.data.split`` chooses and saves a run's split;
+``seglib.data.embedded`` writes the embedded default dataset. The names below are the ones
+other modules and the notebooks use.
+"""
+
+from seglib.data.cache import cache_root, prune as prune_cache
+from seglib.data.dataset import (
+    DataError,
+    DatasetNotFoundError,
+    Pair,
+    Patches,
+    class_counts,
+    class_shares,
+    describe_off_palette,
+    find_pairs,
+    labels_from_codes,
+    natural_key,
+    prepare,
+    read_rgb,
+    rgb_to_labels,
+    scale_patches,
+)
+from seglib.data.split import (
+    Arrays,
+    SPLIT_NAMES,
+    load_split,
+    make_split,
+    model_inputs,
+    save_split,
+    split,
+    split_class_shares,
+    subsample,
+)
+from seglib.palette import CLASS_NAMES, NUM_CLASSES, PALETTE, UNLABELED, hex_colour
+
+__all__ = [
+    "Arrays", "CLASS_NAMES", "DataError", "DatasetNotFoundError", "NUM_CLASSES", "PALETTE", "Pair", "Patches",
+    "SPLIT_NAMES", "UNLABELED", "cache_root", "class_counts", "class_shares", "describe_off_palette",
+    "find_pairs", "hex_colour", "labels_from_codes", "load_split", "make_split", "model_inputs",
+    "natural_key", "prepare", "prune_cache", "read_rgb", "rgb_to_labels", "save_split", "scale_patches",
+    "split", "split_class_shares", "subsample",
+]

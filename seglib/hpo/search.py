@@ -1,0 +1,138 @@
+"""Run a search (HyperBand, or random search at equal epochs) in one folder, on an engine.
+
+``run`` decides what the search will do (:func:`plan`), prepares the folder once (split,
+search state, the settings every trial reads), runs it on the settings' engine — NNI
+(``seglib.hpo.engines.nni``) or in-process (``seglib.hpo.engines.local``) — and exports it.
+Run again on the same folder it continues where the last run stopped, whichever process
+died: nothing a finished trial trained is trained again.
+
+One driver at a time owns a folder (``driver.lock``: its pid and host). The engines stop
+everything they started when the driver ends, however it ends, so no process of a search
+outlives it; trials interrupted that way are handed out again when the search is resumed.
+"""
+
+from __future__ import annotations
+
+import time
+
+from seglib.artifacts import Experiment, ExperimentPaths, read_experiment, read_json, read_json_or, write_json
+from seglib.hpo.driver import DriverLock, SearchRunning, stop
+from seglib.hpo.export import export, progress
+from seglib.hpo.hyperband import HyperBand, RandomSearch, brackets, pass_epochs
+from seglib.hpo.space import search_space
+from seglib.hpo.trial import write_trial_settings
+from seglib.settings import Settings
+
+TUNERS = ("hyperband", "random")
+
+
+class SearchHalted(RuntimeError):
+    """The search stopped handing out trials because of the machine (disk full, out of memory)."""
+
+
+class SearchExists(FileExistsError):
+    """The folder already holds a search, and resuming was not asked for."""
+
+
+def plan(settings: Settings, tuner: str = "hyperband", max_epochs: int | None = None) -> dict:
+    """R, η, trials, epochs and concurrency ``tuner`` will use under ``settings``.
+
+    HyperBand runs one full pass (every bracket), capped at ``max_trials``. Random search
+    gets the epochs that pass trains with warm start, or ``max_epochs`` (what HyperBand
+    really spent, as notebook 03 passes): equal epochs, R per trial, no warm start.
+    """
+    if tuner not in TUNERS:
+        raise ValueError(f"unknown tuner {tuner!r}; expected one of {TUNERS}")
+    totals = pass_epochs(settings.max_budget, settings.eta)
+    cap = settings.max_trials
+    if tuner == "hyperband":
+        trials, epochs = (totals["trials"] if cap is None else min(cap, totals["trials"])), totals["warm_start"]
+    else:
+        epochs = int(max_epochs or totals["warm_start"])
+        planned = -(-epochs // settings.max_budget)
+        trials = planned if cap is None else min(cap, planned)
+    return {
+        "tuner": tuner, "max_budget": settings.max_budget, "eta": settings.eta, "max_trials": trials,
+        "planned_epochs": epochs, "concurrency": settings.concurrency, "seed": settings.seed, "pass": totals,
+        "brackets": [[(r.n_configs, r.budget) for r in b.rungs] for b in brackets(settings.max_budget, settings.eta)],
+    }
+
+
+def run(out_dir, settings: Settings | None = None, tuner: str = "hyperband", *, resume="auto",
+        split_file=None, max_epochs: int | None = None, space: dict | None = None, backend: str | None = None,
+        show=None, timeout: float | None = None, **engine_args) -> Experiment:
+    """Run the search in ``out_dir`` to its end and return its export.
+
+    ``resume``: "auto" continues a search already in the folder (and returns a finished one's
+    export at once), True requires one, False refuses one. A new search needs ``settings``;
+    ``split_file`` (a run's ``data/split.npz``) gives the patches' split, else it is made
+    here. ``show(progress)`` is called as the search advances. ``engine_args`` go to the
+    engine (NNI: ``port``, ``training_service``, ``nni_manager_ip``, ``on_web_ui``).
+    Raises SearchHalted (after exporting) when the machine stopped the search.
+    """
+    paths = ExperimentPaths.of(out_dir)
+    if paths.experiment_file.is_file():
+        if resume is False:
+            raise SearchExists(f"{paths.root} already holds a search ({_state_line(paths)}); continue it "
+                               "with --resume (hpo.run(..., resume=True)), or choose a new folder")
+        if _finished(paths):
+            return read_experiment(paths.root)
+    elif resume is True:
+        raise FileNotFoundError(f"{paths.experiment_file} not found: {paths.root} holds no search to resume")
+    else:
+        if settings is None:
+            raise ValueError("a new search needs settings (seglib.settings.profile(...))")
+        _prepare(paths, settings, tuner, split_file, max_epochs, space, backend)
+    record = read_json(paths.experiment_file)
+    with DriverLock(paths):
+        try:
+            if record["engine"] == "local":
+                from seglib.hpo.engines import local
+
+                local.run(paths, record, show=show, timeout=timeout)
+            else:
+                from seglib.hpo.engines import nni
+
+                nni.run(paths, record, show=show, timeout=timeout, **engine_args)
+        finally:
+            experiment = export(paths.root)
+    halted = progress(paths.root)["halted"]
+    if halted:
+        raise SearchHalted(
+            f"the search in {paths.root} halted: {halted}. The trials it stopped are kept and will run again: "
+            f"fix the cause (free disk space, lower concurrency), then continue it with "
+            f"`seglib hpo --out {paths.root} --resume` (or run the notebook again)")
+    return experiment
+
+
+def _prepare(paths: ExperimentPaths, settings: Settings, tuner, split_file, max_epochs, space, backend) -> None:
+    """Write everything a search needs before its first trial; ``experiment.json`` last."""
+    from seglib.data import load_split, make_split, prepare, save_split
+
+    the_plan = plan(settings, tuner, max_epochs)
+    space = search_space() if space is None else space
+    if split_file is not None:
+        index = load_split(split_file)
+    else:
+        index = make_split(prepare(settings.data, settings.patch_size), settings)
+    save_split(paths.split_file, index)
+    if tuner == "hyperband":
+        search = HyperBand(settings.max_budget, settings.eta, space, settings.seed)
+    else:
+        search = RandomSearch(the_plan["planned_epochs"], settings.max_budget, space, settings.seed, settings.max_trials)
+    search.save(paths.state_file)
+    write_trial_settings(paths, settings, backend=backend, concurrency=settings.concurrency)
+    write_json(paths.experiment_file, {
+        "engine": settings.engine, "plan": the_plan, "settings": settings.to_dict(), "search_space": space,
+        "created": time.time(), "sessions": [],
+    })
+
+
+def _finished(paths: ExperimentPaths) -> bool:
+    summary = (read_json_or(paths.trials_json, None) or {}).get("summary") or {}
+    return bool(summary.get("finished")) and progress(paths.root)["finished"]
+
+
+def _state_line(paths: ExperimentPaths) -> str:
+    p = progress(paths.root)
+    return f"{p['succeeded'] + p['diverged']} of {p['planned']} trials finished" + (", halted" if p["halted"] else "")

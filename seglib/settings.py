@@ -1,0 +1,181 @@
+"""Every setting of a run, named once, with the original project's values as its defaults.
+
+Configuration flows one way: these defaults (the original's) -> a profile, which names only
+what differs -> overrides (``seglib run -p KEY=VALUE``, a notebook's ``OVERRIDES``) -> the
+hyperparameters a search hands a trial. Each step makes a new :class:`Settings`, and every
+value is checked where it is made, so a bad one fails at once with its name, the value and
+what is allowed, before any notebook, training or trial starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from dataclasses import dataclass
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+ACTIVATIONS = ("relu", "tanh", "swish", None)  # None: linear
+SPLITS = ("seed", "tiles")
+ENGINES = ("nni", "local")
+# What a search tunes; a trial's settings are the run's with these replaced.
+HYPERPARAMETERS = ("batch_size", "learning_rate", "activation")
+
+
+class SettingError(ValueError):
+    """A setting with a value outside what it allows; the message names both."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One run's settings; units in the names where they have one."""
+
+    data: str | None = None  # dataset folder; None = the embedded default dataset
+    patch_size: int = 256  # pixels per side
+    max_patches: int | None = None  # a fixed random subsample of the patches (None = all)
+    split: str = "seed"  # "seed": random 80/20, the original's; "tiles": held-out tiles
+    base_filters: int = 16  # filters at the U-Net's first level
+    depth: int = 4  # down-sampling levels
+    epochs: int = 50  # baseline and tuned-model training
+    batch_size: int = 16
+    learning_rate: float = 0.007
+    activation: str | None = "relu"
+    max_budget: int = 60  # HyperBand R, in epochs
+    eta: int = 3  # HyperBand η
+    max_trials: int | None = 72  # None = one full HyperBand pass
+    concurrency: int = 4  # trials at once (the nni engine)
+    # "fp32" (the original's), "bf16" (mixed; GPUs of the Ampere generation or newer) or
+    # "fp16" (mixed, with loss scaling; for a T4).
+    precision: str = "fp32"
+    engine: str = "nni"  # runs the search's trials: "nni" (processes, web UI) or "local" (in-process)
+    seed: int = 0  # configurations drawn, weights, dropout, shuffling
+
+    def __post_init__(self):
+        for spec in dataclasses.fields(self):
+            _check(spec.name, getattr(self, spec.name))
+        if self.patch_size % 2**self.depth:
+            raise SettingError(
+                f"patch_size={self.patch_size} with depth={self.depth}: the patch side must be a "
+                f"multiple of 2**depth = {2**self.depth} (each U-Net level halves it)"
+            )
+        if not isinstance(self.learning_rate, float):  # an int such as 1 from a command line
+            object.__setattr__(self, "learning_rate", float(self.learning_rate))
+
+    def replace(self, **changes) -> "Settings":
+        """These settings with ``changes`` applied (each checked); unknown names are refused."""
+        _check_names(changes)
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "settings") -> "Settings":
+        """Settings from a dict read from ``source`` (a file name, for the error message)."""
+        unknown = sorted(set(values) - set(NAMES))
+        if unknown:
+            raise SettingError(
+                f"{source}: unknown setting(s) {unknown}; expected some of {sorted(NAMES)} "
+                "(was it written by another seglib version?)"
+            )
+        return cls(**values)
+
+    def hyperparameters(self) -> dict:
+        """The values a search tunes, by their one name."""
+        return {name: getattr(self, name) for name in HYPERPARAMETERS}
+
+
+NAMES = tuple(f.name for f in dataclasses.fields(Settings))
+
+PROFILES: dict[str, dict] = {
+    # The original's settings: 256x256 patches, U-Net of 16 filters and depth 4, 50 epochs,
+    # R = 60, η = 3, 72 trials, 4 at a time.
+    "full": {},
+    # CPU, minutes: the embedded dataset, small patches, a small U-Net, a small R.
+    "quick": {
+        "patch_size": 64, "split": "tiles", "base_filters": 8, "depth": 3, "epochs": 4,
+        "max_budget": 3, "max_trials": None, "concurrency": 2,
+    },
+}
+
+
+def original() -> Settings:
+    """The original project's settings (what the report compares a run with)."""
+    return Settings()
+
+
+def profile(name: str, **overrides) -> Settings:
+    """The named profile with ``overrides`` applied."""
+    if name not in PROFILES:
+        raise SettingError(f"unknown profile {name!r}; expected one of {sorted(PROFILES)}")
+    _check_names(overrides)
+    return Settings(**{**PROFILES[name], **overrides})
+
+
+# ---------------------------------------------------------------------------------------------
+# What each setting allows
+
+def _integer(minimum: int, maximum: int | None = None):
+    allowed = f"an integer >= {minimum}" + (f" and <= {maximum}" if maximum is not None else "")
+
+    def ok(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= minimum and (
+            maximum is None or value <= maximum)
+
+    return ok, allowed
+
+
+def _optional(rule):
+    ok, allowed = rule
+    return (lambda value: value is None or ok(value)), f"None or {allowed}"
+
+
+def _one_of(choices):
+    return (lambda value: value in choices and type(value) in (str, type(None))), f"one of {list(choices)}"
+
+
+def _positive_number():
+    def ok(value) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+    return ok, "a finite number > 0"
+
+
+def _folder_or_none():
+    return (lambda value: value is None or (isinstance(value, str) and value.strip() != "")), \
+        "None (the embedded dataset) or a folder path"
+
+
+RULES = {
+    "data": _folder_or_none(),
+    "patch_size": _integer(8),
+    "max_patches": _optional(_integer(3)),
+    "split": _one_of(SPLITS),
+    "base_filters": _integer(1),
+    "depth": _integer(1, 8),
+    "epochs": _integer(1),
+    "batch_size": _integer(1),
+    "learning_rate": _positive_number(),
+    "activation": _one_of(ACTIVATIONS),
+    "max_budget": _integer(1),
+    "eta": _integer(2),
+    "max_trials": _optional(_integer(1)),
+    "concurrency": _integer(1),
+    "precision": _one_of(PRECISIONS),
+    "engine": _one_of(ENGINES),
+    "seed": _integer(0),
+}
+
+
+def _check(name: str, value) -> None:
+    ok, allowed = RULES[name]
+    if not ok(value):
+        raise SettingError(f"{name}={value!r}: expected {allowed}")
+
+
+def _check_names(values: dict) -> None:
+    for name in values:
+        if name not in NAMES:
+            close = difflib.get_close_matches(name, NAMES, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise SettingError(f"unknown setting {name!r}{hint}; expected one of {sorted(NAMES)}")
