@@ -10,7 +10,7 @@ their epochs do not overlap, so ``overlap_seconds`` is printed beside it).
 
     python benchmarks/bench_hpo.py                                   # CPU, quick profile
     KERAS_BACKEND=jax python benchmarks/bench_hpo.py --profile full --data "$DATA" \\
-        --concurrency 4 --batch-size 24 --epochs 3 --mixed-precision bf16   # one GPU
+        --concurrency 4 --batch-size 24 --epochs 3 --precision bf16   # one GPU
     ... --mps   # the same under NVIDIA MPS, which runs the trials' kernels side by side
 
 Without MPS, processes sharing a GPU take turns on it (time-slicing); with MPS their kernels
@@ -34,9 +34,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from seglib.hpo.experiment import prepare_split
-from seglib.hpo.trial import write_settings
-from seglib.profiles import get_profile
+from seglib.artifacts import ExperimentPaths
+from seglib.data import make_split, prepare, save_split
+from seglib.hpo.trial import write_trial_settings
+from seglib.settings import PRECISIONS, profile
 
 
 def run_trials(settings: Path, configs: list[str], epochs: int, batch_size: int, env: dict) -> float:
@@ -113,15 +114,17 @@ def main(argv=None) -> int:
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--epochs", type=int, default=3, help="epochs per trial (>= 2: the first compiles)")
-    parser.add_argument("--mixed-precision", default=False)
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
     parser.add_argument("--out", default=None, help="working folder (default: a temporary one)")
     parser.add_argument("--mps", action="store_true", help="run the trials as clients of an NVIDIA MPS daemon")
     args = parser.parse_args(argv)
-    profile = get_profile(args.profile, data=args.data, patch_size=args.patch_size)
+    overrides = {"data": args.data, "patch_size": args.patch_size, "precision": args.precision}
+    settings_used = profile(args.profile, **{k: v for k, v in overrides.items() if v is not None})
     out = Path(args.out or tempfile.mkdtemp(prefix="bench_hpo_"))
-    split = prepare_split(profile, args.data)
-    settings = write_settings(out, profile, split=split, data=args.data, concurrency=args.concurrency,
-                              mixed_precision=args.mixed_precision)
+    paths = ExperimentPaths.of(out)
+    split = make_split(prepare(settings_used.data, settings_used.patch_size), settings_used)
+    save_split(paths.split_file, split)
+    settings = write_trial_settings(paths, settings_used, concurrency=args.concurrency)
     configs = [f"bench{k}" for k in range(args.concurrency)]
     with mps_daemon(out, dict(os.environ)) if args.mps else contextlib.nullcontext((dict(os.environ), [])) as (env, servers):
         warmup_seconds = run_trials(settings, ["warmup"], args.epochs, args.batch_size, env)
@@ -131,9 +134,9 @@ def main(argv=None) -> int:
     per_trial = [trial_figures(out, c, args.epochs, trained) for c in configs]
     rates = [t["patches_per_second"] for t in per_trial if t["patches_per_second"]]
     print(json.dumps({
-        "backend": os.environ.get("KERAS_BACKEND", "tensorflow"), "profile": profile.name,
-        "patch_size": profile.patch_size, "train_patches": train_size, "batch_size": args.batch_size,
-        "mixed_precision": args.mixed_precision, "concurrency": args.concurrency, "epochs": args.epochs,
+        "backend": os.environ.get("KERAS_BACKEND", "tensorflow"), "profile": args.profile,
+        "patch_size": settings_used.patch_size, "train_patches": train_size, "batch_size": args.batch_size,
+        "precision": args.precision, "concurrency": args.concurrency, "epochs": args.epochs,
         "cold_first_epoch_seconds": trial_figures(out, "warmup", args.epochs, trained)["first_epoch_seconds"],
         "warmup_wall_seconds": round(warmup_seconds, 1), "wall_seconds": round(wall, 1),
         "trials": per_trial, "sum_of_trial_rates": round(sum(rates), 1),

@@ -45,19 +45,28 @@ def to_one_hot(y_true, num_classes: int):
     return ops.one_hot(ops.cast(y_true, "int32"), num_classes, dtype="float32")
 
 
-def _prepare(y_true, y_pred):
-    """Both tensors as float32 one-hot/probabilities of the same shape."""
+def _prepare(y_true, y_pred, sample_mask=None):
+    """Both tensors as float32 one-hot/probabilities of the same shape; masked samples zeroed.
+
+    ``sample_mask`` (N,) of 1s and 0s marks padding samples (0) that must not count: a batch
+    padded to a shared shape then gives the loss of its real samples exactly.
+    """
     y_pred = ops.cast(y_pred, "float32")
-    return to_one_hot(y_true, y_pred.shape[-1]), y_pred
+    y_true = to_one_hot(y_true, y_pred.shape[-1])
+    if sample_mask is not None:
+        mask = ops.reshape(ops.cast(sample_mask, "float32"), (-1, 1, 1, 1))
+        y_true, y_pred = y_true * mask, y_pred * mask
+    return y_true, y_pred
 
 
-def f_score(y_true, y_pred, beta=1.0, class_weights=None, smooth=SMOOTH, per_image=False, threshold=None):
+def f_score(y_true, y_pred, beta=1.0, class_weights=None, smooth=SMOOTH, per_image=False, threshold=None,
+            sample_mask=None):
     """segmentation_models' F-score (Dice for beta=1), reduced over pixels and batch, then classes.
 
     Per class: ``((1+b^2) tp + smooth) / ((1+b^2) tp + b^2 fn + fp + smooth)``; then the
     class scores are multiplied by ``class_weights`` and averaged (a mean, not a weighted sum).
     """
-    y_true, y_pred = _prepare(y_true, y_pred)
+    y_true, y_pred = _prepare(y_true, y_pred, sample_mask)
     if threshold is not None:
         y_pred = ops.cast(ops.greater(y_pred, threshold), "float32")
     axes = [1, 2] if per_image else [0, 1, 2]
@@ -89,12 +98,18 @@ def iou_score(y_true, y_pred, class_weights=None, smooth=SMOOTH, per_image=False
     return ops.mean(score)
 
 
-def categorical_focal_loss(y_true, y_pred, alpha=0.25, gamma=2.0):
-    """segmentation_models' focal loss: mean over every pixel and class of ``-t a (1-p)^g log p``."""
-    y_true, y_pred = _prepare(y_true, y_pred)
+def categorical_focal_loss(y_true, y_pred, alpha=0.25, gamma=2.0, sample_mask=None):
+    """segmentation_models' focal loss: mean over every pixel and class of ``-t a (1-p)^g log p``.
+
+    With ``sample_mask`` the mean is over the unmasked samples' pixels only.
+    """
+    y_true, y_pred = _prepare(y_true, y_pred, sample_mask)
     y_pred = ops.clip(y_pred, EPSILON, 1.0 - EPSILON)
     loss = -y_true * (alpha * ops.power(1.0 - y_pred, gamma) * ops.log(y_pred))
-    return ops.mean(loss)
+    if sample_mask is None:
+        return ops.mean(loss)
+    per_sample = float(loss.shape[1] * loss.shape[2] * loss.shape[3])
+    return ops.sum(loss) / (ops.sum(ops.cast(sample_mask, "float32")) * per_sample)
 
 
 def _name_number(value: float) -> str:
@@ -129,6 +144,10 @@ class SegLoss(keras.losses.Loss):
 
     __rmul__ = __mul__
 
+    def masked(self, y_true, y_pred, sample_mask):
+        """The loss of the samples ``sample_mask`` keeps (1) in a padded batch; padding (0) ignored."""
+        raise NotImplementedError(f"{type(self).__name__} has no masked form")
+
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class DiceLoss(SegLoss):
@@ -142,14 +161,11 @@ class DiceLoss(SegLoss):
         self.per_image = bool(per_image)
 
     def call(self, y_true, y_pred):
-        return 1.0 - f_score(
-            y_true,
-            y_pred,
-            beta=self.beta,
-            class_weights=self.class_weights,
-            smooth=self.smooth,
-            per_image=self.per_image,
-        )
+        return self.masked(y_true, y_pred, None)
+
+    def masked(self, y_true, y_pred, sample_mask):
+        return 1.0 - f_score(y_true, y_pred, beta=self.beta, class_weights=self.class_weights, smooth=self.smooth,
+                             per_image=self.per_image, sample_mask=sample_mask)
 
     def get_config(self):
         return {
@@ -171,7 +187,10 @@ class CategoricalFocalLoss(SegLoss):
         self.gamma = float(gamma)
 
     def call(self, y_true, y_pred):
-        return categorical_focal_loss(y_true, y_pred, alpha=self.alpha, gamma=self.gamma)
+        return self.masked(y_true, y_pred, None)
+
+    def masked(self, y_true, y_pred, sample_mask):
+        return categorical_focal_loss(y_true, y_pred, alpha=self.alpha, gamma=self.gamma, sample_mask=sample_mask)
 
     def get_config(self):
         return {**super().get_config(), "alpha": self.alpha, "gamma": self.gamma}
@@ -190,6 +209,9 @@ class SumOfLosses(SegLoss):
 
     def call(self, y_true, y_pred):
         return self.l1.call(y_true, y_pred) + self.l2.call(y_true, y_pred)
+
+    def masked(self, y_true, y_pred, sample_mask):
+        return self.l1.masked(y_true, y_pred, sample_mask) + self.l2.masked(y_true, y_pred, sample_mask)
 
     def get_config(self):
         return {
@@ -211,6 +233,9 @@ class MultipliedLoss(SegLoss):
 
     def call(self, y_true, y_pred):
         return self.multiplier * self.loss.call(y_true, y_pred)
+
+    def masked(self, y_true, y_pred, sample_mask):
+        return self.multiplier * self.loss.masked(y_true, y_pred, sample_mask)
 
     def get_config(self):
         return {

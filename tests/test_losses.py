@@ -129,3 +129,15 @@ def test_loss_is_float32_for_bf16_predictions():
     loss = dice_focal_loss()(labels, ops.cast(probs, "bfloat16"))
     assert keras.backend.standardize_dtype(loss.dtype) == "float32"
     assert value(loss) == pytest.approx(value(dice_focal_loss()(labels, probs)), abs=1e-2)
+
+
+@pytest.mark.parametrize("real", [1, 3, 5])
+def test_a_padded_batch_with_its_mask_gives_the_real_samples_loss(real):
+    """What lets batches of different sizes share one compiled training step, exactly."""
+    rng = np.random.default_rng(real)
+    labels = rng.integers(0, 6, size=(8, 4, 4))
+    probs = rng.dirichlet(np.ones(6), size=(8, 4, 4)).astype(np.float32)
+    mask = np.array([1.0] * real + [0.0] * (8 - real), dtype=np.float32)
+    loss = dice_focal_loss()
+    expected = float(ops.convert_to_numpy(loss(labels[:real], probs[:real])))
+    assert float(ops.convert_to_numpy(loss.masked(labels, probs, mask))) == pytest.approx(expected, rel=1e-6)

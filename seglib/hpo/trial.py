@@ -155,14 +155,28 @@ def configure_environment(runtime: dict) -> dict:
 class TrialContext:
     """What trials of one experiment share: its folder, the run's settings, the arrays.
 
-    The in-process engine keeps one context for all its trials, so the patches are loaded
-    (and, on JAX, put on the device) once; a trial process makes its own.
+    The in-process engine keeps one context for all its trials (``share_models``), so the
+    patches are loaded (and, on JAX, put on the device) once and a compiled model is lent
+    from one trial to the next of the same architecture (``seglib.train.ModelPool``); a
+    trial process makes its own.
     """
 
-    def __init__(self, paths: ExperimentPaths, settings: Settings, cache_dir=None, compile_cache_dir=None):
+    def __init__(self, paths: ExperimentPaths, settings: Settings, cache_dir=None, compile_cache_dir=None,
+                 share_models: bool = False):
         self.paths, self.settings = paths, settings
         self.cache_dir, self.compile_cache_dir = cache_dir, compile_cache_dir
+        self.share_models = share_models
         self._arrays = None
+        self._pool = None
+
+    @property
+    def pool(self):
+        """The process's model pool when models are shared (made on first use: it needs Keras)."""
+        if self.share_models and self._pool is None:
+            from seglib.train import ModelPool
+
+            self._pool = ModelPool()
+        return self._pool
 
     def arrays(self):
         """Training and validation arrays from the experiment's split (loaded once)."""
@@ -242,7 +256,7 @@ def run_job(context: TrialContext, job: Job, reporter) -> dict:
 
     history = read_history(trial_dir)
     attempt = {"trial_id": reporter.trial_id, "pid": os.getpid(), "host": socket.gethostname(),
-               "started": time.time(), "status": RUNNING}
+               "process_started": reporter.process_start, "started": time.time(), "status": RUNNING}
     history["attempts"].append(attempt)
     write_json(history_file, history)
     record = {"key": trial_key(job.config_id, job.budget), "config_id": job.config_id, "budget": job.budget,
@@ -252,7 +266,7 @@ def run_job(context: TrialContext, job: Job, reporter) -> dict:
         entry = {"epoch": epoch + 1, "trial_id": reporter.trial_id, "ended": time.time(),
                  **{k: finite_or_none(v) for k, v in logs.items()}}
         if "first_epoch_seconds" not in attempt:
-            attempt["first_epoch_seconds"] = time.time() - getattr(reporter, "process_start", attempt["started"])
+            attempt["first_epoch_seconds"] = time.time() - attempt["process_started"]
         history["epochs"].append(entry)
         write_json(history_file, history)
         reporter.intermediate(entry["val_loss"] if entry.get("val_loss") is not None else PENALTY_LOSS)
@@ -270,7 +284,7 @@ def run_job(context: TrialContext, job: Job, reporter) -> dict:
         write_json(history_file, history)
         result = train(x_train, y_train, x_val, y_val, settings=settings, epochs=job.budget,
                        checkpoint_dir=checkpoint_dir, on_epoch_end=on_epoch_end, verbose=2,
-                       compile_cache_dir=context.compile_cache_dir)
+                       compile_cache_dir=context.compile_cache_dir, pool=context.pool)
         record.update(_finish(result, history, trial_dir, checkpoint_dir, x_val, y_val))
     except BaseException as error:
         status, cause = classify(error)

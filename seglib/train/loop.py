@@ -208,6 +208,48 @@ def _best_val_loss(history: dict[str, list[float]]) -> float | None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Models kept between trainings of one process
+
+class ModelPool:
+    """Compiled models kept between trainings in one process (the in-process search engine).
+
+    A training whose architecture, precision, input shape and seed match an earlier one's
+    takes that model back with the initial weights it was built with and a fresh optimizer
+    (zeroed state, its own learning rate), so it trains exactly as a new model would, but
+    without building and compiling its training, validation and prediction programs again.
+    Arrays put on the device (the JAX loop) are kept too: the trials of a search share them.
+    """
+
+    def __init__(self):
+        self._models: dict[tuple, tuple[keras.Model, list]] = {}
+        self._on_device: dict[tuple, tuple] = {}
+
+    def take(self, key: tuple, learning_rate: float) -> tuple[keras.Model | None, list | None]:
+        """The kept model for ``key`` reset to its initial weights and a fresh optimizer, or (None, None)."""
+        entry = self._models.pop(key, None)
+        if entry is None:
+            return None, None
+        model, initial = entry
+        model.set_weights(initial)
+        for variable in model.optimizer.variables:
+            variable.assign(np.zeros(variable.shape, dtype=variable.dtype))
+        model.optimizer.learning_rate = learning_rate
+        return model, initial
+
+    def keep(self, key: tuple, model: keras.Model, initial: list) -> None:
+        self._models[key] = (model, initial)
+
+    def on_device(self, x_train, y_train):
+        """``x_train`` and ``y_train`` on the JAX device, put there once per pair of arrays."""
+        key = (id(x_train), id(y_train))
+        if key not in self._on_device:
+            from seglib.train.jax_loop import _device_put
+
+            self._on_device[key] = (x_train, y_train, *_device_put(x_train, y_train))
+        return self._on_device[key][2:]
+
+
+# ---------------------------------------------------------------------------------------------
 # Training
 
 def train(
@@ -228,6 +270,8 @@ def train(
     drop_remainder: bool = True,
     loop: str = "auto",
     dropout_rng: str = "keras",
+    pool: ModelPool | None = None,
+    pad_batches: bool | None = None,
 ) -> TrainResult:
     """Train the U-Net of ``settings`` on float32 images ``(N, H, W, 3)`` and labels ``(N, H, W)``.
 
@@ -254,6 +298,10 @@ def train(
     and the validation metrics but no training-set metrics.
     ``dropout_rng="rbg"`` draws dropout masks with JAX's RBG generator instead of threefry
     (``seglib.model.RbgDropout``; the same on other backends): a speed option to measure.
+    ``pool`` (a :class:`ModelPool`) lends and takes back the compiled model, so trainings of
+    one architecture in one process compile their programs once. ``pad_batches`` (jax loop;
+    default: on a GPU) pads each batch to a power of two with masked samples, so batch sizes
+    share training programs with each one's own loss and gradient.
     """
     started = time.perf_counter()
     epochs = settings.epochs if epochs is None else int(epochs)
@@ -284,10 +332,25 @@ def train(
         state = read_json(state_file)
         _check_same_config(state_file, state["config"], config)
         history = {k: list(v) for k, v in state["history"].items()}
+    # What a compiled model is made of: shapes, batch size and learning rate are the programs' inputs.
+    pool_key = (tuple(x_train.shape[1:]), loop,
+                *(config[k] for k in ("activation", "base_filters", "depth", "seed", "precision", "num_classes", "dropout_rng")))
+    initial = None
+    if pool is not None and model is None:
+        model, initial = pool.take(pool_key, settings.learning_rate)
+        if model is None:
+            model = _build(x_train, config, policy)
+            compile_model(model, settings.learning_rate, 1 if resolve_loop(loop, model) == "jax" else (steps_per_execution or 1), jit_compile)
+            model.optimizer.build(model.trainable_variables)
+            initial = model.get_weights()
+        if initial_epoch:  # weights and optimizer state, into the compiled model
+            model.load_weights(_checkpoint_path(checkpoint_dir, initial_epoch))
+    elif initial_epoch:
         model = load_model(_checkpoint_path(checkpoint_dir, initial_epoch))
+    elif model is None:
+        model = _build(x_train, config, policy)
+    if initial_epoch:
         log.info("resumed from %s", _checkpoint_path(checkpoint_dir, initial_epoch))
-    else:
-        model = model if model is not None else _build(x_train, config, policy)
     loop = resolve_loop(loop, model)
     if getattr(model, "optimizer", None) is None or not model.compiled:
         # Keras' own steps_per_execution only applies to fit(); the jax loop reads it itself.
@@ -298,7 +361,8 @@ def train(
     message = ""
     last_checkpoint = str(_checkpoint_path(checkpoint_dir, initial_epoch)) if initial_epoch else None
     if initial_epoch < epochs:
-        runner = _make_loop(loop, model, x_train, y_train, validation, settings.batch_size, verbose, steps_per_execution)
+        runner = _make_loop(loop, model, x_train, y_train, validation, settings.batch_size, verbose, steps_per_execution,
+                            pool.on_device if pool is not None else None, pad_batches)
     epoch = initial_epoch
     for epoch in range(initial_epoch, epochs):
         epoch_started = time.perf_counter()
@@ -331,6 +395,8 @@ def train(
             on_epoch_end(epoch, dict(logs))
     else:
         epoch = epochs
+    if pool is not None and initial is not None:
+        pool.keep(pool_key, model, initial)
 
     return TrainResult(
         model=model,
@@ -387,6 +453,7 @@ class _FitLoop:
         self.validation, self.batch_size, self.verbose = validation, batch_size, verbose
 
     def run_epoch(self, order: np.ndarray, epoch: int, epochs: int) -> dict:
+        timer = _TrainTimer()
         fit = self.model.fit(
             self.x[order],
             self.y[order],
@@ -395,13 +462,29 @@ class _FitLoop:
             initial_epoch=epoch,
             shuffle=False,
             validation_data=self.validation,
-            callbacks=[keras.callbacks.TerminateOnNaN()],
+            callbacks=[keras.callbacks.TerminateOnNaN(), timer],
             verbose=self.verbose,
         )
-        return {k: float(v[-1]) for k, v in fit.history.items()}
+        return {**{k: float(v[-1]) for k, v in fit.history.items()}, "train_seconds": timer.seconds}
 
 
-def _make_loop(loop, model, x_train, y_train, validation, batch_size, verbose, steps_per_execution):
+class _TrainTimer(keras.callbacks.Callback):
+    """Seconds of an epoch's training steps (up to validation), as ``train_seconds`` in the logs."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started, self.seconds = time.perf_counter(), None
+
+    def on_test_begin(self, logs=None):
+        if self.seconds is None:
+            self.seconds = time.perf_counter() - self.started
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.seconds is None:
+            self.seconds = time.perf_counter() - self.started
+
+
+def _make_loop(loop, model, x_train, y_train, validation, batch_size, verbose, steps_per_execution,
+               on_device=None, pad_batches=None):
     if loop == "jax":
         if keras.backend.backend() != "jax":
             raise ValueError(f"loop='jax' needs KERAS_BACKEND=jax; this process runs {keras.backend.backend()!r}")
@@ -409,5 +492,5 @@ def _make_loop(loop, model, x_train, y_train, validation, batch_size, verbose, s
             raise ValueError("loop='jax' does not scale losses: use precision='bf16' or loop='fit'")
         from seglib.train.jax_loop import JaxLoop
 
-        return JaxLoop(model, x_train, y_train, validation, batch_size, verbose, steps_per_execution)
+        return JaxLoop(model, x_train, y_train, validation, batch_size, verbose, steps_per_execution, on_device, pad_batches)
     return _FitLoop(model, x_train, y_train, validation, batch_size, verbose)

@@ -33,7 +33,7 @@ class LocalReporter:
 
     def __init__(self):
         self.trial_id = f"local-{os.getpid()}-{next(self._numbers)}"
-        self.process_start = time.time()
+        self.process_start = time.time()  # the trial's start: in-process, nothing starts before it
 
     def intermediate(self, value: float) -> None:
         pass
@@ -47,7 +47,7 @@ def run(paths: ExperimentPaths, record: dict, show=None, timeout: float | None =
     search = Search.load(paths.state_file)
     reconcile(paths, search)
     _, settings, runtime = read_trial_settings(paths.settings_file)
-    context = TrialContext(paths, settings, runtime.get("cache_dir"), runtime.get("compile_cache_dir"))
+    context = TrialContext(paths, settings, runtime.get("cache_dir"), runtime.get("compile_cache_dir"), share_models=True)
     deadline = None if timeout is None else time.time() + timeout
     while (job := search.next_job()) is not None:
         search.save(paths.state_file)  # handed out: written before the trial starts
