@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 OUT ?= runs/quick
 PROFILE ?= quick
 
-.PHONY: setup test run bench sync
+.PHONY: setup test run bench sync device-kit
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -27,3 +27,7 @@ bench: setup
 
 sync: setup
 	$(BIN)/jupytext --sync notebooks/*.py
+
+# What the lent GPU machine lacks for the full profile offline (benchmarks/gpu_full_run.sh).
+device-kit: setup
+	$(BIN)/python benchmarks/device_kit.py --out .device-kit

@@ -16,6 +16,7 @@ import signal
 import sys
 from pathlib import Path
 
+from seglib.noise import quiet_stderr
 from seglib.settings import PRECISIONS, PROFILES, SettingError, profile
 
 DESCRIPTION = "U-Net segmentation of aerial imagery, tuned with HyperBand; notebooks 01-04 headless."
@@ -35,6 +36,14 @@ def parse_parameters(pairs: list[str]) -> dict:
             value = text
         result[key.strip()] = value
     return result
+
+
+def _check_data(data) -> None:
+    """A dataset folder that is missing or holds no pairs fails now, not in a notebook or trial."""
+    if data is not None:
+        from seglib.data import find_pairs
+
+        find_pairs(data)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -116,6 +125,7 @@ def _hpo(args) -> int:
              "max_trials": args.max_trials, "concurrency": args.concurrency, "precision": args.precision, "seed": args.seed}
     overrides = {**{k: v for k, v in flags.items() if v is not None}, **parse_parameters(args.param)}
     settings = profile(args.profile, **overrides)
+    _check_data(settings.data)
     space = hpo.search_space(read_json(args.space)) if args.space else None
     experiment = hpo.run(args.out, settings, args.tuner, resume=True if args.resume else False, space=space,
                          max_epochs=args.max_epochs, backend=args.backend, timeout=args.timeout,
@@ -165,6 +175,9 @@ def _run(args, argv: list[str]) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise NotADirectoryError(f"--out {args.out} is a file; expected a run folder (new or one to continue)")
     overrides = parse_parameters(args.param)
+    profile(args.profile, **overrides)  # every setting checked before a kernel starts
+    if args.data != "kaggle":
+        _check_data(args.data)
     run_pipeline(args.out, args.profile, args.data, overrides, args.notebooks, args.docs, args.log_output,
                  command="seglib " + shlex.join(argv))
     print(f"[seglib run] report: {Path(args.docs or args.out / 'docs') / 'hyperparameter-optimization.md'}")
@@ -182,11 +195,18 @@ COMMANDS = {
 }
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a refused command line said in one line (exit 2) instead of a usage block."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: {message}; see `{self.prog} --help`\n")
+
+
 def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
     """The parser; ``predict``'s options (which import Keras) only when it is the command."""
-    parser = argparse.ArgumentParser(prog="seglib", description=DESCRIPTION)
+    parser = Parser(prog="seglib", description=DESCRIPTION)
     parser.add_argument("--debug", action="store_true", help="show tracebacks (also SEGLIB_DEBUG=1)")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     for name, (help_text, options) in COMMANDS.items():
         command = sub.add_parser(name, help=help_text, description=help_text)
         if options is not None:
@@ -204,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     debug = args.debug or os.environ.get("SEGLIB_DEBUG") == "1"
     command_argv = [a for a in argv if a != "--debug"]
-    _stop_on_signals()
+    _stop_on_signals(interrupt_kernels=args.command == "run")
     try:
         if args.command == "prepare":
             return _prepare(args)
@@ -232,14 +252,27 @@ def _message(error: Exception) -> str:
     return f"unexpected {type(error).__name__}: {error} (run with --debug for the traceback)"
 
 
-def _stop_on_signals() -> None:
-    """SIGTERM and SIGHUP stop a command as Ctrl-C does: its children stopped, its state kept."""
+def _stop_on_signals(interrupt_kernels: bool = False) -> None:
+    """SIGTERM and SIGHUP stop a command as Ctrl-C does: its children stopped, its state kept.
+
+    ``seglib run`` first passes the Ctrl-C to its notebook kernels, as a terminal would.
+    """
     def interrupt(signum, frame):
+        if interrupt_kernels:
+            from seglib.run import interrupt_kernels as to_kernels
+
+            to_kernels()
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
-    for signum in (signal.SIGTERM, signal.SIGHUP):
+    for signum in (signal.SIGTERM, signal.SIGHUP) + ((signal.SIGINT,) if interrupt_kernels else ()):
         signal.signal(signum, interrupt)
 
 
+def command() -> int:
+    """The ``seglib`` program: :func:`main` in a process of its own, third-party noise filtered."""
+    quiet_stderr()
+    return main()
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(command())

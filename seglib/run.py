@@ -7,15 +7,19 @@ failing cell stops the run with the notebook, the cell and the error named.
 
 from __future__ import annotations
 
-import datetime as dt
 import os
+import signal
 import tempfile
+import time
 from pathlib import Path
 
 import seglib
+from seglib.artifacts import write_json
 
 NOTEBOOKS = ("01_data", "02_baseline", "03_hyperband_hpo", "04_report")
 KERNEL_NAME = "seglib-python"
+TIMINGS_FILE = "timings.json"  # seconds per notebook, beside them in the run folder
+CHILDREN_GRACE_SECONDS = 30.0  # after an interruption: time for kernels to save their state and end
 
 
 class NotebookFailed(RuntimeError):
@@ -102,12 +106,45 @@ def run_pipeline(out_dir, profile: str = "quick", data: str | None = None, overr
         "DOCS_DIR": str(Path(docs_dir).resolve()) if docs_dir else None,
         "COMMAND": command,
     }
-    executed = []
-    for name in NOTEBOOKS:
-        target = out_dir / f"{name}.ipynb"
-        print(f"[seglib run] {name} ...", flush=True)
-        started = dt.datetime.now()
-        run_notebook(source_dir / f"{name}.ipynb", target, parameters, kernel, log_output)
-        print(f"[seglib run] {name} done in {(dt.datetime.now() - started).total_seconds():.0f} s", flush=True)
-        executed.append(target)
+    executed, seconds = [], {}
+    try:
+        for name in NOTEBOOKS:
+            target = out_dir / f"{name}.ipynb"
+            print(f"[seglib run] {name} ...", flush=True)
+            started = time.perf_counter()
+            run_notebook(source_dir / f"{name}.ipynb", target, parameters, kernel, log_output)
+            seconds[name] = round(time.perf_counter() - started, 1)
+            print(f"[seglib run] {name} done in {seconds[name]:.0f} s", flush=True)
+            executed.append(target)
+    except KeyboardInterrupt:
+        end_children()
+        raise
+    finally:
+        write_json(out_dir / TIMINGS_FILE, {"notebook_seconds": seconds})
     return executed
+
+
+def interrupt_kernels() -> None:
+    """Ctrl-C the notebook kernels this process started: the running cell stops as after Ctrl-C
+    in Jupyter, so a search records its interrupted trial and stops its engine."""
+    import psutil
+
+    for child in psutil.Process().children():
+        try:
+            if "ipykernel_launcher" in " ".join(child.cmdline()):
+                child.send_signal(signal.SIGINT)
+        except psutil.Error:
+            pass
+
+
+def end_children(grace: float = CHILDREN_GRACE_SECONDS) -> None:
+    """Wait for this process's children (kernels, and what they started) to end; kill the rest."""
+    import psutil
+
+    children = psutil.Process().children(recursive=True)
+    _, alive = psutil.wait_procs(children, timeout=grace)
+    for process in alive:
+        try:
+            process.kill()
+        except psutil.Error:
+            pass

@@ -486,8 +486,7 @@ def prepare(
             except (OSError, ValueError, KeyError) as exc:
                 log.warning("removing unreadable cache entry %s (%s); rebuilding", entry, exc)
                 patch_cache.remove(entry)
-            else:
-                _log_findings(patches)
+            else:  # what the preparation found was said when it was made; the summary repeats it
                 return patches
 
     plans, skipped = _plan(pairs, contents, root, patch_size, skip_mismatched)

@@ -64,6 +64,9 @@ class ExperimentFailed(RuntimeError):
 def run(paths: ExperimentPaths, record: dict, show=None, timeout: float | None = None, port: int | None = None,
         training_service=None, nni_manager_ip: str | None = None, on_web_ui=None) -> None:
     """Start (or resume) the NNI experiment of ``paths`` and wait for its search to end."""
+    # NNI's own start/stop chatter, and its "Web portal URLs" line that lists addresses the
+    # manager does not listen on: seglib's progress line and show_web_ui say what matters.
+    logging.getLogger("nni").setLevel(logging.WARNING)
     if record.get("nni"):
         experiment = _reopen(paths, record, port, action="resume")
     else:

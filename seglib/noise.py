@@ -1,0 +1,69 @@
+"""Third-party start-up noise kept off the user's screen; our own lines and real errors pass.
+
+TensorFlow 2.20+ writes its C++ start-up lines (oneDNN, CUDA probing on CPU machines, absl's
+"before InitializeLog" notice) straight to file descriptor 2 before any of its logging
+settings apply, and ipykernel warns on every kernel start that it runs over local TCP (as
+every Jupyter kernel does; the ports are bound to 127.0.0.1). :func:`quiet_stderr` passes
+the process's descriptor 2 through a filter that drops exactly these lines; everything else
+(tracebacks, warnings of ours, errors) is written unchanged. ``SEGLIB_VERBOSE=1`` turns it off.
+Imports nothing of seglib.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import re
+import threading
+
+NOISE = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+    r"|[IW]\d{4} [\d:. ]+\d+ (port|cudart_stub|cpu_feature_guard|cpu_allocator_impl)\.cc:\d+\]"
+    r"|E\d{4} [\d:. ]+\d+ cuda_(platform|executor|driver)\.cc:\d+\] failed call to cuInit"
+    r"|To enable the following instructions: .* in other operations, rebuild TensorFlow"
+    r"|\[IPKernelApp\] WARNING \| Kernel is running over TCP without encryption"
+    r"|oneDNN custom operations are on)"
+)
+_installed = False
+
+
+def quiet_stderr() -> bool:
+    """Filter this process's stderr (fd 2) from now on; returns whether a filter was installed."""
+    global _installed
+    if _installed or os.environ.get("SEGLIB_VERBOSE") == "1":
+        return False
+    try:
+        original = os.dup(2)
+        read_end, write_end = os.pipe()
+        os.dup2(write_end, 2)
+        os.close(write_end)
+    except OSError:
+        return False
+    pump = threading.Thread(target=_pump, args=(read_end, original), name="seglib-stderr-filter", daemon=True)
+    pump.start()
+    atexit.register(_restore, original, pump)
+    _installed = True
+    return True
+
+
+def _restore(original: int, pump: threading.Thread) -> None:
+    """At exit: give fd 2 back (closing the pipe) and let the filter write what is left, e.g.
+    the traceback of an uncaught exception, which Python prints before exit handlers run."""
+    os.dup2(original, 2)
+    pump.join(timeout=5)
+
+
+def _pump(read_end: int, original: int) -> None:
+    """Copy lines from the pipe to the real stderr, dropping the known noise."""
+    pending = b""
+    while True:
+        chunk = os.read(read_end, 65536)
+        if not chunk:
+            break
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        kept = [line for line in lines if not NOISE.match(line.decode("utf-8", "replace"))]
+        if kept:
+            os.write(original, b"\n".join(kept) + b"\n")
+    if pending:
+        os.write(original, pending)
