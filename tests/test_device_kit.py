@@ -1,0 +1,167 @@
+"""The device kit (benchmarks/device_kit.py) installed offline into a stand-in for the H200 machine.
+
+The lent GPU machine has Python 3.12 with numpy, JAX and many more packages, but no network and
+no Keras, Jupyter or seglib. The stand-in is a fresh Python 3.12 venv given, from the package
+index, only what the kit says it expects of the machine (the kit's machine-needs.txt, all of it
+preinstalled there) plus STAND_INS; then the kit's own install.sh installs the rest with no
+network (a new network namespace where ``unshare`` works, else a dead proxy), and the venv must
+import seglib's stack without TensorFlow, train a Keras model one step on JAX and run a notebook
+through papermill. The kit's compiled wheels are cp312, hence Python 3.12 or a clean skip.
+Downloads JAX and friends once (pip's cache makes reruns quicker).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+KIT_SCRIPT = ROOT / "benchmarks" / "device_kit.py"
+PYENV_312 = Path("/root/.pyenv/versions/3.12.1/bin/python3.12")
+# Preinstalled on the H200 but not in machine-needs.txt: the device's numpy and JAX versions
+# (JAX's CPU build here), and what seglib imports without declaring it.
+STAND_INS = ["numpy==2.5.2", "jax[cpu]==0.11.2", "psutil", "requests"]
+
+CHECK = """
+import importlib.util, os, sys, tempfile
+for absent in ("tensorflow", "nni"):
+    assert importlib.util.find_spec(absent) is None, f"{absent} is installed in {sys.prefix}"
+import keras, papermill, jupytext, ipykernel, nbclient, nbformat, seglib, patchify
+import numpy as np
+import seglib.data, seglib.losses, seglib.metrics, seglib.model
+assert keras.backend.backend() == "jax", keras.backend.backend()
+
+model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4, activation="relu"), keras.layers.Dense(1)])
+model.compile(optimizer="adam", loss="mse")
+loss = float(model.train_on_batch(np.ones((2, 8), "float32"), np.zeros((2, 1), "float32")))
+assert np.isfinite(loss), loss
+
+folder = tempfile.mkdtemp()
+notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import keras; print(keras.backend.backend())")])
+nbformat.write(notebook, os.path.join(folder, "in.ipynb"))
+papermill.execute_notebook(os.path.join(folder, "in.ipynb"), os.path.join(folder, "out.ipynb"), kernel_name="python3", progress_bar=False)
+printed = nbformat.read(os.path.join(folder, "out.ipynb"), 4).cells[0].outputs[0]["text"].strip()
+assert printed == "jax", f"the notebook's kernel ran Keras on {printed!r}"
+print(keras.__version__, seglib.__version__, loss)
+"""
+
+
+def device_kit():
+    """benchmarks/device_kit.py as a module, for its constants (LIMIT_MIB, REQUIREMENTS)."""
+    spec = importlib.util.spec_from_file_location("device_kit", KIT_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def python312() -> str | None:
+    """A working Python 3.12: $SEGLIB_PYTHON312, pyenv's 3.12.1, or python3.12 on PATH.
+
+    The same search as tests/test_colab_install.py. Each candidate is run once: a pyenv shim
+    exists as a file but fails when 3.12 is not the selected version.
+    """
+    for candidate in (os.environ.get("SEGLIB_PYTHON312"), str(PYENV_312), shutil.which("python3.12")):
+        if not candidate or not Path(candidate).is_file():
+            continue
+        probe = subprocess.run([candidate, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True, text=True)
+        if probe.returncode == 0 and probe.stdout.strip() == "(3, 12)":
+            return candidate
+    return None
+
+
+def run(*args, env: dict | None = None, check: bool = True, timeout: int = 1500) -> subprocess.CompletedProcess:
+    result = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout, env=env)
+    if check:
+        assert result.returncode == 0, f"{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+def offline(*args) -> list[str]:
+    """The command run with no network: in a new network namespace (loopback up, for the
+    Jupyter kernel's sockets) where ``unshare -n`` works here, else behind a dead proxy."""
+    if shutil.which("unshare") and subprocess.run(["unshare", "-n", "sh", "-c", "ip link set lo up"], capture_output=True).returncode == 0:
+        return ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *map(str, args)]
+    dead = "http://127.0.0.1:9"
+    return ["env", f"http_proxy={dead}", f"https_proxy={dead}", f"HTTP_PROXY={dead}", f"HTTPS_PROXY={dead}", "no_proxy=", "NO_PROXY=", *map(str, args)]
+
+
+def kit_size_mib(kit: Path) -> float:
+    return sum(f.stat().st_size for f in kit.rglob("*") if f.is_file()) / 2**20
+
+
+def kit_venv(tmp_path: Path) -> Path:
+    """Build the kit (no data) in tmp_path/kit, make tmp_path/h200 stand in for the device, and
+    install the kit there offline, as on the device. Returns the venv's python.
+
+    Skips (pytest.skip) when no Python 3.12 is found: the kit's compiled wheels are cp312.
+    """
+    python = python312()
+    if python is None:
+        pytest.skip("no Python 3.12 found (set SEGLIB_PYTHON312, or install 3.12 with pyenv): the kit's wheels are cp312")
+    kit = tmp_path / "kit"
+    built = run(sys.executable, KIT_SCRIPT, "--out", kit, "--no-data")
+    print(built.stdout)
+    print(f"device kit without data: {kit_size_mib(kit):.2f} MiB")
+
+    venv = tmp_path / "h200"
+    run(python, "-m", "venv", venv)
+    vpy = venv / "bin" / "python"
+    run(vpy, "-m", "pip", "install", "-q", "-r", kit / "machine-needs.txt", *STAND_INS)
+    run(*offline("env", f"PYTHON={vpy}", "sh", kit / "install.sh"))
+    return vpy
+
+
+@pytest.mark.slow
+def test_device_kit_installs_offline_and_trains_on_jax_without_tensorflow(tmp_path):
+    vpy = kit_venv(tmp_path)
+    kit = device_kit()
+    size = kit_size_mib(tmp_path / "kit")
+    assert size <= kit.LIMIT_MIB, f"the kit in {tmp_path / 'kit'} is {size:.2f} MiB, over {kit.LIMIT_MIB} MiB"
+
+    no_tf = run(vpy, "-c", "import tensorflow", check=False)
+    assert no_tf.returncode != 0 and "No module named 'tensorflow'" in no_tf.stderr, no_tf.stderr
+
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    checked = run(*offline(vpy, "-c", CHECK), env=env)
+    keras_version, seglib_version, loss = checked.stdout.split()[-3:]
+    print(f"offline in the stand-in venv: keras {keras_version}, seglib {seglib_version}, one JAX step, loss {loss}")
+    assert f"keras=={keras_version}" in kit.REQUIREMENTS, f"keras {keras_version} is not the kit's pin"
+    assert seglib_version == seglib_installed_here()
+
+
+def seglib_installed_here() -> str:
+    import seglib
+
+    return seglib.__version__
+
+
+@pytest.mark.slow
+def test_the_gpu_script_runs_the_quick_pipeline_offline_on_jax_with_the_local_engine(tmp_path):
+    """benchmarks/gpu_full_run.sh, as a device session runs it, at the quick profile on this CPU."""
+    vpy = kit_venv(tmp_path)
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHON": str(vpy), "SEGLIB_PROFILE": "quick", "SEGLIB_PRECISION": "fp32",
+           "SEGLIB_RUN_DIR": str(tmp_path / "run"), "SEGLIB_CACHE": str(tmp_path / "cache"),
+           "SEGLIB_COMPILE_CACHE": str(tmp_path / "compile-cache"), "JAX_PLATFORMS": "cpu",
+           "PATH": f"{vpy.parent}:{os.environ['PATH']}"}
+    started = time.perf_counter()
+    done = subprocess.run([*offline("bash", ROOT / "benchmarks" / "gpu_full_run.sh", tmp_path / "kit", out)],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=1500)
+    print(f"gpu_full_run.sh (quick, CPU, offline): {time.perf_counter() - started:.0f} s")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["hyperparameter-optimization.md", "report.tar.gz", "run.log", "timings.json"] and len(files) <= 8
+    timings = json.loads((out / "timings.json").read_text())
+    assert timings["hyperband"]["finished"] and timings["random"]["finished"]
+    assert set(timings["notebook_seconds"]) == {"01_data", "02_baseline", "03_hyperband_hpo", "04_report"}
+    search = json.loads((tmp_path / "run" / "hpo" / "trials.json").read_text())["summary"]
+    assert (search["engine"], search["finished"]) == ("local", True)
+    assert "| Keras backend | jax |" in (out / "hyperparameter-optimization.md").read_text()
