@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[dev]"
-	$(BIN)/python -m pip install -q --no-deps "patchify==0.2.3"
+	$(BIN)/python -m pip install -q --no-deps "nni==3.0" "patchify==0.2.3"
 	touch $@
 
 test: setup

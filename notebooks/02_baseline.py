@@ -21,28 +21,32 @@
 # Trains the U-Net with the profile's initial hyperparameters (the original's: batch size 16,
 # learning rate 0.007, ReLU) on the split from `01_data`, then evaluates it on the training,
 # validation and held-out test patches. Writes `baseline/` (model, metrics, sample predictions),
-# which the report compares with the tuned model.
-
-# %%
-# Colab only: install seglib, keeping Colab's numpy 2 (outside Colab this does nothing).
-import shlex, subprocess, sys
-
-if "google.colab" in sys.modules:
-    for command in [
-        'pip install -q "seglib[colab] @ git+https://github.com/YOUR-GITHUB-USER/seglib.git@main"',
-        'pip install -q --no-deps patchify==0.2.3',
-    ]:
-        subprocess.run([sys.executable, "-m", *shlex.split(command)], check=True)
+# which the report compares with the tuned model. Interrupted, it continues from its last
+# epoch when run again.
 
 # %% tags=["parameters"]
-OUT_DIR = "runs/quick"  # the run folder that 01_data wrote
-MOUNT_DRIVE = False  # Colab: mount Google Drive at /content/drive
+PROFILE = "quick"  # the run's profile: "quick" (CPU, minutes) or "full" (the original's settings, for a GPU)
+OUT_DIR = None  # the run folder; None: MyDrive/seglib/runs/<PROFILE> in Colab, runs/<PROFILE> elsewhere
+SEGLIB_SOURCE = "git+https://github.com/YOUR-GITHUB-USER/seglib.git@main"  # Colab: a git URL, or a wheel or checkout on Drive
+
+# %%
+# Colab only: install seglib from SEGLIB_SOURCE, changing none of Colab's packages (no restart).
+import importlib.util, subprocess, sys
+
+if "google.colab" in sys.modules and importlib.util.find_spec("seglib") is None:
+    if SEGLIB_SOURCE.startswith("/content/drive"):
+        from google.colab import drive
+        drive.mount("/content/drive")
+    source = SEGLIB_SOURCE if "://" in SEGLIB_SOURCE else "file://" + SEGLIB_SOURCE
+    pip = [sys.executable, "-m", "pip", "install", "-q"]
+    subprocess.run([*pip, f"seglib[colab] @ {source}"], check=True)
+    subprocess.run([*pip, '--no-deps', 'nni==3.0', 'patchify==0.2.3'], check=True)
 
 # %%
 from seglib import colab, pipeline
 from seglib.report import display
 
-colab.setup(mount=MOUNT_DRIVE)
+OUT_DIR, _ = colab.setup(OUT_DIR, PROFILE)
 run = pipeline.open_run(OUT_DIR)
 print(run.label)
 run.settings.hyperparameters()

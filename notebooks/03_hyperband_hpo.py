@@ -22,33 +22,36 @@
 # promoted configuration resumes from its checkpoint of the previous rung. The engine is the
 # run's `engine` setting: NNI (trial processes, web UI) or `local` (in this kernel). Then random
 # search gets exactly the epochs HyperBand spent, and the best configuration is retrained like
-# the baseline. Writes `hpo/`, `random/` and `tuned/`; run again after an interruption, it
-# continues where it stopped.
+# the baseline. Writes `hpo/`, `random/` and `tuned/`; run again after an interruption (a
+# Colab disconnect included), it continues where it stopped.
 #
 # **The NNI web UI has no authentication: never expose it to the internet.** In Colab it is shown
 # through Colab's own authenticated proxy; on a server use `ssh -L 8080:localhost:8080`.
 
-# %%
-# Colab only: install seglib, keeping Colab's numpy 2 (outside Colab this does nothing).
-import shlex, subprocess, sys
-
-if "google.colab" in sys.modules:
-    for command in [
-        'pip install -q "seglib[colab] @ git+https://github.com/YOUR-GITHUB-USER/seglib.git@main"',
-        'pip install -q --no-deps patchify==0.2.3',
-    ]:
-        subprocess.run([sys.executable, "-m", *shlex.split(command)], check=True)
-
 # %% tags=["parameters"]
-OUT_DIR = "runs/quick"  # the run folder that 01_data wrote
+PROFILE = "quick"  # the run's profile: "quick" (CPU, minutes) or "full" (the original's settings, for a GPU)
+OUT_DIR = None  # the run folder; None: MyDrive/seglib/runs/<PROFILE> in Colab, runs/<PROFILE> elsewhere
 RANDOM_SEARCH = True  # also run random search at HyperBand's epochs (for the report)
-MOUNT_DRIVE = False  # Colab: mount Google Drive at /content/drive
+SEGLIB_SOURCE = "git+https://github.com/YOUR-GITHUB-USER/seglib.git@main"  # Colab: a git URL, or a wheel or checkout on Drive
+
+# %%
+# Colab only: install seglib from SEGLIB_SOURCE, changing none of Colab's packages (no restart).
+import importlib.util, subprocess, sys
+
+if "google.colab" in sys.modules and importlib.util.find_spec("seglib") is None:
+    if SEGLIB_SOURCE.startswith("/content/drive"):
+        from google.colab import drive
+        drive.mount("/content/drive")
+    source = SEGLIB_SOURCE if "://" in SEGLIB_SOURCE else "file://" + SEGLIB_SOURCE
+    pip = [sys.executable, "-m", "pip", "install", "-q"]
+    subprocess.run([*pip, f"seglib[colab] @ {source}"], check=True)
+    subprocess.run([*pip, '--no-deps', 'nni==3.0', 'patchify==0.2.3'], check=True)
 
 # %%
 from seglib import colab, pipeline
 from seglib.report import display
 
-colab.setup(mount=MOUNT_DRIVE)
+OUT_DIR, _ = colab.setup(OUT_DIR, PROFILE)
 run = pipeline.open_run(OUT_DIR)
 print(run.label)
 display.schedule_table(run.settings)

@@ -20,30 +20,33 @@
 #
 # Writes `hyperparameter-optimization.md` and its figures from the run folder's artefacts only:
 # HyperBand explained with this run's own schedule and trials, every section of the seed report,
-# per-class IoU on held-out tiles, HyperBand against random search at equal epochs, the compute spent and a stamp
-# of data, profile, backend and hardware.
-
-# %%
-# Colab only: install seglib, keeping Colab's numpy 2 (outside Colab this does nothing).
-import shlex, subprocess, sys
-
-if "google.colab" in sys.modules:
-    for command in [
-        'pip install -q "seglib[colab] @ git+https://github.com/YOUR-GITHUB-USER/seglib.git@main"',
-        'pip install -q --no-deps patchify==0.2.3',
-    ]:
-        subprocess.run([sys.executable, "-m", *shlex.split(command)], check=True)
+# per-class IoU on held-out tiles, whole held-out images segmented, HyperBand against random
+# search at equal epochs, the compute spent and a stamp of data, profile, backend and hardware.
 
 # %% tags=["parameters"]
-OUT_DIR = "runs/quick"  # the run folder that notebooks 01-03 wrote
+PROFILE = "quick"  # the run's profile: "quick" (CPU, minutes) or "full" (the original's settings, for a GPU)
+OUT_DIR = None  # the run folder; None: MyDrive/seglib/runs/<PROFILE> in Colab, runs/<PROFILE> elsewhere
 DOCS_DIR = None  # where the report goes; None: OUT_DIR/docs ("docs" rewrites the committed one)
-MOUNT_DRIVE = False  # Colab: mount Google Drive at /content/drive
+SEGLIB_SOURCE = "git+https://github.com/YOUR-GITHUB-USER/seglib.git@main"  # Colab: a git URL, or a wheel or checkout on Drive
+
+# %%
+# Colab only: install seglib from SEGLIB_SOURCE, changing none of Colab's packages (no restart).
+import importlib.util, subprocess, sys
+
+if "google.colab" in sys.modules and importlib.util.find_spec("seglib") is None:
+    if SEGLIB_SOURCE.startswith("/content/drive"):
+        from google.colab import drive
+        drive.mount("/content/drive")
+    source = SEGLIB_SOURCE if "://" in SEGLIB_SOURCE else "file://" + SEGLIB_SOURCE
+    pip = [sys.executable, "-m", "pip", "install", "-q"]
+    subprocess.run([*pip, f"seglib[colab] @ {source}"], check=True)
+    subprocess.run([*pip, '--no-deps', 'nni==3.0', 'patchify==0.2.3'], check=True)
 
 # %%
 from seglib import colab, report
 from seglib.report import display
 
-colab.setup(mount=MOUNT_DRIVE)
+OUT_DIR, _ = colab.setup(OUT_DIR, PROFILE)
 path = report.write_report(OUT_DIR, DOCS_DIR)
 print(f"report written to {path}")
 

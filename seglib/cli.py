@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import errno
 import os
 import shlex
 import signal
@@ -247,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _message(error: Exception) -> str:
     """One line (or a few, for a tuner's own traceback) for an error a user can act on."""
+    if isinstance(error, OSError) and error.errno in errno.errorcode and errno.errorcode[error.errno] not in str(error):
+        return f"{error} ({errno.errorcode[error.errno]})"
     if isinstance(error, (OSError, ValueError, RuntimeError, LookupError)):
         return str(error) or type(error).__name__
     return f"unexpected {type(error).__name__}: {error} (run with --debug for the traceback)"

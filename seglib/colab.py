@@ -1,9 +1,12 @@
-"""Google Colab set-up: install command, GPU check, Drive mount, Kaggle download.
+"""Google Colab set-up: install cell, GPU check, the run folder on Drive, Kaggle download.
 
-Everything here is a no-op outside Colab except the explicit Kaggle download, so the
-notebooks run unchanged under papermill on a plain machine. Kaggle credentials are read
-from Colab secrets or environment variables into this process's environment only: they
-are never written to disk, printed or logged.
+In Colab every notebook runs in a runtime of its own, so the run folder lives on Google
+Drive (``MyDrive/seglib/runs/<profile>`` unless ``OUT_DIR`` says otherwise): 02-04 find what
+01 left there, and a disconnected search continues from it. The Kaggle dataset is downloaded
+to Drive once and reused by later runtimes. Outside Colab the run folder is
+``runs/<profile>`` and nothing else changes. Kaggle credentials are read from Colab secrets
+or environment variables into this process's environment only: never written, printed or
+logged.
 """
 
 from __future__ import annotations
@@ -19,12 +22,15 @@ REPOSITORY_URL = "https://github.com/YOUR-GITHUB-USER/seglib"
 REPOSITORY_BRANCH = "main"
 GIT_SOURCE = f"git+{REPOSITORY_URL}.git@{REPOSITORY_BRANCH}"
 PATCHIFY_REQUIREMENT = "patchify==0.2.3"
+NNI_REQUIREMENT = "nni==3.0"
 
 KAGGLE_DATASET = "humansintheloop/semantic-segmentation-of-aerial-imagery"
 KAGGLE_FOLDER = "Semantic segmentation dataset"
 KAGGLE_DATA = "kaggle"  # the DATA parameter value that asks for a Kaggle download
 KAGGLE_SECRETS = ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN")
-DRIVE_MOUNT = "/content/drive"
+COLAB_DRIVE = "/content/drive"  # where Colab mounts Google Drive
+DRIVE_MOUNT = os.environ.get("SEGLIB_DRIVE_MOUNT", COLAB_DRIVE)  # the Colab emulation test's stand-in is elsewhere
+DRIVE_FOLDER = "seglib"  # under MyDrive: runs/<profile>/ and the Kaggle download
 
 
 def in_colab() -> bool:
@@ -45,38 +51,43 @@ def badge(notebook: str) -> str:
 
 
 def install_commands(source: str = GIT_SOURCE) -> list[str]:
-    """The pip commands that install seglib from ``source`` without downgrading numpy.
+    """The pip commands that install seglib from ``source`` and change none of Colab's packages.
 
-    patchify 0.2.3 declares ``numpy<2`` but works with numpy 2; installed normally it would
-    downgrade numpy under Colab's running kernel, so it goes in separately with --no-deps.
+    nni 3.0 and patchify 0.2.3 go in with --no-deps: nni pins typeguard<4.1.3 and
+    filelock<3.12 and patchify declares numpy<2, so a normal install would downgrade three
+    packages under Colab's running kernel (docs/colab.md). seglib declares what they need.
     """
     return [
         f'pip install -q "seglib[colab] @ {source}"',
-        f"pip install -q --no-deps {PATCHIFY_REQUIREMENT}",
+        f"pip install -q --no-deps {NNI_REQUIREMENT} {PATCHIFY_REQUIREMENT}",
     ]
 
 
 def local_source(checkout: str | os.PathLike) -> str:
-    """A pip direct-reference source for a local checkout (what tests install instead of git)."""
+    """A pip direct-reference source for a local checkout or wheel (``file://...``)."""
     return Path(checkout).resolve().as_uri()
 
 
-def install_cell(source: str = GIT_SOURCE) -> str:
-    """The notebooks' first code cell: in Colab only, run :func:`install_commands` verbatim.
+def install_cell() -> str:
+    """The notebooks' install cell (right after the parameters): in Colab, install seglib once.
 
-    It cannot import seglib (seglib is what it installs), so the commands are spelled out;
-    tests check that every notebook's cell equals this text and run it in a fresh venv.
+    ``SEGLIB_SOURCE`` (a parameter) says where from: this repository on GitHub, or a wheel or
+    a checkout on Google Drive (mounted first). It cannot import seglib, so the commands are
+    spelled out; tests check that every notebook's cell equals this text and run it.
     """
-    commands = ",\n        ".join(repr(command) for command in install_commands(source))
+    no_deps = install_commands()[1].split()[3:]  # after "pip install -q"
     return (
-        "# Colab only: install seglib, keeping Colab's numpy 2 (outside Colab this does nothing).\n"
-        "import shlex, subprocess, sys\n"
+        "# Colab only: install seglib from SEGLIB_SOURCE, changing none of Colab's packages (no restart).\n"
+        "import importlib.util, subprocess, sys\n"
         "\n"
-        'if "google.colab" in sys.modules:\n'
-        "    for command in [\n"
-        f"        {commands},\n"
-        "    ]:\n"
-        '        subprocess.run([sys.executable, "-m", *shlex.split(command)], check=True)'
+        'if "google.colab" in sys.modules and importlib.util.find_spec("seglib") is None:\n'
+        f'    if SEGLIB_SOURCE.startswith("{COLAB_DRIVE}"):\n'
+        "        from google.colab import drive\n"
+        f'        drive.mount("{COLAB_DRIVE}")\n'
+        '    source = SEGLIB_SOURCE if "://" in SEGLIB_SOURCE else "file://" + SEGLIB_SOURCE\n'
+        '    pip = [sys.executable, "-m", "pip", "install", "-q"]\n'
+        '    subprocess.run([*pip, f"seglib[colab] @ {source}"], check=True)\n'
+        f"    subprocess.run([*pip, {', '.join(repr(a) for a in no_deps)}], check=True)"
     )
 
 
@@ -90,12 +101,31 @@ def check_gpu() -> str | None:
     return name
 
 
-def mount_drive(mount_point: str = DRIVE_MOUNT) -> Path:
-    """Mount Google Drive (Colab only), so data and experiments outlive the runtime."""
+def mount_drive(mount_point: str | None = None) -> Path:
+    """Mount Google Drive (Colab only), so data and runs outlive the runtime; return MyDrive."""
     from google.colab import drive  # only importable inside Colab
 
-    drive.mount(mount_point)
-    return Path(mount_point) / "MyDrive"
+    mount_point = mount_point or DRIVE_MOUNT
+    my_drive = Path(mount_point) / "MyDrive"
+    if not my_drive.is_dir():
+        try:
+            drive.mount(mount_point)
+        except Exception as error:  # refused access, or no Drive in this runtime
+            raise RuntimeError(
+                f"Google Drive is not mounted ({error}): allow this notebook to access your Drive when asked, "
+                "or set OUT_DIR to a folder under /content (it goes when the runtime ends, and later notebooks, "
+                "each in a runtime of its own, will not find it)"
+            ) from None
+    return my_drive
+
+
+def run_folder(out_dir: str | None, profile: str) -> str:
+    """``out_dir``, or the profile's default: on Drive in Colab, ``runs/<profile>`` elsewhere."""
+    if out_dir is not None:
+        return str(out_dir)
+    if in_colab():
+        return str(Path(DRIVE_MOUNT) / "MyDrive" / DRIVE_FOLDER / "runs" / profile)
+    return str(Path("runs") / profile)
 
 
 def load_kaggle_credentials() -> list[str]:
@@ -123,28 +153,38 @@ def load_kaggle_credentials() -> list[str]:
 
 
 def download_dataset() -> Path:
-    """Download the Kaggle dataset with kagglehub (cached) and return its dataset folder."""
+    """Download the Kaggle dataset with kagglehub (to Drive in Colab, once) and return its folder."""
     try:
         import kagglehub
     except ImportError:
         raise ImportError("kagglehub is needed to download the dataset: pip install 'seglib[colab]'") from None
+    if in_colab():  # kagglehub's cache on Drive: a later runtime finds the files there
+        os.environ.setdefault("KAGGLEHUB_CACHE", str(mount_drive() / DRIVE_FOLDER / "kaggle"))
     names = load_kaggle_credentials()
     print(f"Kaggle credentials from: {', '.join(names) if names else 'none (public download)'}")
-    root = Path(kagglehub.dataset_download(KAGGLE_DATASET))
+    try:
+        root = Path(kagglehub.dataset_download(KAGGLE_DATASET))
+    except Exception as error:
+        raise RuntimeError(
+            f"the Kaggle download of {KAGGLE_DATASET} failed ({type(error).__name__}: {error}). Add KAGGLE_USERNAME "
+            "and KAGGLE_KEY as Colab secrets (the key icon on the left; give this notebook access), or put the "
+            f"dataset's '{KAGGLE_FOLDER}' folder on Drive and set DATA to it"
+        ) from None
     folder = root / KAGGLE_FOLDER
     return folder if folder.is_dir() else root
 
 
-def setup(data: str | None = None, mount: bool = False) -> str | None:
-    """The notebooks' set-up: in Colab check the GPU and mount Drive; fetch Kaggle data if asked.
+def setup(out_dir: str | None = None, profile: str = "quick", data: str | None = None) -> tuple[str, str | None]:
+    """The notebooks' set-up: the run folder and the data path to use.
 
-    Returns the data path to use: ``data`` unchanged, or the downloaded folder when ``data``
-    is ``"kaggle"``. Outside Colab only that download can happen.
+    In Colab: say which GPU this runtime has (or how to get one), and mount Drive when the
+    run folder is on it. ``data`` "kaggle" downloads the dataset (to Drive in Colab).
     """
+    out_dir = run_folder(out_dir, profile)
     if in_colab():
         check_gpu()
-        if mount:
+        if out_dir.startswith(DRIVE_MOUNT) or (data or "").startswith(DRIVE_MOUNT):
             mount_drive()
     if data == KAGGLE_DATA:
-        return str(download_dataset())
-    return data
+        data = str(download_dataset())
+    return out_dir, data

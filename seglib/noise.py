@@ -2,8 +2,10 @@
 
 TensorFlow 2.20+ writes its C++ start-up lines (oneDNN, CUDA probing on CPU machines, absl's
 "before InitializeLog" notice) straight to file descriptor 2 before any of its logging
-settings apply, and ipykernel warns on every kernel start that it runs over local TCP (as
-every Jupyter kernel does; the ports are bound to 127.0.0.1). :func:`quiet_stderr` passes
+settings apply, and warns each time a search's next trial traces its prediction step for a
+new batch shape (expected: every trial has its own batch size); ipykernel warns on every
+kernel start that it runs over local TCP (as every Jupyter kernel does; the ports are bound
+to 127.0.0.1). :func:`quiet_stderr` passes
 the process's descriptor 2 through a filter that drops exactly these lines; everything else
 (tracebacks, warnings of ours, errors) is written unchanged. ``SEGLIB_VERBOSE=1`` turns it off.
 Imports nothing of seglib.
@@ -22,7 +24,8 @@ NOISE = re.compile(
     r"|E\d{4} [\d:. ]+\d+ cuda_(platform|executor|driver)\.cc:\d+\] failed call to cuInit"
     r"|To enable the following instructions: .* in other operations, rebuild TensorFlow"
     r"|\[IPKernelApp\] WARNING \| Kernel is running over TCP without encryption"
-    r"|oneDNN custom operations are on)"
+    r"|oneDNN custom operations are on"
+    r"|WARNING:tensorflow:\d+ out of the last \d+ calls to .* triggered tf\.function retracing)"
 )
 _installed = False
 

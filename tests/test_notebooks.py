@@ -62,8 +62,13 @@ def test_one_upper_case_parameters_cell(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_first_code_cell_is_the_colab_install_cell(name):
-    assert code_cells(name)[0].source.strip() == colab.install_cell().strip()
+def test_the_parameters_then_the_colab_install_cell_come_first(name):
+    """One install setting, SEGLIB_SOURCE, a parameter: Colab users edit it, papermill sets it."""
+    parameters, install = code_cells(name)[:2]
+    assert "parameters" in parameters.metadata.get("tags", ())
+    assert f'SEGLIB_SOURCE = "{colab.GIT_SOURCE}"' in parameters.source
+    assert {"PROFILE", "OUT_DIR", "SEGLIB_SOURCE"} <= set(re.findall(r"^([A-Z_]+) =", parameters.source, re.M))
+    assert install.source.strip() == colab.install_cell().strip()
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -75,17 +80,17 @@ def test_cells_are_thin_and_badge_present(name):
     assert colab.badge(name) in nb.cells[0].source
 
 
-def test_install_commands_keep_numpy_and_install_patchify_without_deps():
-    install, patchify = colab.install_commands("git+https://example.org/seglib.git")
+def test_install_commands_keep_numpy_and_install_nni_and_patchify_without_deps():
+    install, no_deps = colab.install_commands("git+https://example.org/seglib.git")
     assert install == 'pip install -q "seglib[colab] @ git+https://example.org/seglib.git"'
-    assert patchify == "pip install -q --no-deps patchify==0.2.3"
+    assert no_deps == "pip install -q --no-deps nni==3.0 patchify==0.2.3"
     assert "YOUR-GITHUB-USER" in colab.REPOSITORY_URL, "placeholder URL: change it in one place, seglib/colab.py"
 
 
 def test_setup_outside_colab_changes_nothing():
     assert not colab.in_colab()
-    assert colab.setup(None) is None
-    assert colab.setup("/some/data", mount=True) == "/some/data"
+    assert colab.setup(None, "quick") == ("runs/quick", None)
+    assert colab.setup("/runs/mine", "full", "/some/data") == ("/runs/mine", "/some/data")
 
 
 IMAGE_LINK = re.compile(r"!\[[^\]]*\]\(([^)]+)\)")

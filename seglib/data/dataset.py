@@ -440,9 +440,11 @@ def _fill(plan: _Plan, patch_size: int, images: np.ndarray, labels: np.ndarray) 
     return colours
 
 
-def _log_findings(patches: Patches) -> None:
+def _log_findings(patches: Patches, embedded: bool) -> None:
+    """Say what the preparation found; the embedded dataset's black blotch is there on purpose
+    (it mimics the real Tile 8's), so it is noted, not warned about."""
     for line in patches.off_palette_lines():
-        log.warning(line)
+        log.log(logging.INFO if embedded else logging.WARNING, line)
     for line in patches.skipped:
         log.warning("skipped %s", line)
 
@@ -467,7 +469,8 @@ def prepare(
     start = time.perf_counter()
     if patch_size < 1:
         raise ValueError(f"patch_size must be a positive number of pixels, found {patch_size}")
-    if root is None:
+    embedded = root is None
+    if embedded:
         from seglib.data.embedded import embedded_dataset
 
         root = embedded_dataset(cache_dir=cache_dir)
@@ -508,7 +511,7 @@ def prepare(
         if tmp is not None:
             patch_cache.remove(tmp)
     patches.seconds = time.perf_counter() - start
-    _log_findings(patches)
+    _log_findings(patches, embedded)
     return patches
 
 

@@ -55,6 +55,7 @@ PARAMETER_KEY = "PARAMETER_ID"  # which job of the search state
 PENALTY_LOSS = 100.0  # reported for a diverged trial: above any real Dice + focal loss
 MAX_LOST = 3  # a pair whose trial process died this often without a word is FAILED
 MANAGER_POLL_SECONDS = 2.0
+LOST_GRACE_SECONDS = 20.0  # after its manager is gone, a trial records itself and exits within this
 # Why a trial failed: its own configuration ("trial"), or the machine ("environment").
 TRIAL_CAUSE, ENVIRONMENT_CAUSE = "trial", "environment"
 ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.ENOMEM}
@@ -558,10 +559,17 @@ def _summary_line(record: dict) -> str:
 
 
 def _lost_manager() -> None:
-    """The manager died: exit now (the resumed search reruns this pair from its checkpoint)."""
+    """The manager died: stop the trial as Ctrl-C would, so it records itself INTERRUPTED (the
+    resumed search reruns the pair from its last epoch's checkpoint); exit anyway after a grace
+    period if the main thread is stuck in a long native call."""
+    import _thread
+
     sys.stderr.write("seglib trial: the NNI manager is gone; stopping this trial\n")
     sys.stderr.flush()
-    os._exit(3)
+    _thread.interrupt_main()
+    timer = threading.Timer(LOST_GRACE_SECONDS, os._exit, args=(3,))
+    timer.daemon = True
+    timer.start()
 
 
 def _process_start_time() -> float:

@@ -58,7 +58,7 @@ def run(paths: ExperimentPaths, record: dict, show=None, timeout: float | None =
             search.save(paths.state_file)
             if isinstance(error, (KeyboardInterrupt, Interrupted)) or not isinstance(error, Exception):
                 raise
-            log.warning("trial %s-b%03d failed: %s", job["config_id"], job["budget"], error)
+            log.info("trial %s-b%03d failed: %s", job["config_id"], job["budget"], error)  # the progress line counts it
         else:
             settle(search, job["parameter_id"], record)
             search.save(paths.state_file)

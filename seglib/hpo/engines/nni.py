@@ -117,6 +117,7 @@ def build_config(paths: ExperimentPaths, record: dict, training_service=None, nn
 
 
 def _create(paths, record, port, training_service, nni_manager_ip) -> "NNIExperiment":
+    require_nni()
     from nni.experiment import Experiment
 
     config = build_config(paths, record, training_service, nni_manager_ip)
@@ -150,6 +151,9 @@ def _reopen(paths, record, port, action: str) -> "NNIExperiment":
 
 def _launch(experiment: "NNIExperiment", nni_experiment, port: int, action: str) -> None:
     """Start NNI's manager for ``action`` (create/resume/view), bound to localhost when local."""
+    from seglib.hpo.engines.nni_compat import patch_nni_file_lock
+
+    patch_nni_file_lock()  # NNI 3.0's experiment-list lock hangs with filelock >= 3.12
     nni_experiment._action = action
     experiment.started = time.time()
     local = experiment.record["nni"]["platform"] == "local"
@@ -172,6 +176,15 @@ def _launch(experiment: "NNIExperiment", nni_experiment, port: int, action: str)
     experiment.record["sessions"].append({"action": action, "time": experiment.started, "port": port, "engine": "nni"})
     write_json(experiment.paths.experiment_file, experiment.record)
     log.info("NNI %s: experiment %s, web UI on %s (localhost only: see docs/hpo.md)", action, experiment.id, experiment.url)
+
+
+def require_nni() -> None:
+    """NNI, or a message saying how to get it (it is installed apart: see pyproject.toml)."""
+    try:
+        import nni  # noqa: F401
+    except ImportError:
+        raise ImportError("the nni engine needs NNI 3.0: `pip install --no-deps nni==3.0` (its requirements come "
+                          "with seglib), or use the in-process engine: --engine local / -p engine=local") from None
 
 
 def free_port(start: int = DEFAULT_PORT, tries: int = 200) -> int:
