@@ -22,8 +22,9 @@
 # promoted configuration resumes from its checkpoint of the previous rung. The engine is the
 # run's `engine` setting: NNI (trial processes, web UI) or `local` (in this kernel). Then random
 # search gets exactly the epochs HyperBand spent, and the best configuration is retrained like
-# the baseline. Writes `hpo/`, `random/` and `tuned/`; run again after an interruption (a
-# Colab disconnect included), it continues where it stopped.
+# the baseline and segments the held-out tiles' whole images. Writes `hpo/`, `random/` and
+# `tuned/`; run again after an interruption (a Colab disconnect included), it continues where
+# it stopped.
 #
 # **The NNI web UI has no authentication: never expose it to the internet.** In Colab it is shown
 # through Colab's own authenticated proxy; on a server use `ssh -L 8080:localhost:8080`.
@@ -78,3 +79,14 @@ if RANDOM_SEARCH:
 tuned = pipeline.train_tuned(run)
 print(tuned.params)
 display.metrics_table(tuned)
+
+# %% [markdown]
+# ## Whole held-out images
+#
+# The tuned model segments every image of the held-out tiles at its full size (`seglib
+# predict`): non-overlapping windows, blended windows, and blended windows averaged over the 8
+# flips and rotations; IoU per class for each, for the report.
+
+# %%
+whole = pipeline.segment_held_out(run)
+display.whole_images(whole)

@@ -184,6 +184,14 @@ class RunPaths:
     def checkpoints(self, name: str) -> Path:
         return self.model_dir(name) / "checkpoints"
 
+    def whole_images(self, name: str) -> Path:
+        """Whole held-out images segmented by the model ``name``: scores per tiling mode."""
+        return self.model_dir(name) / "whole_images.json"
+
+    def whole_images_samples(self, name: str) -> Path:
+        """A few of those images with their masks and predictions, for the report's figure."""
+        return self.model_dir(name) / "whole_images.npz"
+
     def search(self, tuner: str) -> Path:
         """The experiment folder of ``tuner`` ("hyperband" or "random")."""
         return self.root / SEARCH_FOLDERS[tuner]
@@ -389,7 +397,6 @@ class ModelRecord:
     val: dict | None = None
     test: dict | None = None
     pr_curve: dict | None = None
-    whole_images: dict | None = None  # whole held-out images, per tiling mode (seglib.predict)
 
 
 def write_model_record(path, record: ModelRecord) -> Path:

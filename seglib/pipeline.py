@@ -15,8 +15,8 @@ from pathlib import Path
 
 import seglib
 from seglib.artifacts import (
-    ArtifactMissing, Experiment, ModelRecord, Run, RunPaths, read_experiment, read_model_record, read_run,
-    write_json, write_run,
+    ArtifactMissing, Experiment, ModelRecord, Run, RunPaths, atomic_write, read_experiment, read_json,
+    read_model_record, read_run, write_json, write_run,
 )
 from seglib.data import Arrays, load_split, make_split, prepare, save_split, split_class_shares
 from seglib.palette import CLASS_NAMES
@@ -176,3 +176,60 @@ def run_search(run: Run, tuner: str = "hyperband") -> Experiment:
         max_epochs = read_experiment(run.paths.search("hyperband")).summary.epochs_trained
     return hpo.run(run.paths.search(tuner), run.settings, tuner, resume="auto", split_file=run.paths.split_file,
                    max_epochs=max_epochs, show=live_progress())
+
+
+# ---------------------------------------------------------------------------------------------
+# 03: whole held-out images
+
+WHOLE_IMAGE_FIGURES = 3  # images shown whole in the report (all of them are scored)
+FIGURE_SIDE = 480  # pixels: the longest side of an image as the report shows it
+
+
+def segment_held_out(run: Run, name: str = "tuned") -> dict | None:
+    """Segment the held-out tiles' whole images with the model ``name``; score each tiling mode.
+
+    Whole images, not patches: every image of the test tiles, at its full size, through
+    ``seglib.predict`` with non-overlapping windows, blended windows, and blended windows
+    averaged over the 8 flips and rotations; IoU per class and mean, pooled over the images.
+    Writes ``name/whole_images.json`` and a few images for the report's figure. Only a
+    ``tiles`` split holds whole images out (the original's random split holds out none): for
+    another split it says so and returns None.
+    """
+    import numpy as np
+
+    from seglib import predict
+    from seglib.data import find_pairs
+    from seglib.train import load_model
+
+    paths = run.paths
+    if run.settings.split != "tiles":
+        print(f"split {run.settings.split!r} holds no whole image out (every image gave training patches): "
+              "whole-image scores need split='tiles'")
+        return None
+    if paths.whole_images(name).is_file():
+        return read_json(paths.whole_images(name))
+    all_patches = patches(run)
+    held_out = set(all_patches.tile_of_patch[load_split(paths.split_file)["test"]])
+    pairs = [pair for pair in find_pairs(all_patches.root) if pair.tile in held_out]
+    model = load_model(paths.model_file(name), compile=False)
+    scores = predict.score_whole_images(model, pairs)
+    shown = pairs[:WHOLE_IMAGE_FIGURES]
+    figure = {}
+    for k, pair in enumerate(shown):
+        for part, array in predict.figure_arrays(model, pair.image, pair.mask).items():
+            figure[f"{part}_{k}"] = _thumbnail(array)
+    record = {"modes": scores, "images": [str(pair.image) for pair in pairs], "tiles": sorted(held_out),
+              "shown": [str(pair.image) for pair in shown]}
+    atomic_write(paths.whole_images_samples(name), lambda tmp: np.savez_compressed(tmp, **figure))
+    write_json(paths.whole_images(name), record)
+    return record
+
+
+def _thumbnail(array):
+    """``array`` (RGB uint8) no larger than FIGURE_SIDE on its longest side (nearest: masks stay exact colours)."""
+    import numpy as np
+    from PIL import Image
+
+    image = Image.fromarray(array)
+    image.thumbnail((FIGURE_SIDE, FIGURE_SIDE), Image.NEAREST)
+    return np.asarray(image)

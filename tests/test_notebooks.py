@@ -117,3 +117,5 @@ def test_quick_pipeline_runs_all_four_notebooks_headless(tmp_path):
     trials = json.loads((out / "hpo" / "trials.json").read_text())
     assert len(trials["trials"]) > 0
     assert "embedded default dataset" in text and "profile: quick" in text
+    whole = json.loads((out / "tuned" / "whole_images.json").read_text())
+    assert f"**{fmt(whole['modes']['blend']['mean_iou'])}**" in text  # whole held-out images, scored

@@ -93,6 +93,13 @@ def fake_run(tmp_path_factory) -> Path:
         params = {"batch_size": 16, "learning_rate": 0.007, "activation": "relu"}
         write_model_record(run.paths.metrics_file(name), fake_record(params, 4, loss0, rng))
         fake_samples(run.paths.samples_file(name), rng)
+    whole = {"modes": {m: {"per_class_iou": [0.5, 0.8, 0.4, 0.6, 0.7, None], "mean_iou": 0.6 + k / 100, "seconds": 1.0 + k,
+                           "confusion": np.eye(6, dtype=int).tolist(), "images": 3}
+                       for k, m in enumerate(("tiles", "blend", "blend+tta"))},
+             "images": ["Tile 6/images/a.jpg"] * 3, "tiles": ["Tile 6"], "shown": ["Tile 6/images/a.jpg"]}
+    write_json(run.paths.whole_images("tuned"), whole)
+    np.savez(run.paths.whole_images_samples("tuned"),
+             **{f"{part}_0": rng.integers(0, 255, (20, 30, 3), dtype=np.uint8) for part in ("image", "mask", "prediction")})
     hpo_rows = fake_experiment(run.paths.search("hyperband"), HyperBand(9, 3, seed=1), "hyperband", seed=1, fail_one=True)
     fake_experiment(run.paths.search("random"), RandomSearch(sum(r.epochs_trained for r in hpo_rows), 9, seed=2), "random", seed=2)
     return out
@@ -119,7 +126,7 @@ def test_report_has_every_seed_section_and_the_new_ones(written):
         "## Experiment settings", "## Best Hyperparameters", "## 10 Segmented Images from the Validation Set",
         "## Training and Validation Loss vs. Epochs", "## Precision and Recall Curve", "## Precision and Recall Values",
         "## Per-class IoU on the held-out test set", "## HyperBand against random search at equal epochs", "## Compared with the seed report",
-        "## Compute spent", "## Stamp",
+        "## Compute spent", "## Stamp", "## Whole held-out images",
     ):
         assert heading in text, f"missing section {heading!r}"
     assert "TODO" not in text
@@ -254,3 +261,12 @@ def test_report_reads_the_originals_settings_from_the_settings_module(written):
 
     o = original()
     assert f"R = {o.max_budget}, η = {o.eta}" in written.read_text()
+
+
+def test_whole_image_scores_come_from_their_record(fake_run, written):
+    text = written.read_text()
+    whole = json.loads((fake_run / "tuned" / "whole_images.json").read_text())
+    means = [fmt(whole["modes"][m]["mean_iou"]) for m in ("tiles", "blend", "blend+tta")]
+    assert f"| **mean IoU** | **{means[0]}** | **{means[1]}** | **{means[2]}** |" in text
+    assert "(Tile 6: 3 images)" in text and "images/whole_images.png" in text
+    assert (written.parent / "run" / "tuned" / "whole_images.json").is_file()

@@ -81,3 +81,13 @@ def live_progress():
     except ImportError:
         pass
     return lambda p: print(format_progress(p), flush=True)
+
+
+def whole_images(record: dict | None) -> None:
+    """Print whole-image mean IoU per tiling mode (03_hyperband_hpo)."""
+    if record is None:
+        return
+    modes = record["modes"]
+    print(f"{len(record['images'])} whole images of held-out tiles {', '.join(record['tiles'])}:")
+    for name, scores in modes.items():
+        print(f"  {name:<10} mean IoU {fmt(scores['mean_iou'])}  ({fmt_seconds(scores['seconds'])})")

@@ -243,3 +243,22 @@ def figure_history(record: ModelRecord, path, stamp: str) -> Path:
     path = Path(path)
     save_figure(fig, path, stamp)
     return path
+
+
+def figure_whole_images(samples: dict, path: Path, stamp: str) -> str:
+    """Whole held-out images as rows of image | human mask | prediction (blended windows)."""
+    plt = _pyplot()
+    count = len([k for k in samples if k.startswith("image_")])
+    fig, axes = plt.subplots(count, 3, figsize=(9.6, 3.4 * count), squeeze=False)
+    for row in range(count):
+        for col, (part, title) in enumerate((("image", "image"), ("mask", "mask"), ("prediction", "prediction"))):
+            ax = axes[row][col]
+            ax.imshow(samples[f"{part}_{row}"], interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(title)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=np.array(c) / 255) for c in PALETTE.values()]
+    fig.legend(handles, CLASS_NAMES, loc="lower center", ncol=len(CLASS_NAMES), fontsize=8, bbox_to_anchor=(0.5, 0.0))
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    return save_figure(fig, path, stamp)

@@ -130,8 +130,32 @@ def section_results(run: Run, hpo: Experiment, baseline: ModelRecord, tuned: Mod
     )
 
 
+WHOLE_MODES = {"tiles": "tiles", "blend": "blend", "blend+tta": "blend + 8 flips/rotations"}
+
+
+def section_whole_images(whole: dict | None, figures: dict) -> str:
+    """Whole held-out images segmented three ways (``seglib.pipeline.segment_held_out``)."""
+    if whole is None:
+        return ("\n*Whole held-out images: this run's split holds none out (every image gave training patches); "
+                "a `tiles` split does.*\n")
+    modes = whole["modes"]
+    rows = [[name] + [fmt(modes[m]["per_class_iou"][k]) for m in WHOLE_MODES] for k, name in enumerate(CLASS_NAMES)]
+    rows.append(["**mean IoU**"] + [f"**{fmt(modes[m]['mean_iou'])}**" for m in WHOLE_MODES])
+    rows.append(["seconds"] + [fmt_seconds(modes[m]["seconds"]) for m in WHOLE_MODES])
+    blend, tiles, tta = (modes[m]["mean_iou"] for m in ("blend", "tiles", "blend+tta"))
+    comment = (f"Blended windows {'match or beat' if blend >= tiles else 'score below'} non-overlapping ones "
+               f"(mean IoU {fmt(blend)} against {fmt(tiles)}).")
+    if tta < blend:
+        comment += (f" Averaging over flips and rotations scores lower ({fmt(tta)}): seglib trains without flips or "
+                    "rotations, so seven of the eight views are ones the model never saw.")
+    return render("whole_images", tiles=", ".join(whole["tiles"]), images=len(whole["images"]),
+                  table=table(["class", *WHOLE_MODES.values()], rows),
+                  figure=image(figures["whole_images"], "whole image | mask | prediction") if "whole_images" in figures else "",
+                  comment=comment)
+
+
 def section_beyond(run: Run, data: dict, hpo: Experiment, random: Experiment | None, baseline: ModelRecord,
-                   tuned: ModelRecord, figures: dict) -> str:
+                   tuned: ModelRecord, figures: dict, whole: dict | None = None) -> str:
     """What the seed lacks: IoU on held-out data, HyperBand vs random search, compute, stamp."""
     split = "test" if tuned.test else "val"
     iou_rows = [[name, fmt(b), fmt(t)] for name, b, t in
@@ -160,7 +184,7 @@ def section_beyond(run: Run, data: dict, hpo: Experiment, random: Experiment | N
         "beyond", split_name=SPLIT_NAMES[split], split=data.get("split", run.settings.split),
         split_counts=f"{counts.get('train', '?')} training, {counts.get('val', '?')} validation and {counts.get('test', '?')} test patches",
         held_out_text=held_out, iou_table=table(["class", "baseline IoU", "tuned IoU"], iou_rows),
-        iou_figure=image(figures["iou"], "per-class IoU"), whole_images=figures.get("whole_images_text", ""),
+        iou_figure=image(figures["iou"], "per-class IoU"), whole_images=section_whole_images(whole, figures),
         R=run.settings.max_budget, comparison=comparison,
         comparison_figure=image(figures["comparison"], "HyperBand vs random search"),
         device="GPU" if stamp["hardware"].startswith("GPU") else "CPU", hardware=stamp["hardware"],
