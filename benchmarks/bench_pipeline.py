@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from seglib.pipeline import NOTEBOOKS
+from seglib.run import NOTEBOOKS
 
 
 def notebook_seconds(path: Path) -> float:

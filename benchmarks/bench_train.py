@@ -25,7 +25,7 @@ import time
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=["tensorflow", "jax", "torch"], default="tensorflow")
-    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
     parser.add_argument("--batch", type=int, default=24, help="batch size (the seed's best: 24)")
     parser.add_argument("--patches", type=int, default=1024, help="training patches per epoch")
     parser.add_argument("--epochs", type=int, default=3, help="epochs; throughput is measured after the first")
@@ -33,13 +33,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--base-filters", type=int, default=16)
     parser.add_argument("--depth", type=int, default=4)
     parser.add_argument(
-        "--engine", choices=["auto", "fit", "jax"], default="auto",
+        "--loop", choices=["auto", "fit", "jax"], default="auto",
         help="training loop: Keras fit(), or seglib's device-resident lax.scan loop (JAX only); auto = jax on JAX",
     )
+    parser.add_argument("--pad-batches", choices=["auto", "yes", "no"], default="auto",
+                        help="loop jax: pad batches to a power of two with masked samples (auto: on a GPU)")
     parser.add_argument("--dropout-rng", choices=["keras", "rbg"], default="keras",
                         help="dropout mask generator (rbg = JAX's RngBitGenerator keys)")
     parser.add_argument("--steps-per-execution", type=int, default=None,
-                        help="engine jax: steps per compiled call (1 = one jitted step per batch, "
+                        help="loop jax: steps per compiled call (1 = one jitted step per batch, "
                              "k > 1 = lax.scan over k steps, 0 = the whole epoch in one call; "
                              "default: 0 on a GPU, 1 on the CPU)")
     parser.add_argument("--compile-cache", default=None,
@@ -55,12 +57,15 @@ def main(argv=None) -> dict:
 
     import keras
 
+    from seglib.settings import Settings
     from seglib.train import train
 
     if keras.backend.backend() != args.backend:
         sys.exit(f"bench_train.py: asked for backend {args.backend!r} but keras was already imported with "
                  f"{keras.backend.backend()!r}")
-    engine = args.engine if args.engine != "auto" else ("jax" if args.backend == "jax" else "fit")
+    loop = args.loop if args.loop != "auto" else ("jax" if args.backend == "jax" else "fit")
+    settings = Settings(batch_size=args.batch, base_filters=args.base_filters, depth=args.depth, precision=args.precision,
+                        seed=args.seed, patch_size=args.size)
     rng = np.random.default_rng(args.seed)
     x = rng.random((args.patches, args.size, args.size, 3), dtype=np.float32)
     y = rng.integers(0, 6, size=(args.patches, args.size, args.size), dtype=np.uint8)
@@ -69,9 +74,8 @@ def main(argv=None) -> dict:
     epoch_ends: list[float] = []
     started = time.perf_counter()
     result = train(
-        x, y, epochs=args.epochs, batch_size=args.batch, base_filters=args.base_filters, depth=args.depth,
-        mixed_precision=args.precision == "bf16", verbose=0, seed=args.seed, engine=engine,
-        dropout_rng=args.dropout_rng, steps_per_execution=args.steps_per_execution,
+        x, y, settings=settings, epochs=args.epochs, verbose=0, loop=loop,
+        pad_batches={"auto": None, "yes": True, "no": False}[args.pad_batches], dropout_rng=args.dropout_rng, steps_per_execution=args.steps_per_execution,
         compile_cache_dir=args.compile_cache, on_epoch_end=lambda epoch, logs: epoch_ends.append(time.perf_counter()),
     )
     if result.diverged or not epoch_ends:
@@ -82,7 +86,7 @@ def main(argv=None) -> dict:
     else:
         patches_per_s = trained_per_epoch / first_epoch_s
     record = {
-        "backend": args.backend, "precision": args.precision, "batch": args.batch, "engine": engine,
+        "backend": args.backend, "precision": args.precision, "batch": args.batch, "loop": loop,
         "dropout_rng": args.dropout_rng, "patches": args.patches, "size": args.size, "epochs": args.epochs,
         "parameters": result.model.count_params(), "epoch_seconds": result.history["epoch_seconds"],
         "first_epoch_s": first_epoch_s, "patches_per_s": patches_per_s, "devices": _devices(args.backend),
