@@ -62,8 +62,11 @@ REQUIREMENTS = [
 # Installed with --no-deps: patchify declares numpy<2 but works with numpy 2 (see pyproject.toml).
 NO_DEPS = ["patchify==0.2.3"]
 # seglib requirements the JAX pipeline does not use: never in the kit (TensorFlow alone is
-# ~600 MB; NNI is replaced there by the in-process HPO engine).
-EXCLUDED = {"tensorflow", "nni"}
+# ~600 MB; NNI, installed apart, and the requirements seglib declares for it are replaced
+# there by the in-process search engine).
+NNI_REQUIREMENTS = {"astor", "json-tricks", "nvidia-ml-py", "prettytable", "pythonwebhdfs", "responses", "schema",
+                    "typeguard", "websockets"}
+EXCLUDED = {"tensorflow", "nni"} | NNI_REQUIREMENTS
 
 # The device machine's Python packages, copied from /work/.library/device/KINDS.md, section
 # "Python packages already there" (nvidia-h200, image 'cuda', as read on 2026-11-17).

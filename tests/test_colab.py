@@ -33,7 +33,6 @@ import psutil
 import pytest
 
 from seglib import colab
-from seglib.run import NOTEBOOKS
 
 ROOT = Path(__file__).resolve().parents[1]
 STANDIN = ROOT / "tests" / "colab_standin"

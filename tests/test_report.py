@@ -8,7 +8,6 @@ checks the same properties on a report from a real quick run.
 from __future__ import annotations
 
 import json
-import math
 import re
 from pathlib import Path
 

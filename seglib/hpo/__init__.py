@@ -14,7 +14,8 @@ In a notebook::
 
 from seglib.hpo.export import export, format_progress, progress
 from seglib.hpo.hyperband import Bracket, HyperBand, RandomSearch, Rung, Search, brackets, pass_epochs
-from seglib.hpo.search import TUNERS, SearchHalted, SearchRunning, plan, run, stop
+from seglib.hpo.driver import SearchRunning, stop
+from seglib.hpo.search import TUNERS, SearchHalted, plan, run
 from seglib.hpo.space import DEFAULT_SEARCH_SPACE, search_space
 
 __all__ = [

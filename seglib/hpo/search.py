@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 
 from seglib.artifacts import Experiment, ExperimentPaths, read_experiment, read_json, read_json_or, write_json
-from seglib.hpo.driver import DriverLock, SearchRunning, stop
+from seglib.hpo.driver import DriverLock
 from seglib.hpo.export import export, progress
 from seglib.hpo.hyperband import HyperBand, RandomSearch, brackets, pass_epochs
 from seglib.hpo.space import search_space
