@@ -5,9 +5,10 @@ TensorFlow 2.20+ writes its C++ start-up lines (oneDNN, CUDA probing on CPU mach
 settings apply, and warns each time a search's next trial traces its prediction step for a
 new batch shape (expected: every trial has its own batch size); ipykernel warns on every
 kernel start that it runs over local TCP (as every Jupyter kernel does; the ports are bound
-to 127.0.0.1). :func:`quiet_stderr` passes
-the process's descriptor 2 through a filter that drops exactly these lines; everything else
-(tracebacks, warnings of ours, errors) is written unchanged. ``SEGLIB_VERBOSE=1`` turns it off.
+to 127.0.0.1), and logs an ERROR at every kernel's end because jupyter_client interrupts a
+kernel before asking it to shut down. :func:`quiet_stderr` passes the process's descriptor 2
+through a filter that drops exactly these lines; everything else (tracebacks, warnings of
+ours, errors) is written unchanged. ``SEGLIB_VERBOSE=1`` turns it off.
 Imports nothing of seglib.
 """
 
@@ -24,6 +25,7 @@ NOISE = re.compile(
     r"|E\d{4} [\d:. ]+\d+ cuda_(platform|executor|driver)\.cc:\d+\] failed call to cuInit"
     r"|To enable the following instructions: .* in other operations, rebuild TensorFlow"
     r"|\[IPKernelApp\] WARNING \| Kernel is running over TCP without encryption"
+    r"|\[IPKernelApp\] ERROR \| KeyboardInterrupt caught in kernel\.?$"
     r"|oneDNN custom operations are on"
     r"|WARNING:tensorflow:\d+ out of the last \d+ calls to .* triggered tf\.function retracing)"
 )
