@@ -15,10 +15,6 @@ from keras import layers, ops
 from seglib.palette import NUM_CLASSES
 from seglib.settings import ACTIVATIONS, Settings
 
-# The original's architecture at the original's settings (seglib.settings: one place each).
-_ORIGINAL = Settings()
-
-
 DROPOUT_RNGS = ("keras", "rbg")
 INITIALIZERS = ("he_normal", "glorot_uniform", "zeros")
 
@@ -118,11 +114,11 @@ def _double_conv(x, filters, activation, dropout, seed, index, name, dropout_rng
 
 
 def build_unet(
-    input_shape: tuple[int, int, int] = (_ORIGINAL.patch_size, _ORIGINAL.patch_size, 3),
+    input_shape: tuple[int, int, int] = (Settings.patch_size, Settings.patch_size, 3),
     num_classes: int = NUM_CLASSES,
-    activation: str | None = _ORIGINAL.activation,
-    base_filters: int = _ORIGINAL.base_filters,
-    depth: int = _ORIGINAL.depth,
+    activation: str | None = Settings.activation,
+    base_filters: int = Settings.base_filters,
+    depth: int = Settings.depth,
     dropout: float = 0.2,
     bottleneck_dropout: float = 0.3,
     seed: int | None = None,
@@ -130,6 +126,7 @@ def build_unet(
 ) -> keras.Model:
     """The original U-Net; ``depth`` down-sampling levels, filters doubling from ``base_filters``.
 
+    The defaults are the original's settings (``seglib.settings.Settings``, one place each).
     The softmax head computes in float32 so that mixed precision never feeds bf16/fp16
     probabilities to the loss. ``seed`` fixes the initial weights and the dropout streams.
     ``dropout_rng="rbg"`` draws dropout masks with JAX's RBG generator (see ``RbgDropout``).

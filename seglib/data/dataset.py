@@ -27,6 +27,7 @@ from PIL import Image, UnidentifiedImageError
 
 from seglib.data import cache as patch_cache
 from seglib.palette import CLASS_NAMES, NUM_CLASSES, PALETTE, UNLABELED, hex_colour
+from seglib.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -451,7 +452,7 @@ def _log_findings(patches: Patches, embedded: bool) -> None:
 
 def prepare(
     root: str | os.PathLike | None = None,
-    patch_size: int = 256,
+    patch_size: int = Settings.patch_size,
     *,
     skip_mismatched: bool = False,
     cache_dir: str | os.PathLike | None = None,
