@@ -7,8 +7,10 @@ failing cell stops the run with the notebook, the cell and the error named.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -41,14 +43,16 @@ def find_notebooks_dir(start: Path | None = None) -> Path:
 def ensure_kernel(prefix: Path | None = None) -> str:
     """A Jupyter kernel that runs this interpreter (ipykernel's own installer); returns its name.
 
-    The spec lives in a private prefix put first on JUPYTER_PATH, so a user-wide ``python3``
-    kernel pointing at another Python cannot be picked up by mistake, and nothing outside
-    that folder is written.
+    The spec lives in a private prefix of this interpreter's own, put first on JUPYTER_PATH:
+    a user-wide ``python3`` kernel, or another environment's ``seglib run`` at the same time,
+    can never hand the notebooks a kernel of another Python, and nothing outside that folder
+    is written.
     """
     from ipykernel.kernelspec import install
 
-    prefix = Path(prefix or Path(tempfile.gettempdir()) / f"seglib-jupyter-{os.getuid()}")
-    install(kernel_name=KERNEL_NAME, prefix=str(prefix), display_name="seglib (this Python)")
+    interpreter = hashlib.blake2b(sys.executable.encode(), digest_size=6).hexdigest()
+    prefix = Path(prefix or Path(tempfile.gettempdir()) / f"seglib-jupyter-{os.getuid()}" / interpreter)
+    install(kernel_name=KERNEL_NAME, prefix=str(prefix), display_name=f"seglib ({sys.executable})")
     data_dir = str(prefix / "share" / "jupyter")
     paths = os.environ.get("JUPYTER_PATH", "")
     if data_dir not in paths.split(os.pathsep):

@@ -337,7 +337,9 @@ def fake_colab(monkeypatch, tmp_path):
     for name in (*colab.KAGGLE_SECRETS, "KAGGLEHUB_CACHE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    return types.SimpleNamespace(kagglehub=kagglehub, downloaded=downloaded, home=tmp_path / "home", drive=tmp_path / "drive")
+    yield types.SimpleNamespace(kagglehub=kagglehub, downloaded=downloaded, home=tmp_path / "home", drive=tmp_path / "drive")
+    for name in [m for m in sys.modules if m.startswith("google.colab")]:  # out of Colab again
+        del sys.modules[name]
 
 
 def test_kaggle_download_goes_to_drive_with_colab_secrets_never_printed_or_written(fake_colab, capsys):

@@ -142,7 +142,7 @@ def section_whole_images(whole: dict | None, figures: dict) -> str:
     rows = [[name] + [fmt(modes[m]["per_class_iou"][k]) for m in WHOLE_MODES] for k, name in enumerate(CLASS_NAMES)]
     rows.append(["**mean IoU**"] + [f"**{fmt(modes[m]['mean_iou'])}**" for m in WHOLE_MODES])
     rows.append(["seconds"] + [fmt_seconds(modes[m]["seconds"]) for m in WHOLE_MODES])
-    blend, tiles, tta = (modes[m]["mean_iou"] for m in ("blend", "tiles", "blend+tta"))
+    blend, tiles, tta = (round(modes[m]["mean_iou"], 4) for m in ("blend", "tiles", "blend+tta"))  # as the table shows them
     comment = (f"Blended windows {'match or beat' if blend >= tiles else 'score below'} non-overlapping ones "
                f"(mean IoU {fmt(blend)} against {fmt(tiles)}).")
     if tta < blend:
