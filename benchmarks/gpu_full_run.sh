@@ -16,6 +16,7 @@ OUT=${2:?usage: gpu_full_run.sh KIT OUT}
 LIMIT=${SEGLIB_TIME_LIMIT:-560}   # seconds before SIGTERM; the run then needs up to ~30 s to stop
 RUN=${SEGLIB_RUN_DIR:-runs/gpu-full}
 PROFILE=${SEGLIB_PROFILE:-full}  # quick: what the kit's test runs on a CPU
+read -r -a EXTRA <<< "${SEGLIB_PARAMS:-}"  # more settings, e.g. "-p epochs=2" (the test's)
 mkdir -p "$OUT"
 PYTHON=${PYTHON:-python3} sh "$KIT/install.sh" || exit 1
 export KERAS_BACKEND=jax PYTHONUNBUFFERED=1
@@ -23,7 +24,7 @@ export SEGLIB_COMPILE_CACHE=${SEGLIB_COMPILE_CACHE:-$PWD/runs/compile-cache}
 DATA=()  # the kit's dataset, or the embedded one for a kit built --no-data
 [ -d "$KIT/data" ] && DATA=(--data "$(ls -d "$KIT"/data/*/ | head -n 1)")
 timeout -s TERM -k 45 "$LIMIT" "${PYTHON:-python3}" -m seglib.cli run --profile "$PROFILE" --out "$RUN" "${DATA[@]}" \
-    --notebooks notebooks -p precision=${SEGLIB_PRECISION:-bf16} -p engine=local 2>&1 | tee "$OUT/run.log"
+    --notebooks notebooks -p precision=${SEGLIB_PRECISION:-bf16} -p engine=local "${EXTRA[@]}" 2>&1 | tee "$OUT/run.log"
 status=${PIPESTATUS[0]}
 "${PYTHON:-python3}" benchmarks/run_timings.py "$RUN" > "$OUT/timings.json"
 if [ -f "$RUN/docs/hyperparameter-optimization.md" ]; then

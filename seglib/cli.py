@@ -104,6 +104,14 @@ def _hpo_options(parser) -> None:
     parser.add_argument("--port", type=int, default=None, help="nni: web UI port on localhost (default: first free from 8080)")
     parser.add_argument("--backend", default=None, help="nni: the trials' Keras backend (jax, tensorflow; default: this environment's)")
     parser.add_argument("--timeout", type=float, default=None, help="stop after this many seconds (resumable)")
+    parser.add_argument("--remote", action="append", default=[], metavar="USER@HOST[:PORT]",
+                        help="nni: run trials on this machine over SSH (repeatable); --out must then be shared storage "
+                             "at the same absolute path on every machine (docs/hpo.md)")
+    parser.add_argument("--python-path", default=None, metavar="DIR",
+                        help="--remote: bin folder of the Python with seglib and nni on every machine, e.g. /opt/venv/bin")
+    parser.add_argument("--ssh-key", default=None, metavar="FILE", help="--remote: SSH private key (default ~/.ssh/id_rsa)")
+    parser.add_argument("--manager-ip", default=None, metavar="IP",
+                        help="--remote: this machine's address as the trial machines reach it (default: NNI's guess)")
     action = parser.add_mutually_exclusive_group()
     action.add_argument("--resume", action="store_true", help="continue the search in --out")
     action.add_argument("--view", action="store_true", help="nni: open the finished search's web UI read-only (Ctrl-C ends)")
@@ -128,16 +136,36 @@ def _hpo(args) -> int:
     settings = profile(args.profile, **overrides)
     _check_data(settings.data)
     space = hpo.search_space(read_json(args.space)) if args.space else None
-    experiment = hpo.run(args.out, settings, args.tuner, resume=True if args.resume else False, space=space,
-                         max_epochs=args.max_epochs, backend=args.backend, timeout=args.timeout,
-                         show=lambda p: print(hpo.format_progress(p), flush=True),
-                         **({"port": args.port} if args.port else {}))
+    experiment = _search(args)(args.out, settings, args.tuner, resume=True if args.resume else False, space=space,
+                               max_epochs=args.max_epochs, backend=args.backend, timeout=args.timeout,
+                               show=lambda p: print(hpo.format_progress(p), flush=True),
+                               **({"port": args.port} if args.port else {}))
     summary, best = experiment.summary, experiment.best
     print(f"{summary.trials} trials ({statuses_text(summary.statuses)}), {summary.epochs_trained} epochs trained "
           f"(planned {summary.epochs_planned}), engine {summary.engine}")
     print(f"best: val loss {best.value} with {best.params} ({best.config_id} at {best.budget} epochs)")
     print(f"wrote {experiment.folder / 'trials.csv'}, {experiment.folder / 'trials.json'}, {experiment.folder / 'best.json'}")
     return 0
+
+
+def _search(args):
+    """``hpo.run``, or with --remote the same on those machines (checked over SSH first)."""
+    from seglib import hpo
+
+    if not args.remote:
+        if args.python_path or args.ssh_key or args.manager_ip:
+            raise ValueError("--python-path, --ssh-key and --manager-ip go with --remote USER@HOST[:PORT]")
+        return hpo.run
+    from functools import partial
+
+    from seglib.hpo import remote
+
+    if not args.python_path:
+        raise ValueError("--remote needs --python-path: the bin folder of the Python with seglib and nni on every "
+                         "machine, e.g. /opt/venv/bin")
+    service = remote.remote_training_service(args.remote, python_path=args.python_path,
+                                             **({"ssh_key_file": args.ssh_key} if args.ssh_key else {}))
+    return partial(remote.run, service=service, nni_manager_ip=args.manager_ip)
 
 
 def _view(out: Path, port: int | None) -> int:

@@ -73,10 +73,10 @@ def test_remote_config_from_hosts_passes_nni_validation(tmp_path):
     assert [(m.host, m.port, m.user) for m in service.machine_list] == [
         ("10.0.0.2", 22, "alice"), ("gpu2", 2222, "bob"), ("gpu3", 22, "carol")]
     assert all(m.max_trial_number_per_gpu == 4 and m.python_path == "/opt/venv/bin" for m in service.machine_list)
-    assert config.trial_command.startswith("python3 -m seglib.hpo.trial")
+    assert config.trial_command.startswith("/opt/venv/bin/python -m seglib.hpo.trial")  # the absolute interpreter
 
     missing = remote_experiment_config(tmp_path / "x", ["alice@h"], nni_manager_ip="10.0.0.1",
-                                       ssh_key_file=str(tmp_path / "no-such-key"))
+                                       ssh_key_file=str(tmp_path / "no-such-key"), python_path="/opt/venv/bin")
     with pytest.raises(ValueError, match="SSH key file"):
         missing.validate()
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
-import math
 import os
 import shutil
 import signal
@@ -56,6 +55,7 @@ PENALTY_LOSS = 100.0  # reported for a diverged trial: above any real Dice + foc
 MAX_LOST = 3  # a pair whose trial process died this often without a word is FAILED
 MANAGER_POLL_SECONDS = 2.0
 LOST_GRACE_SECONDS = 20.0  # after its manager is gone, a trial records itself and exits within this
+HOST_VARIABLE = "SEGLIB_HOST"  # names this machine in trial records when set
 # Why a trial failed: its own configuration ("trial"), or the machine ("environment").
 TRIAL_CAUSE, ENVIRONMENT_CAUSE = "trial", "environment"
 ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.ENOMEM}
@@ -209,9 +209,18 @@ def attempt_ids(trial_dir: Path) -> set[str]:
     return {a.get("trial_id") for a in history.get("attempts", [])} | set(history.get("reused_by", []))
 
 
+def machine() -> str:
+    """This machine's name in trial records: ``$SEGLIB_HOST`` if set, else its host name.
+
+    Machines can share a host name (containers, cloned VMs, SSH servers on one box); setting
+    SEGLIB_HOST on each (sshd_config ``SetEnv``, or the login environment) tells them apart.
+    """
+    return os.environ.get(HOST_VARIABLE) or socket.gethostname()
+
+
 def process_alive(attempt: dict) -> bool:
     """Whether an attempt's process still runs (only knowable on the machine that ran it)."""
-    if attempt.get("host") not in (None, socket.gethostname()):
+    if attempt.get("host") not in (None, machine()):
         return True  # another machine's: its engine reports its end
     try:
         os.kill(int(attempt["pid"]), 0)
@@ -222,10 +231,15 @@ def process_alive(attempt: dict) -> bool:
     return True
 
 
-def close_dead_attempts(trial_dir: Path, reason: str = "its process is gone") -> bool:
-    """Mark attempts still RUNNING whose process is gone as INTERRUPTED; True if any was."""
+def close_dead_attempts(trial_dir: Path, reason: str = "its process is gone", trial_id: str | None = None) -> bool:
+    """Mark attempts still RUNNING whose process is gone as INTERRUPTED; True if any was.
+
+    ``trial_id``: an attempt its engine reported ended, on whatever machine it ran (another
+    machine's process cannot be checked from here).
+    """
     history = read_history(trial_dir)
-    dead = [a for a in history.get("attempts", []) if a.get("status") == RUNNING and not process_alive(a)]
+    dead = [a for a in history.get("attempts", []) if a.get("status") == RUNNING
+            and (a.get("trial_id") == trial_id or not process_alive(a))]
     for attempt in dead:
         attempt.update(status=INTERRUPTED, error=attempt.get("error") or reason)
     if dead:
@@ -256,7 +270,7 @@ def run_job(context: TrialContext, job: Job, reporter) -> dict:
         return recorded
 
     history = read_history(trial_dir)
-    attempt = {"trial_id": reporter.trial_id, "pid": os.getpid(), "host": socket.gethostname(),
+    attempt = {"trial_id": reporter.trial_id, "pid": os.getpid(), "host": machine(),
                "process_started": reporter.process_start, "started": time.time(), "status": RUNNING}
     history["attempts"].append(attempt)
     write_json(history_file, history)

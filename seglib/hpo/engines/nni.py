@@ -8,8 +8,9 @@ fails loudly instead; the tuner in turn stops the experiment when its driver is 
 way nothing of the experiment outlives its driver, and a resumed search hands the trials
 that were running out again.
 
-The web UI/REST API has no authentication and can change a running experiment. For the
-local platform seglib binds NNI's manager to 127.0.0.1 only (a Node preload that adds the
+The web UI/REST API has no authentication and can change a running experiment. For local
+experiments, and remote ones whose trial machines reach the manager at 127.0.0.1 (SSH servers
+on this machine), seglib binds NNI's manager to 127.0.0.1 only (a Node preload that adds the
 host to ``listen()``); reach it through Colab's proxy (:func:`show_web_ui`) or an SSH tunnel
 (``ssh -L 8080:localhost:8080 host``). Never expose it publicly.
 """
@@ -25,7 +26,7 @@ import socket
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from seglib.artifacts import ExperimentPaths, read_json_or, write_json
 from seglib.hpo.export import progress
@@ -37,7 +38,7 @@ POLL_SECONDS = 2.0
 STALE_HEARTBEAT_SECONDS = 120.0  # the tuner writes one every 2 s
 TUNER_CLASS = "seglib.hpo.engines.nni_tuner.SeglibTuner"
 LOW_DISK_BYTES = 16 << 20  # below this, a failure is reported with the folder's free space
-# Preloaded into NNI's manager (NODE_OPTIONS=--require) for local experiments: NNI 3.0 calls
+# Preloaded into NNI's manager (NODE_OPTIONS=--require) unless other machines must reach it: NNI 3.0 calls
 # listen(port) without a host, i.e. on every interface; adding the host binds the loopback only.
 LOOPBACK_JS = """'use strict';
 const net = require('net');
@@ -96,7 +97,7 @@ def build_config(paths: ExperimentPaths, record: dict, training_service=None, nn
     config = ExperimentConfig(platform)
     if training_service is not None:
         config.training_service = training_service
-    python = "python3" if platform != "local" else shlex.quote(sys.executable)
+    python = shlex.quote(sys.executable if training_service is None else _remote_python(training_service))
     config.experiment_name = f"seglib-{plan['tuner']}"
     config.trial_command = f"{python} -m seglib.hpo.trial --settings settings.json"
     config.trial_code_directory = str(paths.trial_code)
@@ -114,6 +115,20 @@ def build_config(paths: ExperimentPaths, record: dict, training_service=None, nn
         class_args={"out_dir": str(paths.root)},
     )
     return config
+
+
+def _remote_python(service) -> str:
+    """The interpreter of remote trials: ``python`` in the one ``python_path`` of every machine.
+
+    NNI runs one trial command everywhere, from a login shell whose PATH may find another
+    Python first (pyenv shims in ~/.bashrc), so the command names the interpreter in full; it
+    is ``python``, the name NNI itself runs from ``python_path`` (to install and check nni).
+    """
+    folders = {machine.python_path for machine in service.machine_list}
+    if len(folders) != 1 or None in folders:
+        raise ValueError(f"remote machines' python_path: expected one folder for all, found {sorted(map(str, folders))}; "
+                         "NNI runs one trial command on every machine: install seglib's environment at the same path on each")
+    return str(PurePosixPath(folders.pop()) / "python")
 
 
 def _create(paths, record, port, training_service, nni_manager_ip) -> "NNIExperiment":
@@ -150,15 +165,15 @@ def _reopen(paths, record, port, action: str) -> "NNIExperiment":
 
 
 def _launch(experiment: "NNIExperiment", nni_experiment, port: int, action: str) -> None:
-    """Start NNI's manager for ``action`` (create/resume/view), bound to localhost when local."""
+    """Start NNI's manager for ``action`` (create/resume/view), bound to 127.0.0.1 unless other machines must reach it."""
     from seglib.hpo.engines.nni_compat import patch_nni_file_lock
 
     patch_nni_file_lock()  # NNI 3.0's experiment-list lock hangs with filelock >= 3.12
     nni_experiment._action = action
     experiment.started = time.time()
-    local = experiment.record["nni"]["platform"] == "local"
+    loopback = _loopback_only(experiment.record["nni"]["platform"], nni_experiment.config.nni_manager_ip, action)
     previous = os.environ.get("NODE_OPTIONS")
-    if local:
+    if loopback:
         preload = experiment.paths.nni_dir / "seglib_loopback.js"
         preload.parent.mkdir(parents=True, exist_ok=True)
         preload.write_text(LOOPBACK_JS)
@@ -166,7 +181,7 @@ def _launch(experiment: "NNIExperiment", nni_experiment, port: int, action: str)
     try:
         nni_experiment.start(port)
     finally:
-        if local:
+        if loopback:
             if previous is None:
                 os.environ.pop("NODE_OPTIONS", None)
             else:
@@ -175,7 +190,18 @@ def _launch(experiment: "NNIExperiment", nni_experiment, port: int, action: str)
     experiment.record["port"] = port
     experiment.record["sessions"].append({"action": action, "time": experiment.started, "port": port, "engine": "nni"})
     write_json(experiment.paths.experiment_file, experiment.record)
-    log.info("NNI %s: experiment %s, web UI on %s (localhost only: see docs/hpo.md)", action, experiment.id, experiment.url)
+    log.info("NNI %s: experiment %s, web UI on %s (%s: see docs/hpo.md)", action, experiment.id, experiment.url,
+             "localhost only" if loopback else "open to the trial machines: firewall it")
+
+
+def _loopback_only(platform: str, manager_ip: str | None, action: str) -> bool:
+    """Whether NNI's manager can listen on 127.0.0.1 only: no other machine has to reach it.
+
+    Trial machines of a remote experiment connect to the manager at ``nni_manager_ip``; it
+    stays on the loopback only when that is 127.0.0.1 (SSH servers on this machine). A viewed
+    experiment runs no trials.
+    """
+    return platform == "local" or action == "view" or manager_ip == "127.0.0.1"
 
 
 def require_nni() -> None:

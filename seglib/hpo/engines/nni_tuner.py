@@ -156,7 +156,7 @@ class SeglibTuner(MsgDispatcherBase):
         job = self._job_of_trial(trial_id, hyper.get("parameter_id"))
         if job is not None and job["status"] == SENT:
             folder = self.paths.trial_dir(job["config_id"], job["budget"])
-            close_dead_attempts(folder, f"its process ended ({event}) without a result")
+            close_dead_attempts(folder, f"its process ended ({event}) without a result", trial_id)
             settle(self.search, job["parameter_id"], self._record(job, trial_id), f"NNI reported {event}")
             self._save()
         self._send_jobs()

@@ -1,0 +1,401 @@
+"""More than one machine, for real: NNI's remote (SSH) training service on loopback.
+
+Two throwaway ``sshd`` on 127.0.0.1, each at a free high port with its own host key, are two
+machines: each tags its sessions with ``SetEnv SEGLIB_HOST=machine-N`` (the name trials
+record) and a HOME of its own, and binds NNI's trial keeper to 127.0.0.1 (seglib's Node
+preload in NODE_OPTIONS). They share this machine's disk, which stands for the shared
+storage. Needs root and Debian's openssh-server (installed with apt-get when missing);
+skipped otherwise.
+
+The machines' python_path holds a ``python`` that runs this Python but skips the
+``python -m pip install nni --upgrade`` NNI runs on every machine when it starts (CI may
+have no network, and a test never changes the project's environment).
+
+Where each trial runs is made certain, so the test never depends on luck: NNI hands its
+trials to the machines in turn, and with one trial at a time (concurrency 1) each trial gets
+the next pair of the search. At R = 3, seed 1 and this search space draw c1 with learning
+rate 1e30 (it diverges, so it is never promoted) and c0, c2, c3, c4 with 1e-2. So c0 ->
+machine-1, c1 -> machine-2, c2 -> machine-1, then the rung's best (c0 or c2) resumes on
+machine-2 from the checkpoint machine-1 wrote, then c3 -> machine-1 and c4 -> machine-2.
+"""
+
+from __future__ import annotations
+
+import csv
+import getpass
+import json
+import os
+import random
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from seglib import hpo
+from seglib.artifacts import ExperimentPaths, read_experiment
+from seglib.hpo.engines.nni import LOOPBACK_JS, build_config, free_port
+from seglib.hpo.remote import remote_training_service
+from seglib.hpo.search import plan
+from seglib.settings import profile
+from hpo_helpers import ONE_BATCH_SIZE, cli_args, epochs_in_history, processes_of, start_driver, wait_for
+
+BACKEND = os.environ.get("SEGLIB_TEST_BACKEND", "tensorflow")
+SEED = 1
+SPACE = {**ONE_BATCH_SIZE, "learning_rate": {"_type": "choice", "_value": [1e30, 1e-2]},
+         "activation": {"_type": "choice", "_value": ["relu"]}}
+TIMEOUT = 900
+SSHD = "/usr/sbin/sshd"
+LOGIN = getpass.getuser()
+LOOPBACK = ("127.0.0.1", "::1")
+
+
+# ---------------------------------------------------------------------------------------------
+# Two machines on loopback
+
+def _free_tcp_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Machines:
+    """SSH servers on 127.0.0.1 standing for machines; everything they start is theirs to kill."""
+
+    def __init__(self, root: Path, count: int = 2):
+        self.root, self.ports = root, {}
+        self.key = root / "client_key"
+        root.mkdir(parents=True)
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "seglib-test", "-f", str(self.key)], check=True)
+        (root / "authorized_keys").write_text((root / "client_key.pub").read_text())
+        (root / "loopback.js").write_text(LOOPBACK_JS)
+        for n in range(1, count + 1):
+            self.start(n)
+
+    def folder(self, n: int) -> Path:
+        return self.root / f"machine-{n}"
+
+    def start(self, n: int) -> None:
+        folder = self.folder(n)
+        (folder / "home").mkdir(parents=True)
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(folder / "host_key")], check=True)
+        port = _free_tcp_port()
+        (folder / "sshd_config").write_text(f"""\
+ListenAddress 127.0.0.1:{port}
+HostKey {folder / "host_key"}
+PidFile {folder / "sshd.pid"}
+AuthorizedKeysFile {self.root / "authorized_keys"}
+StrictModes no
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+PermitRootLogin prohibit-password
+AllowUsers {LOGIN}
+AllowTcpForwarding no
+X11Forwarding no
+PrintMotd no
+Subsystem sftp internal-sftp
+SetEnv SEGLIB_HOST=machine-{n} HOME={folder / "home"} NODE_OPTIONS="--require {self.root / "loopback.js"}"
+LogLevel VERBOSE
+""")
+        subprocess.run([SSHD, "-f", str(folder / "sshd_config"), "-E", str(folder / "sshd.log")], check=True)
+        wait_for(lambda: (folder / "sshd.pid").is_file() and (folder / "sshd.pid").read_text().strip(), 10)
+        self.ports[n] = port
+
+    def spec(self, n: int) -> str:
+        return f"{LOGIN}@127.0.0.1:{self.ports[n]}"
+
+    def listener(self, n: int) -> psutil.Process | None:
+        try:
+            return psutil.Process(int((self.folder(n) / "sshd.pid").read_text()))
+        except (OSError, ValueError, psutil.Error):
+            return None
+
+    def started_through(self, n: int) -> list[psutil.Process]:
+        """Machine n's sessions and every process they started (trial keepers, trials): its HOME."""
+        home, found = str(self.folder(n) / "home"), []
+        listener = self.listener(n)
+        if listener is not None:
+            found += listener.children(recursive=True)
+        for process in psutil.process_iter():
+            try:
+                if process.environ().get("HOME") == home:
+                    found.append(process)
+            except psutil.Error:
+                continue
+        return list({p.pid: p for p in found if p.is_running() and p.status() != psutil.STATUS_ZOMBIE}.values())
+
+    def kill(self, *ns: int) -> None:
+        """The machines are gone: their sshd, sessions and everything started through them, at once."""
+        victims = [p for n in ns for p in [self.listener(n), *self.started_through(n)] if p is not None]
+        for process in victims:
+            try:
+                process.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(victims, timeout=10)
+        for n in ns:
+            (self.folder(n) / "sshd.pid").unlink(missing_ok=True)
+
+    def stop(self) -> None:
+        self.kill(*self.ports)
+
+    def cli_args(self, python_path: Path, *ns: int, key: Path | None = None) -> list[str]:
+        args = []
+        for n in ns or self.ports:
+            args += ["--remote", self.spec(n)]
+        return args + ["--python-path", str(python_path), "--ssh-key", str(key or self.key), "--manager-ip", "127.0.0.1"]
+
+
+@pytest.fixture(scope="module")
+def sshd():
+    """OpenSSH's server and client, installed with apt-get where missing; root only."""
+    if os.geteuid() != 0:
+        pytest.skip("starts sshd, which needs root")
+    if not (Path(SSHD).is_file() and shutil.which("ssh") and shutil.which("ssh-keygen")):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "openssh-server"]):
+            done = subprocess.run(command, capture_output=True, text=True, env=env)
+            if done.returncode != 0:
+                pytest.skip(f"cannot install openssh-server ({shlex.join(command)}: {done.stderr.strip()[-300:]})")
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation folder
+    return SSHD
+
+
+@pytest.fixture
+def machines(sshd, tmp_path):
+    started = Machines(tmp_path / "machines")
+    try:
+        yield started
+    finally:
+        started.stop()
+        listening = {c.laddr.port for c in psutil.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN}
+        assert not listening & set(started.ports.values()), "an sshd of the test is still listening"
+
+
+@pytest.fixture(scope="module")
+def python_path(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("python-path")
+    shim = folder / "python"
+    shim.write_text('#!/bin/sh\n[ "$*" = "-m pip install nni --upgrade" ] && exit 0\n'
+                    f'exec {shlex.quote(sys.executable)} "$@"\n')
+    shim.chmod(0o755)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def data(embedded_root, tmp_path_factory):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SEGLIB_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield embedded_root
+
+
+@pytest.fixture(scope="module")
+def space_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("space") / "space.json"
+    path.write_text(json.dumps(SPACE))
+    return path
+
+
+def search_args(data, space_file, machines, python_path) -> list[str]:
+    return [*cli_args(data, max_budget=3, seed=SEED, backend=BACKEND, space=space_file, concurrency=1,
+                      port=free_port(random.randrange(20000, 40000, 2))),
+            *machines.cli_args(python_path)]
+
+
+def listening(driver, machines) -> dict[str, list[tuple[str, str, int]]]:
+    """The listening sockets of the search's processes: here (driver, manager) and on each machine."""
+    groups = {"here": [psutil.Process(driver.pid), *psutil.Process(driver.pid).children(recursive=True)]}
+    for n in machines.ports:
+        groups[f"machine-{n}"] = [p for p in [machines.listener(n), *machines.started_through(n)] if p is not None]
+    found = {}
+    for where, processes in groups.items():
+        for process in processes:
+            try:
+                found.setdefault(where, []).extend(
+                    (process.name(), c.laddr.ip, c.laddr.port) for c in process.net_connections(kind="inet")
+                    if c.status == psutil.CONN_LISTEN)
+            except psutil.Error:
+                continue
+    return found
+
+
+def assert_each_pair_once_and_finished(out: Path) -> dict:
+    """The export of a finished search: every pair of the pass once, each epoch trained once; by pair."""
+    experiment = read_experiment(out)
+    rows = {(r.config_id, r.budget): r for r in experiment.trials}
+    assert len(rows) == len(experiment.trials) == 6, "a (configuration, budget) ran twice, or not at all"
+    assert experiment.summary.finished and experiment.summary.engine == "nni", experiment.summary
+    assert {r.status for r in rows.values()} == {"SUCCEEDED", "DIVERGED"}, [(k, r.status) for k, r in rows.items()]
+    drawn = {r.config_id: r.params["learning_rate"] for r in rows.values()}
+    assert drawn == {"c0000": 1e-2, "c0001": 1e30, "c0002": 1e-2, "c0003": 1e-2, "c0004": 1e-2}, \
+        f"the seed no longer draws the configurations the module docstring relies on: {drawn}"
+    assert experiment.best.value == min(r.value for r in rows.values() if r.status == "SUCCEEDED")
+    with (out / "trials.csv").open() as f:
+        hosts = {(r["config_id"], int(r["budget"])): r["host"] for r in csv.DictReader(f)}
+    assert hosts == {key: row.host for key, row in rows.items()}, "trials.csv names the machines as trials.json does"
+    for row in rows.values():
+        epochs = epochs_in_history(out, row)
+        assert len(epochs) == len(set(epochs)), f"{row.config_id}-b{row.budget} trained an epoch twice: {epochs}"
+    return rows
+
+
+def cross_machine_warm_starts(rows: dict) -> list[str]:
+    """Promoted configurations that resumed from the checkpoint their previous rung wrote on another machine."""
+    return [f"{r.config_id} {r.resumed_from}->{r.budget} epochs on {r.host}, its previous rung on "
+            f"{rows[(r.config_id, r.resumed_from)].host}"
+            for r in rows.values() if r.rung > 0 and r.host != rows[(r.config_id, r.resumed_from)].host]
+
+
+def wait_for_nothing_left(out: Path, machines) -> None:
+    wait_for(lambda: not processes_of(out) and not any(machines.started_through(n) for n in machines.ports), 60)
+
+
+# ---------------------------------------------------------------------------------------------
+# A search on two machines
+
+@pytest.mark.slow
+@pytest.mark.nni
+def test_a_search_on_two_machines_warm_starts_across_them(tmp_path, machines, python_path, data, space_file):
+    """``seglib hpo --remote``: every pair once, on both machines, one rung resumed across them, nothing exposed."""
+    out = tmp_path / "hpo"
+    started = time.time()
+    driver = start_driver(out, search_args(data, space_file, machines, python_path))
+    wait_for(lambda: any(machines.started_through(n) for n in machines.ports) and hpo.progress(out)["running"],
+             TIMEOUT, driver)
+    sockets = listening(driver, machines)
+    _, err = driver.communicate(timeout=TIMEOUT)
+    assert driver.returncode == 0, err[-3000:]
+    print(f"HyperBand R=3 on two machines over SSH: {time.time() - started:.0f} s")
+
+    print("listening while trials ran:", sockets)
+    assert all(ip in LOOPBACK for found in sockets.values() for _, ip, _ in found), sockets
+    assert all(any(name == "node" for name, _, _ in sockets.get(where, [])) for where in ("here", "machine-1", "machine-2")), \
+        f"NNI's manager and both trial keepers should have been listening: {sockets}"
+    rows = assert_each_pair_once_and_finished(out)
+    placement = {f"{c}-b{b}": row.host for (c, b), row in sorted(rows.items())}
+    print("trials on machines:", placement)
+    assert set(placement.values()) == {"machine-1", "machine-2"}
+    assert all(row.attempts == 1 for row in rows.values()), "no trial was lost, so none ran twice"
+    for row in rows.values():
+        if row.status == "SUCCEEDED":
+            assert epochs_in_history(out, row) == list(range(row.resumed_from + 1, row.budget + 1)), row
+    across = cross_machine_warm_starts(rows)
+    print(f"cross-machine warm starts: {len(across)}: {across}")
+    assert across, f"the promoted configuration trained where its previous rung did: {placement}"
+    wait_for_nothing_left(out, machines)
+
+
+@pytest.mark.slow
+@pytest.mark.nni
+def test_a_lost_machine_hands_its_trial_out_again_and_the_search_ends_on_the_other(
+        tmp_path, machines, python_path, data, space_file):
+    """Machine 2 vanishes (sshd, sessions, trial keeper, trial) mid-trial; the search ends on machine 1."""
+    out = tmp_path / "hpo"
+    started = time.time()
+    driver = start_driver(out, search_args(data, space_file, machines, python_path))
+
+    def training_on_machine_2():
+        """A trial on machine 2 with an epoch done and two to go: killed before it can end."""
+        for folder in (out / "trials").glob("*"):
+            history = json.loads((folder / "history.json").read_text()) if (folder / "history.json").is_file() else {}
+            for attempt in history.get("attempts", []):
+                done = [e for e in history["epochs"] if e["trial_id"] == attempt["trial_id"]]
+                budget = int(folder.name.rsplit("-b", 1)[1])
+                if (attempt["host"] == "machine-2" and attempt["status"] == "RUNNING"
+                        and 1 <= len(done) <= budget - attempt.get("initial_epoch", 0) - 2):
+                    return folder, attempt["trial_id"]
+        return None
+
+    folder, lost_trial = wait_for(training_on_machine_2, TIMEOUT, driver, every=0.05)
+    lost_at = time.time()
+    machines.kill(2)
+    _, err = driver.communicate(timeout=TIMEOUT)
+    assert driver.returncode == 0, err[-3000:]
+    print(f"HyperBand R=3, machine-2 lost at {lost_at - started:.0f} s, finished at {time.time() - started:.0f} s")
+
+    assert_each_pair_once_and_finished(out)
+    state = json.loads((out / "search_state.json").read_text())
+    job = next(j for j in state["jobs"] if f"{j['config_id']}-b{j['budget']:03d}" == folder.name)
+    print(f"{folder.name}: lost on machine-2 ({lost_trial}), handed out again: {job.get('interruptions')}")
+    assert job.get("lost") == 1 and job["status"] == "done", job
+    history = json.loads((folder / "history.json").read_text())
+    first, last = history["attempts"][0], history["attempts"][-1]
+    assert (first["trial_id"], first["host"]) == (lost_trial, "machine-2") and "ended" not in first
+    assert (last["host"], last["status"]) == ("machine-1", "SUCCEEDED")
+    trained_there = sum(e["trial_id"] == lost_trial for e in history["epochs"])
+    assert last["initial_epoch"] == first.get("initial_epoch", 0) + trained_there, "resumed from machine-2's checkpoint"
+    later = [a for path in (out / "trials").glob("*/history.json") for a in json.loads(path.read_text())["attempts"]
+             if a["started"] > lost_at]
+    assert later and {a["host"] for a in later} == {"machine-1"}, later
+    wait_for_nothing_left(out, machines)
+
+    histories = {p: p.read_text() for p in sorted((out / "trials").glob("*/history.json"))}
+    resumed = start_driver(out, ["--resume"])
+    stdout, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err[-3000:]
+    assert "6 trials" in stdout, stdout
+    assert {p: p.read_text() for p in histories} == histories, "the resume trained something again"
+
+
+# ---------------------------------------------------------------------------------------------
+# What is refused before anything starts
+
+def seglib_hpo(out, data, *args, cwd=None) -> tuple[int, str, float]:
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "seglib.cli", "hpo", "--out", str(out), "--data", str(data),
+                           "-p", "max_budget=1", *map(str, args)], capture_output=True, text=True, timeout=120, cwd=cwd)
+    return done.returncode, done.stderr, time.perf_counter() - started
+
+
+def test_every_machine_runs_the_one_python_path():
+    """NNI runs one trial command on every machine, naming the interpreter in full."""
+    with pytest.raises(ValueError, match="python_path 'venv/bin': expected the absolute bin folder"):
+        remote_training_service(["alice@gpu1"], python_path="venv/bin")
+    service = remote_training_service(["alice@gpu1", {"host": "gpu2", "user": "bob", "python_path": "/other/bin"}],
+                                      python_path="/opt/venv/bin")
+    with pytest.raises(ValueError, match=r"expected one folder for all, found \['/opt/venv/bin', '/other/bin'\]"):
+        build_config(ExperimentPaths.of("/shared/hpo"), {"plan": plan(profile("quick")), "search_space": {}}, service)
+
+
+def test_a_relative_output_folder_is_refused(tmp_path, data):
+    code, err, _ = seglib_hpo("runs/hpo", data, "--remote", "alice@gpu1", "--python-path", "/opt/venv/bin", cwd=tmp_path)
+    assert code == 1 and err.startswith("seglib hpo: output folder runs/hpo: a search on several machines needs an "
+                                        "absolute path"), err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_refused_key_or_an_unreachable_machine_is_named(tmp_path, machines, python_path, data):
+    wrong = tmp_path / "wrong_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(wrong)], check=True)
+    nowhere = f"{LOGIN}@127.0.0.1:{_free_tcp_port()}"
+    code, err, seconds = seglib_hpo(tmp_path / "hpo", data, *machines.cli_args(python_path, 1, 2, key=wrong),
+                                    "--remote", nowhere)
+    assert code == 1 and err.startswith("seglib hpo: 3 of 3 machines cannot run trials:"), err
+    lines = err.strip().splitlines()[1:]
+    for start in (f"{machines.spec(1)}: refuses the key {wrong}", f"{machines.spec(2)}: refuses the key {wrong}",
+                  f"{nowhere}: cannot connect (ssh: connect to host 127.0.0.1 port"):
+        assert any(line.strip().startswith(start) for line in lines), err
+    assert "Traceback" not in err and seconds < 30, seconds
+    assert not (tmp_path / "hpo" / "experiment.json").exists(), "nothing was started"
+
+
+@pytest.mark.parametrize("python, expected", [
+    ("/usr/bin/python3", "cannot import nni and seglib there"),
+    (None, "no executable"),
+])
+def test_a_machine_whose_python_cannot_run_trials_is_named(tmp_path, machines, data, python, expected):
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    if python is not None:
+        (folder / "python").symlink_to(python)
+    code, err, _ = seglib_hpo(tmp_path / "hpo", data, *machines.cli_args(folder, 2))
+    assert code == 1 and err.startswith("seglib hpo: 1 of 1 machines cannot run trials:"), err
+    assert f"{machines.spec(2)}: " in err and expected in err and str(folder / "python") in err, err
+    assert not (tmp_path / "hpo" / "experiment.json").exists()
