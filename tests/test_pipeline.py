@@ -151,3 +151,36 @@ def test_precision_is_a_profile_setting_that_reaches_the_trained_model(tmp_path,
     assert record.epochs_trained == 1
     assert not (tmp_path / "run" / "baseline" / "checkpoints").exists()  # only the finished model stays
     assert pipeline.train_baseline(run) == record  # a second 02 reuses it
+
+
+@pytest.mark.slow
+@pytest.mark.notebooks
+@pytest.mark.nni
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGHUP"])
+def test_a_termination_signal_stops_the_whole_run_and_leaves_nothing(tmp_path, signum):
+    """`timeout seglib run` during 03: the kernel, NNI's manager and its trials all end; a rerun continues."""
+    import os
+    import signal
+    import time
+
+    import psutil
+
+    from seglib import hpo
+
+    out = tmp_path / "run"
+    env = {**os.environ, "SEGLIB_CACHE": str(tmp_path / "cache")}
+    run = subprocess.Popen([sys.executable, "-m", "seglib.cli", "run", "--profile", "quick", "--out", str(out),
+                            "-p", "max_patches=120", "-p", "epochs=1"], env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 600
+    while not ((out / "hpo" / "search_state.json").is_file() and hpo.progress(out / "hpo")["running"] >= 1):
+        assert run.poll() is None and time.time() < deadline, run.communicate()
+        time.sleep(0.5)
+    family = psutil.Process(run.pid).children(recursive=True)
+    assert any(p.name() == "node" for p in family), "NNI's manager was running"
+    run.send_signal(getattr(signal, signum))
+    _, err = run.communicate(timeout=120)
+    assert run.returncode == 130 and "interrupted; run the same command again to continue" in err, err[-2000:]
+    _, alive = psutil.wait_procs(family, timeout=60)
+    assert not alive, f"left running after {signum}: {[p.cmdline()[:3] for p in alive]}"
+    assert hpo.progress(out / "hpo")["running"] == 0
