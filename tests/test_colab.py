@@ -1,7 +1,7 @@
 """Colab, emulated: today's image (Python 3.13, Google's own package list), the install cell,
 and the four notebooks each in a fresh "runtime" of their own.
 
-* The image: a Python 3.13 venv holding Colab's versions (``../shared/colab/pip-freeze.gpu.txt``)
+* The image: a Python 3.13 venv holding Colab's versions (``tests/data/colab-pip-freeze.gpu.txt``)
   of every package seglib's install touches; the notebooks' install cell runs there as in Colab
   (a stand-in ``google.colab``, ``tests/colab_standin``), and must change none of them.
 * The flow: notebooks 01 -> 04 executed by papermill in that venv's kernel, each in a fresh
@@ -37,7 +37,7 @@ from seglib import colab
 ROOT = Path(__file__).resolve().parents[1]
 STANDIN = ROOT / "tests" / "colab_standin"
 PYENV_313 = Path("/root/.pyenv/versions/3.13.0/bin/python3.13")
-COLAB_FREEZE = Path(os.environ.get("SEGLIB_COLAB_FREEZE", ROOT.parent / "shared" / "colab" / "pip-freeze.gpu.txt"))
+COLAB_FREEZE = Path(os.environ.get("SEGLIB_COLAB_FREEZE", ROOT / "tests" / "data" / "colab-pip-freeze.gpu.txt"))
 
 # Colab packages the project touches (the issue's list); the resolved closure is checked too.
 TRACKED = """numpy tensorflow keras jax jaxlib ipykernel jupytext matplotlib scikit-learn pandas typeguard

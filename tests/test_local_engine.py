@@ -25,8 +25,9 @@ def env(tmp_path, monkeypatch, embedded_root):
 
 
 def comparable(experiment) -> list[tuple]:
-    return [(r.config_id, r.budget, r.status, r.resumed_from, r.epochs_trained, round(r.value or 0.0, 3))
-            for r in experiment.trials]
+    """The trials, by configuration and budget (NNI, with two at once, may hand them out in another order)."""
+    return sorted((r.config_id, r.budget, r.status, r.resumed_from, r.epochs_trained, round(r.value or 0.0, 3))
+                  for r in experiment.trials)
 
 
 @pytest.mark.slow
