@@ -33,6 +33,10 @@
 PROFILE = "quick"  # the run's profile: "quick" (CPU, minutes) or "full" (the original's settings, for a GPU)
 OUT_DIR = None  # the run folder; None: MyDrive/seglib/runs/<PROFILE> in Colab, runs/<PROFILE> elsewhere
 RANDOM_SEARCH = True  # also run random search at HyperBand's epochs (for the report)
+REMOTE_HOSTS = []  # e.g. ["alice@gpu1", "alice@gpu2:2222"]: run trials on these machines over SSH (docs/hpo.md)
+REMOTE_PYTHON_PATH = None  # with REMOTE_HOSTS: bin folder of the Python with seglib and nni on every machine
+SSH_KEY = None  # with REMOTE_HOSTS: SSH private key (None: ~/.ssh/id_rsa)
+MANAGER_IP = None  # with REMOTE_HOSTS: this machine's address as the trial machines reach it (None: NNI's guess)
 SEGLIB_SOURCE = "git+https://github.com/YOUR-GITHUB-USER/seglib.git@main"  # Colab: a git URL, or a wheel or checkout on Drive
 
 # %%
@@ -61,7 +65,8 @@ display.schedule_table(run.settings)
 # ## HyperBand
 
 # %%
-hyperband = pipeline.run_search(run, "hyperband")
+remote = dict(remote_hosts=REMOTE_HOSTS, python_path=REMOTE_PYTHON_PATH, ssh_key=SSH_KEY, manager_ip=MANAGER_IP)
+hyperband = pipeline.run_search(run, "hyperband", **remote)
 print(display.experiment_summary(hyperband))
 
 # %% [markdown]
@@ -69,7 +74,7 @@ print(display.experiment_summary(hyperband))
 
 # %%
 if RANDOM_SEARCH:
-    random_search = pipeline.run_search(run, "random")
+    random_search = pipeline.run_search(run, "random", **remote)
     print(display.experiment_summary(random_search))
 
 # %% [markdown]

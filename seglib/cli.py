@@ -150,22 +150,14 @@ def _hpo(args) -> int:
 
 def _search(args):
     """``hpo.run``, or with --remote the same on those machines (checked over SSH first)."""
-    from seglib import hpo
-
-    if not args.remote:
-        if args.python_path or args.ssh_key or args.manager_ip:
-            raise ValueError("--python-path, --ssh-key and --manager-ip go with --remote USER@HOST[:PORT]")
-        return hpo.run
-    from functools import partial
-
     from seglib.hpo import remote
 
-    if not args.python_path:
+    if not args.remote and (args.python_path or args.ssh_key or args.manager_ip):
+        raise ValueError("--python-path, --ssh-key and --manager-ip go with --remote USER@HOST[:PORT]")
+    if args.remote and not args.python_path:
         raise ValueError("--remote needs --python-path: the bin folder of the Python with seglib and nni on every "
                          "machine, e.g. /opt/venv/bin")
-    service = remote.remote_training_service(args.remote, python_path=args.python_path,
-                                             **({"ssh_key_file": args.ssh_key} if args.ssh_key else {}))
-    return partial(remote.run, service=service, nni_manager_ip=args.manager_ip)
+    return remote.searcher(args.remote, python_path=args.python_path, ssh_key=args.ssh_key, manager_ip=args.manager_ip)
 
 
 def _view(out: Path, port: int | None) -> int:

@@ -163,19 +163,24 @@ def train_and_record(run: Run, name: str, params: dict) -> ModelRecord:
     return record
 
 
-def run_search(run: Run, tuner: str = "hyperband") -> Experiment:
+def run_search(run: Run, tuner: str = "hyperband", remote_hosts=(), python_path: str | None = None,
+               ssh_key: str | None = None, manager_ip: str | None = None) -> Experiment:
     """Run (or continue, or reuse) the run's HyperBand or random search, with a live view.
 
-    Random search gets exactly the epochs HyperBand spent, so it must come second.
+    Random search gets exactly the epochs HyperBand spent, so it must come second. With
+    ``remote_hosts`` (``user@host[:port]``) its trials run on those machines over SSH, each
+    checked first (:mod:`seglib.hpo.remote`): the run folder must then be shared storage at the
+    same absolute path on every machine, ``python_path`` the bin folder of their Python.
     """
-    from seglib import hpo
+    from seglib.hpo import remote
     from seglib.report.display import live_progress
 
     max_epochs = None
     if tuner == "random":
         max_epochs = read_experiment(run.paths.search("hyperband")).summary.epochs_trained
-    return hpo.run(run.paths.search(tuner), run.settings, tuner, resume="auto", split_file=run.paths.split_file,
-                   max_epochs=max_epochs, show=live_progress())
+    search = remote.searcher(remote_hosts, python_path=python_path, ssh_key=ssh_key, manager_ip=manager_ip)
+    return search(run.paths.search(tuner), run.settings, tuner, resume="auto", split_file=run.paths.split_file,
+                  max_epochs=max_epochs, show=live_progress())
 
 
 # ---------------------------------------------------------------------------------------------

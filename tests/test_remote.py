@@ -399,3 +399,21 @@ def test_a_machine_whose_python_cannot_run_trials_is_named(tmp_path, machines, d
     assert code == 1 and err.startswith("seglib hpo: 1 of 1 machines cannot run trials:"), err
     assert f"{machines.spec(2)}: " in err and expected in err and str(folder / "python") in err, err
     assert not (tmp_path / "hpo" / "experiment.json").exists()
+
+
+def test_notebook_03_checks_its_remote_hosts_before_searching(tmp_path, machines, python_path, data):
+    """Notebook 03's REMOTE_* parameters take the same checked path as ``seglib hpo --remote``."""
+    from seglib.pipeline import start_run
+    from seglib.run import NotebookFailed, ensure_kernel, find_notebooks_dir, run_notebook
+
+    wrong = tmp_path / "wrong_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(wrong)], check=True)
+    run = start_run(tmp_path / "run", "quick", str(data))
+    parameters = {"PROFILE": "quick", "OUT_DIR": str(run.paths.root), "REMOTE_HOSTS": [machines.spec(1)],
+                  "REMOTE_PYTHON_PATH": str(python_path), "SSH_KEY": str(wrong), "MANAGER_IP": "127.0.0.1"}
+    with pytest.raises(NotebookFailed) as failed:
+        run_notebook(find_notebooks_dir() / "03_hyperband_hpo.ipynb", tmp_path / "run" / "03.ipynb", parameters,
+                     ensure_kernel())
+    assert "1 of 1 machines cannot run trials" in str(failed.value), failed.value
+    assert f"{machines.spec(1)}: refuses the key {wrong}" in str(failed.value), failed.value
+    assert not run.paths.search("hyperband").joinpath("experiment.json").exists(), "nothing was started"

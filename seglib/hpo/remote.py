@@ -25,6 +25,7 @@ import secrets
 import shlex
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path, PurePosixPath
 
 from seglib.artifacts import ExperimentPaths
@@ -123,6 +124,20 @@ def run(out_dir, settings=None, tuner: str = "hyperband", *, service, nni_manage
     root = check_shared_path(out_dir)
     check_machines(service, root)
     return search.run(root, settings, tuner, training_service=service, nni_manager_ip=nni_manager_ip, **run_args)
+
+
+def searcher(hosts, *, python_path: str | None, ssh_key: str | None = None, manager_ip: str | None = None):
+    """:func:`seglib.hpo.run`, or with ``hosts`` :func:`run` on those machines: one place for the
+    CLI's ``--remote`` and notebook 03's ``REMOTE_HOSTS``."""
+    if not hosts:
+        if python_path or ssh_key or manager_ip:
+            raise ValueError("python_path, ssh_key and manager_ip go with remote hosts USER@HOST[:PORT]; none given")
+        return search.run
+    if not python_path:
+        raise ValueError("remote hosts need a python_path: the bin folder of the Python with seglib and nni on every "
+                         "machine, e.g. /opt/venv/bin")
+    service = remote_training_service(hosts, python_path=python_path, **({"ssh_key_file": ssh_key} if ssh_key else {}))
+    return partial(run, service=service, nni_manager_ip=manager_ip)
 
 
 def check_shared_path(out_dir) -> Path:
