@@ -30,3 +30,11 @@ def embedded_root(tmp_path_factory) -> Path:
     from seglib.data.embedded import write_embedded
 
     return write_embedded(tmp_path_factory.mktemp("embedded"))
+
+
+@pytest.fixture(scope="module")
+def data(embedded_root, tmp_path_factory):
+    """The embedded dataset, with a patch cache of the test module's own (SEGLIB_CACHE)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SEGLIB_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield embedded_root

@@ -33,13 +33,6 @@ TIMEOUT = 900
 
 
 @pytest.fixture(scope="module")
-def data(embedded_root, tmp_path_factory):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SEGLIB_CACHE", str(tmp_path_factory.mktemp("cache")))
-        yield embedded_root
-
-
-@pytest.fixture(scope="module")
 def space_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("space") / "space.json"
     path.write_text(json.dumps(ONE_BATCH_SIZE))

@@ -190,13 +190,6 @@ def python_path(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def data(embedded_root, tmp_path_factory):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SEGLIB_CACHE", str(tmp_path_factory.mktemp("cache")))
-        yield embedded_root
-
-
-@pytest.fixture(scope="module")
 def space_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("space") / "space.json"
     path.write_text(json.dumps(SPACE))
