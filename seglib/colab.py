@@ -63,11 +63,6 @@ def install_commands(source: str = GIT_SOURCE) -> list[str]:
     ]
 
 
-def local_source(checkout: str | os.PathLike) -> str:
-    """A pip direct-reference source for a local checkout or wheel (``file://...``)."""
-    return Path(checkout).resolve().as_uri()
-
-
 def install_cell() -> str:
     """The notebooks' install cell (right after the parameters): in Colab, install seglib once.
 

@@ -348,11 +348,6 @@ class Patches:
         """Tile name of every patch ``(N,)``."""
         return np.asarray(self.tiles, dtype=object)[self.source[:, 0].astype(np.intp)]
 
-    @property
-    def file_of_patch(self) -> np.ndarray:
-        """Relative image path of every patch ``(N,)``."""
-        return np.asarray(self.files, dtype=object)[self.source[:, 0].astype(np.intp)]
-
     def scaled(self, index=None) -> np.ndarray:
         """Model input: float32 min-max scaled images, of all patches or of ``index``."""
         return scale_patches(self.images if index is None else self.images[index])

@@ -150,9 +150,3 @@ def programs(model, padded: bool = False):
 
     cache[padded] = (jax.jit(scan), jax.jit(one))
     return cache[padded]
-
-
-def compiled_programs(model) -> int:
-    """How many executables ``model``'s training programs hold (one per batch shape used)."""
-    cache = model.__dict__.get("_seglib_programs", {})
-    return sum(program._cache_size() for pair in cache.values() for program in pair)
