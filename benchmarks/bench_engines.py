@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
+import operator
 import statistics
 import subprocess
 import sys
@@ -28,8 +30,21 @@ from pathlib import Path
 
 
 def run_engine(engine: str, out: Path, args) -> float:
-    command = [sys.executable, "-m", "seglib.cli", "hpo", "--out", str(out), "--profile", args.profile,
-               "--engine", engine, "--seed", str(args.seed), *sum((["-p", p] for p in args.param), [])]
+    command = [
+        sys.executable,
+        "-m",
+        "seglib.cli",
+        "hpo",
+        "--out",
+        str(out),
+        "--profile",
+        args.profile,
+        "--engine",
+        engine,
+        "--seed",
+        str(args.seed),
+        *functools.reduce(operator.iadd, (["-p", p] for p in args.param), []),
+    ]
     if args.data:
         command += ["--data", args.data]
     started = time.perf_counter()
@@ -61,8 +76,12 @@ def trial_costs(out: Path) -> dict:
         rows.append((total, len(history["epochs"]) * patches))
     rate = statistics.median(per_patch)
     outside = [total - patches * rate for total, patches in rows]
-    return {"trials": len(trials), "epochs": sum(t["epochs_trained"] for t in trials),
-            "seconds_per_patch": rate, "outside_training_seconds": outside}
+    return {
+        "trials": len(trials),
+        "epochs": sum(t["epochs_trained"] for t in trials),
+        "seconds_per_patch": rate,
+        "outside_training_seconds": outside,
+    }
 
 
 def columns(out: Path) -> tuple:
@@ -87,14 +106,18 @@ def main(argv=None) -> int:
         wall = run_engine(engine, out, args)
         costs = trial_costs(out)
         outside = costs.pop("outside_training_seconds")
-        result[engine] = {"wall_seconds": round(wall, 1), **costs,
-                          "outside_training_seconds": {"median": round(statistics.median(outside), 2),
-                                                       "mean": round(statistics.mean(outside), 2),
-                                                       "max": round(max(outside), 2)}}
+        result[engine] = {
+            "wall_seconds": round(wall, 1),
+            **costs,
+            "outside_training_seconds": {
+                "median": round(statistics.median(outside), 2),
+                "mean": round(statistics.mean(outside), 2),
+                "max": round(max(outside), 2),
+            },
+        }
     result["local_over_nni_wall"] = round(result["local"]["wall_seconds"] / result["nni"]["wall_seconds"], 2)
     result["same_columns"] = columns(base / "nni") == columns(base / "local")
-    result["same_trial_and_epoch_counts"] = all(
-        result["nni"][k] == result["local"][k] for k in ("trials", "epochs"))
+    result["same_trial_and_epoch_counts"] = all(result["nni"][k] == result["local"][k] for k in ("trials", "epochs"))
     print("RESULT " + json.dumps(result))
     return 0
 

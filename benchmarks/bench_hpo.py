@@ -102,8 +102,11 @@ def together(out: Path, configs: list[str], epochs: int, trained: int) -> dict:
     start, end = min(s[0] for s in spans), max(s[-1] for s in spans)
     overlap = min(s[-1] for s in spans) - max(s[0] for s in spans)
     work = sum(trained * (len(s) - 1) for s in spans)
-    return {"patches_per_second_over_span": round(work / (end - start), 1) if end > start else None,
-            "span_seconds": round(end - start, 2), "overlap_seconds": round(max(0.0, overlap), 2)}
+    return {
+        "patches_per_second_over_span": round(work / (end - start), 1) if end > start else None,
+        "span_seconds": round(end - start, 2),
+        "overlap_seconds": round(max(0.0, overlap), 2),
+    }
 
 
 def main(argv=None) -> int:
@@ -126,23 +129,40 @@ def main(argv=None) -> int:
     save_split(paths.split_file, split)
     settings = write_trial_settings(paths, settings_used, concurrency=args.concurrency)
     configs = [f"bench{k}" for k in range(args.concurrency)]
-    with mps_daemon(out, dict(os.environ)) if args.mps else contextlib.nullcontext((dict(os.environ), [])) as (env, servers):
+    with (
+        mps_daemon(out, dict(os.environ)) if args.mps else contextlib.nullcontext((dict(os.environ), [])) as (
+            env,
+            servers,
+        )
+    ):
         warmup_seconds = run_trials(settings, ["warmup"], args.epochs, args.batch_size, env)
         wall = run_trials(settings, configs, args.epochs, args.batch_size, env)
     train_size = len(split["train"])
     trained = train_size // args.batch_size * args.batch_size  # the last partial batch is dropped
     per_trial = [trial_figures(out, c, args.epochs, trained) for c in configs]
     rates = [t["patches_per_second"] for t in per_trial if t["patches_per_second"]]
-    print(json.dumps({
-        "backend": os.environ.get("KERAS_BACKEND", "tensorflow"), "profile": args.profile,
-        "patch_size": settings_used.patch_size, "train_patches": train_size, "batch_size": args.batch_size,
-        "precision": args.precision, "concurrency": args.concurrency, "epochs": args.epochs,
-        "cold_first_epoch_seconds": trial_figures(out, "warmup", args.epochs, trained)["first_epoch_seconds"],
-        "warmup_wall_seconds": round(warmup_seconds, 1), "wall_seconds": round(wall, 1),
-        "trials": per_trial, "sum_of_trial_rates": round(sum(rates), 1),
-        **together(out, configs, args.epochs, trained),
-        "mps_servers": servers if args.mps else None, "load_average": os.getloadavg()[0],
-    }))
+    print(
+        json.dumps(
+            {
+                "backend": os.environ.get("KERAS_BACKEND", "tensorflow"),
+                "profile": args.profile,
+                "patch_size": settings_used.patch_size,
+                "train_patches": train_size,
+                "batch_size": args.batch_size,
+                "precision": args.precision,
+                "concurrency": args.concurrency,
+                "epochs": args.epochs,
+                "cold_first_epoch_seconds": trial_figures(out, "warmup", args.epochs, trained)["first_epoch_seconds"],
+                "warmup_wall_seconds": round(warmup_seconds, 1),
+                "wall_seconds": round(wall, 1),
+                "trials": per_trial,
+                "sum_of_trial_rates": round(sum(rates), 1),
+                **together(out, configs, args.epochs, trained),
+                "mps_servers": servers if args.mps else None,
+                "load_average": os.getloadavg()[0],
+            }
+        )
+    )
     return 0
 
 

@@ -97,8 +97,17 @@ def write_image(folder: Path, side: int, kind: str) -> Path:
     from rasterio.transform import from_origin
 
     with rasterio.open(
-        path, "w", driver="GTiff", width=side, height=side, count=3, dtype="uint8", crs="EPSG:32640",
-        transform=from_origin(553_000, 2_787_000, 0.5, 0.5), tiled=True, compress="deflate",
+        path,
+        "w",
+        driver="GTiff",
+        width=side,
+        height=side,
+        count=3,
+        dtype="uint8",
+        crs="EPSG:32640",
+        transform=from_origin(553_000, 2_787_000, 0.5, 0.5),
+        tiled=True,
+        compress="deflate",
     ) as dataset:
         dataset.write(np.asarray(image).transpose(2, 0, 1))
     return path
@@ -126,8 +135,18 @@ def run_case(name: str, folder: Path, model: Path, args) -> dict:
     """One case in a fresh process: its seconds and peak RSS, and the load average before it."""
     side, kind, mode, tta = CASES[name]
     image = write_image(folder, side, kind)
-    command = [sys.executable, __file__, "--child", str(model), str(image), str(folder / name), mode,
-               "tta" if tta else "-", "--batch-size", str(args.batch_size)]
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        str(model),
+        str(image),
+        str(folder / name),
+        mode,
+        "tta" if tta else "-",
+        "--batch-size",
+        str(args.batch_size),
+    ]
     load = os.getloadavg()[0]  # other work on the machine slows the case down
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode:

@@ -38,10 +38,15 @@ def main(argv=None) -> int:
         search.report(job["parameter_id"], rng.random())
     configs = [search.params(job) for job in search.jobs]
     result = {
-        "max_budget": args.max_budget, "eta": args.eta, "seed": args.seed, "trials": len(configs),
+        "max_budget": args.max_budget,
+        "eta": args.eta,
+        "seed": args.seed,
+        "trials": len(configs),
         "configurations": len({job["config_id"] for job in search.jobs}),
-        "processes": {"compiled_or_loaded": len(configs),
-                      "distinct": len({(c["activation"], c["batch_size"]) for c in configs})},
+        "processes": {
+            "compiled_or_loaded": len(configs),
+            "distinct": len({(c["activation"], c["batch_size"]) for c in configs}),
+        },
         "in_process": len({(c["activation"], c["batch_size"]) for c in configs}),
         "in_process_padded": len({(c["activation"], padded_size(c["batch_size"])) for c in configs}),
     }

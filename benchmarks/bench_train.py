@@ -33,19 +33,34 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--base-filters", type=int, default=16)
     parser.add_argument("--depth", type=int, default=4)
     parser.add_argument(
-        "--loop", choices=["auto", "fit", "jax"], default="auto",
+        "--loop",
+        choices=["auto", "fit", "jax"],
+        default="auto",
         help="training loop: Keras fit(), or seglib's device-resident lax.scan loop (JAX only); auto = jax on JAX",
     )
-    parser.add_argument("--pad-batches", choices=["auto", "yes", "no"], default="auto",
-                        help="loop jax: pad batches to a power of two with masked samples (auto: on a GPU)")
-    parser.add_argument("--dropout-rng", choices=["keras", "rbg"], default="keras",
-                        help="dropout mask generator (rbg = JAX's RngBitGenerator keys)")
-    parser.add_argument("--steps-per-execution", type=int, default=None,
-                        help="loop jax: steps per compiled call (1 = one jitted step per batch, "
-                             "k > 1 = lax.scan over k steps, 0 = the whole epoch in one call; "
-                             "default: 0 on a GPU, 1 on the CPU)")
-    parser.add_argument("--compile-cache", default=None,
-                        help="JAX persistent compilation cache folder (default: $SEGLIB_COMPILE_CACHE)")
+    parser.add_argument(
+        "--pad-batches",
+        choices=["auto", "yes", "no"],
+        default="auto",
+        help="loop jax: pad batches to a power of two with masked samples (auto: on a GPU)",
+    )
+    parser.add_argument(
+        "--dropout-rng",
+        choices=["keras", "rbg"],
+        default="keras",
+        help="dropout mask generator (rbg = JAX's RngBitGenerator keys)",
+    )
+    parser.add_argument(
+        "--steps-per-execution",
+        type=int,
+        default=None,
+        help="loop jax: steps per compiled call (1 = one jitted step per batch, "
+        "k > 1 = lax.scan over k steps, 0 = the whole epoch in one call; "
+        "default: 0 on a GPU, 1 on the CPU)",
+    )
+    parser.add_argument(
+        "--compile-cache", default=None, help="JAX persistent compilation cache folder (default: $SEGLIB_COMPILE_CACHE)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
 
@@ -53,19 +68,26 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     os.environ["KERAS_BACKEND"] = args.backend  # read once, at the first keras import below
-    import numpy as np
-
     import keras
+    import numpy as np
 
     from seglib.settings import Settings
     from seglib.train import train
 
     if keras.backend.backend() != args.backend:
-        sys.exit(f"bench_train.py: asked for backend {args.backend!r} but keras was already imported with "
-                 f"{keras.backend.backend()!r}")
+        sys.exit(
+            f"bench_train.py: asked for backend {args.backend!r} but keras was already imported with "
+            f"{keras.backend.backend()!r}"
+        )
     loop = args.loop if args.loop != "auto" else ("jax" if args.backend == "jax" else "fit")
-    settings = Settings(batch_size=args.batch, base_filters=args.base_filters, depth=args.depth, precision=args.precision,
-                        seed=args.seed, patch_size=args.size)
+    settings = Settings(
+        batch_size=args.batch,
+        base_filters=args.base_filters,
+        depth=args.depth,
+        precision=args.precision,
+        seed=args.seed,
+        patch_size=args.size,
+    )
     rng = np.random.default_rng(args.seed)
     x = rng.random((args.patches, args.size, args.size, 3), dtype=np.float32)
     y = rng.integers(0, 6, size=(args.patches, args.size, args.size), dtype=np.uint8)
@@ -74,9 +96,17 @@ def main(argv=None) -> dict:
     epoch_ends: list[float] = []
     started = time.perf_counter()
     result = train(
-        x, y, settings=settings, epochs=args.epochs, verbose=0, loop=loop,
-        pad_batches={"auto": None, "yes": True, "no": False}[args.pad_batches], dropout_rng=args.dropout_rng, steps_per_execution=args.steps_per_execution,
-        compile_cache_dir=args.compile_cache, on_epoch_end=lambda epoch, logs: epoch_ends.append(time.perf_counter()),
+        x,
+        y,
+        settings=settings,
+        epochs=args.epochs,
+        verbose=0,
+        loop=loop,
+        pad_batches={"auto": None, "yes": True, "no": False}[args.pad_batches],
+        dropout_rng=args.dropout_rng,
+        steps_per_execution=args.steps_per_execution,
+        compile_cache_dir=args.compile_cache,
+        on_epoch_end=lambda epoch, logs: epoch_ends.append(time.perf_counter()),
     )
     if result.diverged or not epoch_ends:
         sys.exit(f"bench_train.py: training did not complete: {result.message}")
@@ -86,15 +116,26 @@ def main(argv=None) -> dict:
     else:
         patches_per_s = trained_per_epoch / first_epoch_s
     record = {
-        "backend": args.backend, "precision": args.precision, "batch": args.batch, "loop": loop,
-        "dropout_rng": args.dropout_rng, "patches": args.patches, "size": args.size, "epochs": args.epochs,
-        "parameters": result.model.count_params(), "epoch_seconds": result.history["epoch_seconds"],
-        "first_epoch_s": first_epoch_s, "patches_per_s": patches_per_s, "devices": _devices(args.backend),
+        "backend": args.backend,
+        "precision": args.precision,
+        "batch": args.batch,
+        "loop": loop,
+        "dropout_rng": args.dropout_rng,
+        "patches": args.patches,
+        "size": args.size,
+        "epochs": args.epochs,
+        "parameters": result.model.count_params(),
+        "epoch_seconds": result.history["epoch_seconds"],
+        "first_epoch_s": first_epoch_s,
+        "patches_per_s": patches_per_s,
+        "devices": _devices(args.backend),
         "compile_cache": os.environ.get("SEGLIB_COMPILE_CACHE") or args.compile_cache,
     }
     print(json.dumps(record))
-    print(f"RESULT backend={args.backend} precision={args.precision} batch={args.batch} "
-          f"patches_per_s={patches_per_s:.3f} first_epoch_s={first_epoch_s:.2f}")
+    print(
+        f"RESULT backend={args.backend} precision={args.precision} batch={args.batch} "
+        f"patches_per_s={patches_per_s:.3f} first_epoch_s={first_epoch_s:.2f}"
+    )
     return record
 
 

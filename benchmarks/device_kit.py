@@ -43,7 +43,9 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = Path(
-    os.environ.get("SEGLIB_REAL_DATA", ROOT.parent / "shared" / "data" / "aerial-dubai" / "Semantic segmentation dataset")
+    os.environ.get(
+        "SEGLIB_REAL_DATA", ROOT.parent / "shared" / "data" / "aerial-dubai" / "Semantic segmentation dataset"
+    )
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -64,38 +66,224 @@ NO_DEPS = ["patchify==0.2.3"]
 # seglib requirements the JAX pipeline does not use: never in the kit (TensorFlow alone is
 # ~600 MB; NNI, installed apart, and the requirements seglib declares for it are replaced
 # there by the in-process search engine).
-NNI_REQUIREMENTS = {"astor", "json-tricks", "nvidia-ml-py", "prettytable", "pythonwebhdfs", "responses", "schema",
-                    "typeguard", "websockets"}
+NNI_REQUIREMENTS = {
+    "astor",
+    "json-tricks",
+    "nvidia-ml-py",
+    "prettytable",
+    "pythonwebhdfs",
+    "responses",
+    "schema",
+    "typeguard",
+    "websockets",
+}
 EXCLUDED = {"tensorflow", "nni"} | NNI_REQUIREMENTS
 
 # The device machine's Python packages, copied from /work/.library/device/KINDS.md, section
 # "Python packages already there" (nvidia-h200, image 'cuda', as read on 2026-11-17).
 # Notable versions there: Python 3.12.3, numpy 2.5.2, jax/jaxlib 0.11.2 (CUDA 13 plugin).
-PREINSTALLED = frozenset(canonicalize_name(n) for n in """
-absl-py accelerate aiofiles aiohappyeyeballs aiohttp aiosignal annotated-doc anyio attrs botorch
-build certifi charset-normalizer chex click cloudpickle cmake colorama contourpy coverage
-cuda-bindings cuda-core cuda-pathfinder cuda-toolkit cupy-cuda13x cycler cython diffrax e3nn
-einops equinox etils execnet filelock flatbuffers flax fonttools formulaic frozenlist fsspec
-gpytorch grpcio h11 h5py hf-xet httpcore httpx huggingface-hub humanize hypothesis idna imageio
-iniconfig interface-meta jax jax-cuda13-pjrt jax-cuda13-plugin jaxlib jaxtyping jinja2 joblib
-kiwisolver lazy-loader lightning lightning-utilities linear-operator lineax llvmlite lxml
-markdown markdown-it-py markupsafe matplotlib mdurl meson ml-dtypes mpi4py mpmath msgpack
-multidict multipledispatch mypy-extensions nanobind narwhals networkx ninja numba numba-cuda
-numpy numpyro nvidia-cublas nvidia-cuda-cupti nvidia-cuda-nvrtc nvidia-cuda-runtime
-nvidia-cudnn-cu13 nvidia-cufft nvidia-cufile nvidia-curand nvidia-cusolver nvidia-cusparse
-nvidia-cusparselt-cu13 nvidia-ml-py nvidia-nccl-cu13 nvidia-nvjitlink nvidia-nvshmem-cu13
-nvidia-nvtx onnx onnx-ir onnxruntime onnxscript opencv-python-headless optax opt-einsum
-opt-einsum-fx optimistix orbax-checkpoint packaging pandas pathspec patsy peft pillow pip
-pluggy portalocker prometheus-client propcache protobuf psutil pyarrow pybind11 py-cpuinfo
-pygments pyparsing pyproject-hooks pyre-extensions pytest pytest-benchmark pytest-cov
-pytest-mock pytest-timeout pytest-xdist python-dateutil pytorch-lightning pyyaml regex
-requests rich sacrebleu safetensors scikit-build-core scikit-image scikit-learn scipy seaborn
-sentencepiece sentence-transformers setuptools shellingham simplejson six sortedcontainers
-statsmodels sympy tabulate tensorboard tensorboard-data-server tensorstore threadpoolctl
-tifffile tiktoken timm tokenizers toolz torch torchaudio torchdiffeq torch-geometric
-torchmetrics torchvision tqdm transformers treescope triton typer typing-extensions
-typing-inspect urllib3 uvloop wadler-lindig werkzeug wheel wrapt xarray xxhash yarl zipp
-""".split())
+PREINSTALLED = frozenset(
+    canonicalize_name(n)
+    for n in [
+        "absl-py",
+        "accelerate",
+        "aiofiles",
+        "aiohappyeyeballs",
+        "aiohttp",
+        "aiosignal",
+        "annotated-doc",
+        "anyio",
+        "attrs",
+        "botorch",
+        "build",
+        "certifi",
+        "charset-normalizer",
+        "chex",
+        "click",
+        "cloudpickle",
+        "cmake",
+        "colorama",
+        "contourpy",
+        "coverage",
+        "cuda-bindings",
+        "cuda-core",
+        "cuda-pathfinder",
+        "cuda-toolkit",
+        "cupy-cuda13x",
+        "cycler",
+        "cython",
+        "diffrax",
+        "e3nn",
+        "einops",
+        "equinox",
+        "etils",
+        "execnet",
+        "filelock",
+        "flatbuffers",
+        "flax",
+        "fonttools",
+        "formulaic",
+        "frozenlist",
+        "fsspec",
+        "gpytorch",
+        "grpcio",
+        "h11",
+        "h5py",
+        "hf-xet",
+        "httpcore",
+        "httpx",
+        "huggingface-hub",
+        "humanize",
+        "hypothesis",
+        "idna",
+        "imageio",
+        "iniconfig",
+        "interface-meta",
+        "jax",
+        "jax-cuda13-pjrt",
+        "jax-cuda13-plugin",
+        "jaxlib",
+        "jaxtyping",
+        "jinja2",
+        "joblib",
+        "kiwisolver",
+        "lazy-loader",
+        "lightning",
+        "lightning-utilities",
+        "linear-operator",
+        "lineax",
+        "llvmlite",
+        "lxml",
+        "markdown",
+        "markdown-it-py",
+        "markupsafe",
+        "matplotlib",
+        "mdurl",
+        "meson",
+        "ml-dtypes",
+        "mpi4py",
+        "mpmath",
+        "msgpack",
+        "multidict",
+        "multipledispatch",
+        "mypy-extensions",
+        "nanobind",
+        "narwhals",
+        "networkx",
+        "ninja",
+        "numba",
+        "numba-cuda",
+        "numpy",
+        "numpyro",
+        "nvidia-cublas",
+        "nvidia-cuda-cupti",
+        "nvidia-cuda-nvrtc",
+        "nvidia-cuda-runtime",
+        "nvidia-cudnn-cu13",
+        "nvidia-cufft",
+        "nvidia-cufile",
+        "nvidia-curand",
+        "nvidia-cusolver",
+        "nvidia-cusparse",
+        "nvidia-cusparselt-cu13",
+        "nvidia-ml-py",
+        "nvidia-nccl-cu13",
+        "nvidia-nvjitlink",
+        "nvidia-nvshmem-cu13",
+        "nvidia-nvtx",
+        "onnx",
+        "onnx-ir",
+        "onnxruntime",
+        "onnxscript",
+        "opencv-python-headless",
+        "optax",
+        "opt-einsum",
+        "opt-einsum-fx",
+        "optimistix",
+        "orbax-checkpoint",
+        "packaging",
+        "pandas",
+        "pathspec",
+        "patsy",
+        "peft",
+        "pillow",
+        "pip",
+        "pluggy",
+        "portalocker",
+        "prometheus-client",
+        "propcache",
+        "protobuf",
+        "psutil",
+        "pyarrow",
+        "pybind11",
+        "py-cpuinfo",
+        "pygments",
+        "pyparsing",
+        "pyproject-hooks",
+        "pyre-extensions",
+        "pytest",
+        "pytest-benchmark",
+        "pytest-cov",
+        "pytest-mock",
+        "pytest-timeout",
+        "pytest-xdist",
+        "python-dateutil",
+        "pytorch-lightning",
+        "pyyaml",
+        "regex",
+        "requests",
+        "rich",
+        "sacrebleu",
+        "safetensors",
+        "scikit-build-core",
+        "scikit-image",
+        "scikit-learn",
+        "scipy",
+        "seaborn",
+        "sentencepiece",
+        "sentence-transformers",
+        "setuptools",
+        "shellingham",
+        "simplejson",
+        "six",
+        "sortedcontainers",
+        "statsmodels",
+        "sympy",
+        "tabulate",
+        "tensorboard",
+        "tensorboard-data-server",
+        "tensorstore",
+        "threadpoolctl",
+        "tifffile",
+        "tiktoken",
+        "timm",
+        "tokenizers",
+        "toolz",
+        "torch",
+        "torchaudio",
+        "torchdiffeq",
+        "torch-geometric",
+        "torchmetrics",
+        "torchvision",
+        "tqdm",
+        "transformers",
+        "treescope",
+        "triton",
+        "typer",
+        "typing-extensions",
+        "typing-inspect",
+        "urllib3",
+        "uvloop",
+        "wadler-lindig",
+        "werkzeug",
+        "wheel",
+        "wrapt",
+        "xarray",
+        "xxhash",
+        "yarl",
+        "zipp",
+    ]
+)
 
 # The device takes at most 64 MiB of working tree plus carried folders; the checkout is ~1.5 MiB.
 LIMIT_MIB = 60
@@ -114,7 +302,9 @@ TARGET_MARKERS = {
 }
 # pip matches manylinux_2_N tags exactly, so name every N the device's glibc (2.39) can load.
 PLATFORMS = [f"manylinux_2_{n}_x86_64" for n in range(39, 16, -1)] + [
-    "manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64",
+    "manylinux2014_x86_64",
+    "manylinux2010_x86_64",
+    "manylinux1_x86_64",
 ]
 # ---------------------------------------------------------------------------------------------
 
@@ -133,8 +323,18 @@ def download(requirements: list[str], dest: Path, *, deps: bool) -> None:
     """Binary wheels for CPython 3.12 on manylinux x86_64, whatever interpreter runs this."""
     platform_flags = [flag for p in PLATFORMS for flag in ("--platform", p)]
     pip(
-        "download", "-q", "--only-binary=:all:", "--python-version", PYTHON_VERSION,
-        "--implementation", "cp", *platform_flags, *([] if deps else ["--no-deps"]), "-d", str(dest), *requirements,
+        "download",
+        "-q",
+        "--only-binary=:all:",
+        "--python-version",
+        PYTHON_VERSION,
+        "--implementation",
+        "cp",
+        *platform_flags,
+        *([] if deps else ["--no-deps"]),
+        "-d",
+        str(dest),
+        *requirements,
     )
 
 
@@ -145,7 +345,9 @@ def build_seglib(dest: Path, scratch: Path) -> Path:
     """
     listing = subprocess.run(
         ["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     source = scratch / "seglib-source"
     for name in filter(None, listing.split("\0")):
@@ -155,7 +357,9 @@ def build_seglib(dest: Path, scratch: Path) -> Path:
     pip("wheel", "-q", "--no-deps", "-w", str(dest), str(source))
     wheels = list(dest.glob("seglib-*.whl"))
     if len(wheels) != 1:
-        sys.exit(f"device_kit.py: expected one seglib-*.whl in {dest} after pip wheel, found {[w.name for w in wheels]}")
+        sys.exit(
+            f"device_kit.py: expected one seglib-*.whl in {dest} after pip wheel, found {[w.name for w in wheels]}"
+        )
     return wheels[0]
 
 
@@ -174,7 +378,9 @@ def applies(requirement: Requirement, extras: set[str]) -> bool:
     return any(requirement.marker.evaluate({**TARGET_MARKERS, "extra": extra}) for extra in {"", *extras})
 
 
-def resolve(wheels: dict[str, Path], roots: list[Requirement]) -> tuple[dict[str, Path], dict[str, SpecifierSet], list[str]]:
+def resolve(
+    wheels: dict[str, Path], roots: list[Requirement]
+) -> tuple[dict[str, Path], dict[str, SpecifierSet], list[str]]:
     """The wheels reached from roots without passing through a preinstalled package.
 
     Returns (kit wheels by name, what the kit asks of preinstalled packages, notes saying who
@@ -196,8 +402,9 @@ def resolve(wheels: dict[str, Path], roots: list[Requirement]) -> tuple[dict[str
             sys.exit(f"device_kit.py: {name} is wanted by {wanted_by} but is in EXCLUDED; the JAX kit must not need it")
         if name not in wheels:
             sys.exit(
-                f"device_kit.py: {name} is wanted by {wanted_by} on Python {PYTHON_VERSION}, but pip did not download it"
-                f" (it may have judged the marker for this interpreter, Python {sys.version_info[0]}.{sys.version_info[1]}):"
+                f"device_kit.py: {name} is wanted by {wanted_by} on Python {PYTHON_VERSION}, but pip did not "
+                f"download it (it may have judged the marker for this interpreter, Python "
+                f"{sys.version_info[0]}.{sys.version_info[1]}):"
                 f" rerun benchmarks/device_kit.py with Python {PYTHON_VERSION}"
             )
         extras = set(requirement.extras)
@@ -215,7 +422,10 @@ def check_data(source: Path) -> None:
     """Stop before any work unless source looks like the Kaggle dataset folder."""
     tiles = sorted(source.glob("Tile */images"))
     if not tiles or not all((t.parent / "masks").is_dir() for t in tiles):
-        sys.exit(f"device_kit.py: {source} is not the dataset: expected 'Tile N/images' and 'Tile N/masks' folders in it (--data PATH)")
+        sys.exit(
+            f"device_kit.py: {source} is not the dataset: expected 'Tile N/images' and 'Tile N/masks' "
+            "folders in it (--data PATH)"
+        )
 
 
 def copy_data(source: Path, dest: Path) -> None:
@@ -250,7 +460,9 @@ unset PIP_FIND_LINKS PIP_INDEX_URL PIP_EXTRA_INDEX_URL PIP_CONSTRAINT PIP_REQUIR
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=ROOT / ".device-kit", help="the kit's folder (default: .device-kit)")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / ".device-kit", help="the kit's folder (default: .device-kit)"
+    )
     parser.add_argument("--no-data", action="store_true", help="leave the dataset out")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the 'Semantic segmentation dataset' folder")
     args = parser.parse_args(argv)
@@ -260,14 +472,19 @@ def main(argv: list[str] | None = None) -> int:
 
     # Start from nothing, but never wipe a folder that is not a kit (say, a mistyped --out).
     if out.exists() and any(out.iterdir()) and not (out / "MANIFEST.txt").is_file():
-        sys.exit(f"device_kit.py: {out} is not empty and holds no MANIFEST.txt, so it is not a kit: refusing to overwrite it")
+        sys.exit(
+            f"device_kit.py: {out} is not empty and holds no MANIFEST.txt, so it is not a kit: refusing to overwrite it"
+        )
     shutil.rmtree(out, ignore_errors=True)
     (out / "wheels").mkdir(parents=True)
     (out / "MANIFEST.txt").write_text("# incomplete: benchmarks/device_kit.py stopped before it finished this kit\n")
 
     with tempfile.TemporaryDirectory(prefix="device-kit-") as scratch_name:
         scratch = Path(scratch_name)
-        print(f"pip download {' '.join(REQUIREMENTS)} (+ dependencies, cp312 manylinux; first run can take minutes)", flush=True)
+        print(
+            f"pip download {' '.join(REQUIREMENTS)} (+ dependencies, cp312 manylinux; first run can take minutes)",
+            flush=True,
+        )
         download(REQUIREMENTS, scratch / "resolved", deps=True)
         download(NO_DEPS, scratch / "no-deps", deps=False)
         seglib_wheel = build_seglib(scratch / "seglib", scratch)
@@ -283,8 +500,8 @@ def main(argv: list[str] | None = None) -> int:
                 notes.append(f"{name}{requirement.specifier or ''} <- seglib")
             elif name not in kit:
                 sys.exit(
-                    f"device_kit.py: seglib requires {requirement}, which is neither preinstalled on the H200 nor reached"
-                    f" from REQUIREMENTS: add it to REQUIREMENTS (or EXCLUDED) in benchmarks/device_kit.py"
+                    f"device_kit.py: seglib requires {requirement}, which is neither preinstalled on the H200 "
+                    f"nor reached from REQUIREMENTS: add it to REQUIREMENTS (or EXCLUDED) in benchmarks/device_kit.py"
                 )
         for wheel in [*kit.values(), *(scratch / "no-deps").glob("*.whl"), seglib_wheel]:
             shutil.copy2(wheel, out / "wheels" / wheel.name)
@@ -302,7 +519,10 @@ def main(argv: list[str] | None = None) -> int:
     parts = {"wheels": size(out / "wheels"), "data": size(out / "data")}
     lines = [f"{f.stat().st_size / MIB:8.2f} MiB  wheels/{f.name}" for f in wheel_files]
     lines.append("")
-    lines += [f"{parts[p] / MIB:8.2f} MiB  {p}" + (" (left out: --no-data)" if p == "data" and args.no_data else "") for p in parts]
+    lines += [
+        f"{parts[p] / MIB:8.2f} MiB  {p}" + (" (left out: --no-data)" if p == "data" and args.no_data else "")
+        for p in parts
+    ]
     total = size(out)  # MANIFEST.txt counted as its placeholder (a few KiB less than the final)
     lines.append(f"{total / MIB:8.2f} MiB  total ({len(wheel_files)} wheels; limit {LIMIT_MIB} MiB)")
     manifest = "\n".join(
@@ -323,7 +543,9 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(lines))
     print(f"written to {out}")
     if total > LIMIT_MIB * MIB:
-        print(f"device_kit.py: the kit in {out} is {total / MIB:.2f} MiB, over the {LIMIT_MIB} MiB limit", file=sys.stderr)
+        print(
+            f"device_kit.py: the kit in {out} is {total / MIB:.2f} MiB, over the {LIMIT_MIB} MiB limit", file=sys.stderr
+        )
         return 1
     return 0
 

@@ -23,18 +23,28 @@ def timings(run_dir) -> dict:
     for name in ("baseline", "tuned"):
         if paths.metrics_file(name).is_file():
             record = read_model_record(paths.metrics_file(name), name)
-            result[name] = {"seconds": round(record.seconds, 1), "epochs": record.epochs_trained,
-                            "val_loss": record.val["loss"], "val_precision": record.val["precision"],
-                            "val_recall": record.val["recall"], "test_mean_iou": (record.test or {}).get("mean_iou")}
+            result[name] = {
+                "seconds": round(record.seconds, 1),
+                "epochs": record.epochs_trained,
+                "val_loss": record.val["loss"],
+                "val_precision": record.val["precision"],
+                "val_recall": record.val["recall"],
+                "test_mean_iou": (record.test or {}).get("mean_iou"),
+            }
     for tuner in ("hyperband", "random"):
         folder = paths.search(tuner)
         if (folder / "trials.json").is_file():
             experiment = read_experiment(folder)
             used = spent(experiment.trials)
-            result[tuner] = {"wall_seconds": round(wall_seconds(experiment.trials) or 0.0, 1),
-                             "trial_seconds": round(used["seconds"], 1), "trials": used["trials"],
-                             "epochs": used["epochs"], "statuses": used["statuses"], "finished": experiment.summary.finished,
-                             "best_value": experiment.best.value}
+            result[tuner] = {
+                "wall_seconds": round(wall_seconds(experiment.trials) or 0.0, 1),
+                "trial_seconds": round(used["seconds"], 1),
+                "trials": used["trials"],
+                "epochs": used["epochs"],
+                "statuses": used["statuses"],
+                "finished": experiment.summary.finished,
+                "best_value": experiment.best.value,
+            }
     return result
 
 

@@ -30,20 +30,25 @@ OUT_DIR = None  # the run folder; None: MyDrive/seglib/runs/<PROFILE> in Colab, 
 DATA = None  # None: the embedded default dataset; a dataset folder; "kaggle": download it (to Drive in Colab)
 OVERRIDES = {}  # settings to change, e.g. {"epochs": 2, "precision": "bf16", "engine": "local"}
 COMMAND = None  # set by `seglib run`: the command line the report names
-SEGLIB_SOURCE = "git+https://github.com/YOUR-GITHUB-USER/seglib.git@main"  # Colab: a git URL, or a wheel or checkout on Drive
+SEGLIB_SOURCE = (
+    "git+https://github.com/YOUR-GITHUB-USER/seglib.git@main"  # Colab: a git URL, or a wheel or checkout on Drive
+)
 
 # %%
 # Colab only: install seglib from SEGLIB_SOURCE, changing none of Colab's packages (no restart).
-import importlib.util, subprocess, sys
+import importlib.util
+import subprocess
+import sys
 
 if "google.colab" in sys.modules and importlib.util.find_spec("seglib") is None:
     if SEGLIB_SOURCE.startswith("/content/drive"):
         from google.colab import drive
+
         drive.mount("/content/drive")
     source = SEGLIB_SOURCE if "://" in SEGLIB_SOURCE else "file://" + SEGLIB_SOURCE
     pip = [sys.executable, "-m", "pip", "install", "-q"]
     subprocess.run([*pip, f"seglib[colab] @ {source}"], check=True)
-    subprocess.run([*pip, '--no-deps', 'nni==3.0', 'patchify==0.2.3'], check=True)
+    subprocess.run([*pip, "--no-deps", "nni==3.0", "patchify==0.2.3"], check=True)
 
 # %% [markdown]
 # ## Set up: GPU, run folder, data

@@ -37,20 +37,25 @@ REMOTE_HOSTS = []  # e.g. ["alice@gpu1", "alice@gpu2:2222"]: run trials on these
 REMOTE_PYTHON_PATH = None  # with REMOTE_HOSTS: bin folder of the Python with seglib and nni on every machine
 SSH_KEY = None  # with REMOTE_HOSTS: SSH private key (None: ~/.ssh/id_rsa)
 MANAGER_IP = None  # with REMOTE_HOSTS: this machine's address as the trial machines reach it (None: NNI's guess)
-SEGLIB_SOURCE = "git+https://github.com/YOUR-GITHUB-USER/seglib.git@main"  # Colab: a git URL, or a wheel or checkout on Drive
+SEGLIB_SOURCE = (
+    "git+https://github.com/YOUR-GITHUB-USER/seglib.git@main"  # Colab: a git URL, or a wheel or checkout on Drive
+)
 
 # %%
 # Colab only: install seglib from SEGLIB_SOURCE, changing none of Colab's packages (no restart).
-import importlib.util, subprocess, sys
+import importlib.util
+import subprocess
+import sys
 
 if "google.colab" in sys.modules and importlib.util.find_spec("seglib") is None:
     if SEGLIB_SOURCE.startswith("/content/drive"):
         from google.colab import drive
+
         drive.mount("/content/drive")
     source = SEGLIB_SOURCE if "://" in SEGLIB_SOURCE else "file://" + SEGLIB_SOURCE
     pip = [sys.executable, "-m", "pip", "install", "-q"]
     subprocess.run([*pip, f"seglib[colab] @ {source}"], check=True)
-    subprocess.run([*pip, '--no-deps', 'nni==3.0', 'patchify==0.2.3'], check=True)
+    subprocess.run([*pip, "--no-deps", "nni==3.0", "patchify==0.2.3"], check=True)
 
 # %%
 from seglib import colab, pipeline

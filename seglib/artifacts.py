@@ -35,9 +35,9 @@ import json
 import math
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from seglib.settings import Settings
 
@@ -52,6 +52,7 @@ class ArtifactMissing(FileNotFoundError):
 
 # ---------------------------------------------------------------------------------------------
 # Writing and reading
+
 
 def atomic_write(path, write: Callable[[Path], None]) -> Path:
     """Write ``path`` through a temporary file in its folder, then rename: all or nothing.
@@ -134,8 +135,11 @@ def _plain(value):
 def _from_dict(cls, values: dict, source) -> object:
     """A record dataclass from its JSON form; unknown or missing fields name the file."""
     names = {f.name for f in dataclasses.fields(cls)}
-    required = {f.name for f in dataclasses.fields(cls)
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    required = {
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
     unknown, missing = sorted(set(values) - names), sorted(required - set(values))
     if unknown or missing:
         raise ArtifactError(
@@ -148,6 +152,7 @@ def _from_dict(cls, values: dict, source) -> object:
 # ---------------------------------------------------------------------------------------------
 # Paths
 
+
 @dataclass(frozen=True)
 class RunPaths:
     """The paths of one run folder."""
@@ -155,7 +160,7 @@ class RunPaths:
     root: Path
 
     @classmethod
-    def of(cls, root) -> "RunPaths":
+    def of(cls, root) -> RunPaths:
         return cls(Path(root).expanduser().resolve())
 
     run_file = property(lambda self: self.root / "run.json")
@@ -214,7 +219,7 @@ class ExperimentPaths:
     root: Path
 
     @classmethod
-    def of(cls, root) -> "ExperimentPaths":
+    def of(cls, root) -> ExperimentPaths:
         return cls(Path(root).expanduser().resolve())
 
     experiment_file = property(lambda self: self.root / "experiment.json")
@@ -253,7 +258,13 @@ def trial_key(config_id: str, budget: int) -> str:
 # machine, recorded), INTERRUPTED (stopped from outside: it is handed out again on resume),
 # or, while a search runs, RUNNING or WAITING (handed out, not started yet).
 SUCCEEDED, DIVERGED, FAILED, INTERRUPTED, RUNNING, WAITING = (
-    "SUCCEEDED", "DIVERGED", "FAILED", "INTERRUPTED", "RUNNING", "WAITING")
+    "SUCCEEDED",
+    "DIVERGED",
+    "FAILED",
+    "INTERRUPTED",
+    "RUNNING",
+    "WAITING",
+)
 STATUSES = (SUCCEEDED, DIVERGED, FAILED, INTERRUPTED, RUNNING, WAITING)
 FINISHED = (SUCCEEDED, DIVERGED)  # a pair with one of these is never trained again
 
@@ -334,10 +345,30 @@ class Experiment:
 
 
 TRIAL_CSV_FIELDS = (
-    "parameter_id", "config_id", "bracket", "rung", "budget", "resumed_from", "epochs_trained",
-    "status", "value", "precision", "recall", "mean_iou", "batch_size", "learning_rate",
-    "activation", "seconds", "first_epoch_seconds", "start_time", "end_time", "host", "trial_id",
-    "trial_ids", "curve", "error",
+    "parameter_id",
+    "config_id",
+    "bracket",
+    "rung",
+    "budget",
+    "resumed_from",
+    "epochs_trained",
+    "status",
+    "value",
+    "precision",
+    "recall",
+    "mean_iou",
+    "batch_size",
+    "learning_rate",
+    "activation",
+    "seconds",
+    "first_epoch_seconds",
+    "start_time",
+    "end_time",
+    "host",
+    "trial_id",
+    "trial_ids",
+    "curve",
+    "error",
 )
 
 
@@ -410,6 +441,7 @@ def read_model_record(path, producer: str) -> ModelRecord:
 # ---------------------------------------------------------------------------------------------
 # The run record (run.json)
 
+
 @dataclass(frozen=True)
 class Run:
     """One run folder as notebook 01 started it: profile, overrides, resolved settings, stamp.
@@ -438,8 +470,10 @@ class Run:
 
 
 def write_run(run: Run) -> Path:
-    return write_json(run.paths.run_file, {"profile": run.profile, "overrides": run.overrides,
-                                            "settings": run.settings.to_dict(), "stamp": run.stamp})
+    return write_json(
+        run.paths.run_file,
+        {"profile": run.profile, "overrides": run.overrides, "settings": run.settings.to_dict(), "stamp": run.stamp},
+    )
 
 
 def read_run(root) -> Run:
@@ -449,5 +483,7 @@ def read_run(root) -> Run:
         settings = Settings.from_dict(record["settings"], str(paths.run_file))
         return Run(paths, record["profile"], dict(record["overrides"]), settings, record["stamp"])
     except (KeyError, TypeError):
-        raise ArtifactError(f"{paths.run_file}: expected 'profile', 'overrides', 'settings' and 'stamp'; "
-                            "it was written by another seglib version: run notebooks/01_data again") from None
+        raise ArtifactError(
+            f"{paths.run_file}: expected 'profile', 'overrides', 'settings' and 'stamp'; "
+            "it was written by another seglib version: run notebooks/01_data again"
+        ) from None

@@ -50,71 +50,138 @@ def _check_data(data) -> None:
 # ---------------------------------------------------------------------------------------------
 # seglib prepare
 
+
 def _prepare_options(parser) -> None:
     parser.add_argument("data", nargs="?", default=None, help="dataset folder (default: the embedded dataset)")
-    parser.add_argument("--profile", default="quick", choices=sorted(PROFILES), help="profile whose patch size and split to use (default quick)")
+    parser.add_argument(
+        "--profile",
+        default="quick",
+        choices=sorted(PROFILES),
+        help="profile whose patch size and split to use (default quick)",
+    )
     parser.add_argument("--patch-size", type=int, default=None, help="patch side in pixels (default: the profile's)")
     parser.add_argument("--cache-dir", default=None, help="cache folder (default $SEGLIB_CACHE or ~/.cache/seglib)")
     parser.add_argument("--no-cache", action="store_true", help="prepare without reading or writing the cache")
-    parser.add_argument("--prune-cache", action="store_true", help="after preparing, delete every other cached patch set")
+    parser.add_argument(
+        "--prune-cache", action="store_true", help="after preparing, delete every other cached patch set"
+    )
     parser.add_argument("--skip-mismatched", action="store_true", help="skip pairs whose image and mask sizes differ")
-    parser.add_argument("--split", choices=("seed", "tiles"), default=None, help="also print this split's sizes and class shares")
+    parser.add_argument(
+        "--split", choices=("seed", "tiles"), default=None, help="also print this split's sizes and class shares"
+    )
 
 
 def _prepare(args) -> int:
     from seglib.data import CLASS_NAMES, cache_root, make_split, natural_key, prepare, prune_cache, split_class_shares
 
     settings = profile(args.profile, **({"split": args.split} if args.split else {}))
-    patches = prepare(args.data, patch_size=args.patch_size or settings.patch_size, skip_mismatched=args.skip_mismatched,
-                      cache_dir=args.cache_dir, cache=not args.no_cache)
+    patches = prepare(
+        args.data,
+        patch_size=args.patch_size or settings.patch_size,
+        skip_mismatched=args.skip_mismatched,
+        cache_dir=args.cache_dir,
+        cache=not args.no_cache,
+    )
     print(patches.summary())
     if args.prune_cache:
         removed, freed = prune_cache(patches.cache_path, args.cache_dir)
-        print(f"pruned {removed} other cache entries ({freed / 2**20:,.1f} MB) from {cache_root(args.cache_dir) / 'patches'}")
+        print(
+            f"pruned {removed} other cache entries ({freed / 2**20:,.1f} MB) "
+            f"from {cache_root(args.cache_dir) / 'patches'}"
+        )
     if args.split:
         index = make_split(patches, settings)
         for name, shares in split_class_shares(patches, index).items():
             tiles = sorted(set(patches.tile_of_patch[index[name]]), key=natural_key)
-            print(f"{settings.split} split {name}: {len(index[name])} patches"
-                  + (f" (tiles {', '.join(tiles)})" if settings.split == "tiles" else "")
-                  + ": " + ", ".join(f"{c} {s:.1%}" for c, s in zip(CLASS_NAMES, shares)))
+            print(
+                f"{settings.split} split {name}: {len(index[name])} patches"
+                + (f" (tiles {', '.join(tiles)})" if settings.split == "tiles" else "")
+                + ": "
+                + ", ".join(f"{c} {s:.1%}" for c, s in zip(CLASS_NAMES, shares))
+            )
     return 0
 
 
 # ---------------------------------------------------------------------------------------------
 # seglib hpo
 
+
 def _hpo_options(parser) -> None:
     from seglib.hpo.search import TUNERS
 
-    parser.add_argument("--out", required=True, type=Path, help="search folder (trials.csv, trials.json, best.json, state)")
+    parser.add_argument(
+        "--out", required=True, type=Path, help="search folder (trials.csv, trials.json, best.json, state)"
+    )
     parser.add_argument("--profile", default="quick", choices=sorted(PROFILES), help="settings profile (default quick)")
     parser.add_argument("--data", default=None, help="dataset folder (default: the embedded dataset)")
-    parser.add_argument("--tuner", choices=TUNERS, default="hyperband", help="HyperBand, or random search at equal epochs")
-    parser.add_argument("--engine", choices=("nni", "local"), default=None, help="nni (processes, web UI) or local (in-process); default: the profile's")
-    parser.add_argument("--max-budget", "-R", type=int, default=None, help="HyperBand R in epochs (default: the profile's)")
+    parser.add_argument(
+        "--tuner", choices=TUNERS, default="hyperband", help="HyperBand, or random search at equal epochs"
+    )
+    parser.add_argument(
+        "--engine",
+        choices=("nni", "local"),
+        default=None,
+        help="nni (processes, web UI) or local (in-process); default: the profile's",
+    )
+    parser.add_argument(
+        "--max-budget", "-R", type=int, default=None, help="HyperBand R in epochs (default: the profile's)"
+    )
     parser.add_argument("--eta", type=int, default=None, help="HyperBand η (default: the profile's)")
     parser.add_argument("--max-trials", type=int, default=None, help="cap on trials (default: one full HyperBand pass)")
-    parser.add_argument("--concurrency", type=int, default=None, help="trials at once, nni engine (default: the profile's)")
-    parser.add_argument("--precision", choices=PRECISIONS, default=None, help="fp32 (default), bf16 (Ampere+ GPUs) or fp16 (T4)")
+    parser.add_argument(
+        "--concurrency", type=int, default=None, help="trials at once, nni engine (default: the profile's)"
+    )
+    parser.add_argument(
+        "--precision", choices=PRECISIONS, default=None, help="fp32 (default), bf16 (Ampere+ GPUs) or fp16 (T4)"
+    )
     parser.add_argument("--seed", type=int, default=None, help="seed of the configurations drawn and of training")
-    parser.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="any other setting (repeatable)")
-    parser.add_argument("--space", type=Path, default=None, help="JSON file of search-space entries (NNI's format) merged over the original's")
-    parser.add_argument("--max-epochs", type=int, default=None, help="random search: epochs in all (default: a HyperBand pass's)")
-    parser.add_argument("--port", type=int, default=None, help="nni: web UI port on localhost (default: first free from 8080)")
-    parser.add_argument("--backend", default=None, help="nni: the trials' Keras backend (jax, tensorflow; default: this environment's)")
+    parser.add_argument(
+        "-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="any other setting (repeatable)"
+    )
+    parser.add_argument(
+        "--space",
+        type=Path,
+        default=None,
+        help="JSON file of search-space entries (NNI's format) merged over the original's",
+    )
+    parser.add_argument(
+        "--max-epochs", type=int, default=None, help="random search: epochs in all (default: a HyperBand pass's)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=None, help="nni: web UI port on localhost (default: first free from 8080)"
+    )
+    parser.add_argument(
+        "--backend", default=None, help="nni: the trials' Keras backend (jax, tensorflow; default: this environment's)"
+    )
     parser.add_argument("--timeout", type=float, default=None, help="stop after this many seconds (resumable)")
-    parser.add_argument("--remote", action="append", default=[], metavar="USER@HOST[:PORT]",
-                        help="nni: run trials on this machine over SSH (repeatable); --out must then be shared storage "
-                             "at the same absolute path on every machine (docs/hpo.md)")
-    parser.add_argument("--python-path", default=None, metavar="DIR",
-                        help="--remote: bin folder of the Python with seglib and nni on every machine, e.g. /opt/venv/bin")
-    parser.add_argument("--ssh-key", default=None, metavar="FILE", help="--remote: SSH private key (default ~/.ssh/id_rsa)")
-    parser.add_argument("--manager-ip", default=None, metavar="IP",
-                        help="--remote: this machine's address as the trial machines reach it (default: NNI's guess)")
+    parser.add_argument(
+        "--remote",
+        action="append",
+        default=[],
+        metavar="USER@HOST[:PORT]",
+        help="nni: run trials on this machine over SSH (repeatable); --out must then be shared storage "
+        "at the same absolute path on every machine (docs/hpo.md)",
+    )
+    parser.add_argument(
+        "--python-path",
+        default=None,
+        metavar="DIR",
+        help="--remote: bin folder of the Python with seglib and nni on every machine, e.g. /opt/venv/bin",
+    )
+    parser.add_argument(
+        "--ssh-key", default=None, metavar="FILE", help="--remote: SSH private key (default ~/.ssh/id_rsa)"
+    )
+    parser.add_argument(
+        "--manager-ip",
+        default=None,
+        metavar="IP",
+        help="--remote: this machine's address as the trial machines reach it (default: NNI's guess)",
+    )
     action = parser.add_mutually_exclusive_group()
     action.add_argument("--resume", action="store_true", help="continue the search in --out")
-    action.add_argument("--view", action="store_true", help="nni: open the finished search's web UI read-only (Ctrl-C ends)")
+    action.add_argument(
+        "--view", action="store_true", help="nni: open the finished search's web UI read-only (Ctrl-C ends)"
+    )
     action.add_argument("--stop", action="store_true", help="stop the search running in --out (it stays resumable)")
 
 
@@ -125,26 +192,47 @@ def _hpo(args) -> int:
 
     if args.stop:
         stopped = hpo.stop(args.out)
-        print(f"stopped the search in {args.out} (process {stopped['pid']}); continue it with --resume"
-              if stopped else f"no search is running in {args.out}")
+        print(
+            f"stopped the search in {args.out} (process {stopped['pid']}); continue it with --resume"
+            if stopped
+            else f"no search is running in {args.out}"
+        )
         return 0
     if args.view:
         return _view(args.out, args.port)
-    flags = {"data": args.data, "engine": args.engine, "max_budget": args.max_budget, "eta": args.eta,
-             "max_trials": args.max_trials, "concurrency": args.concurrency, "precision": args.precision, "seed": args.seed}
+    flags = {
+        "data": args.data,
+        "engine": args.engine,
+        "max_budget": args.max_budget,
+        "eta": args.eta,
+        "max_trials": args.max_trials,
+        "concurrency": args.concurrency,
+        "precision": args.precision,
+        "seed": args.seed,
+    }
     overrides = {**{k: v for k, v in flags.items() if v is not None}, **parse_parameters(args.param)}
     settings = profile(args.profile, **overrides)
     _check_data(settings.data)
     space = hpo.search_space(read_json(args.space)) if args.space else None
-    experiment = _search(args)(args.out, settings, args.tuner, resume=True if args.resume else False, space=space,
-                               max_epochs=args.max_epochs, backend=args.backend, timeout=args.timeout,
-                               show=lambda p: print(hpo.format_progress(p), flush=True),
-                               **({"port": args.port} if args.port else {}))
+    experiment = _search(args)(
+        args.out,
+        settings,
+        args.tuner,
+        resume=bool(args.resume),
+        space=space,
+        max_epochs=args.max_epochs,
+        backend=args.backend,
+        timeout=args.timeout,
+        show=lambda p: print(hpo.format_progress(p), flush=True),
+        **({"port": args.port} if args.port else {}),
+    )
     summary, best = experiment.summary, experiment.best
-    print(f"{summary.trials} trials ({statuses_text(summary.statuses)}), {summary.epochs_trained} epochs trained "
-          f"(planned {summary.epochs_planned}), engine {summary.engine}")
+    print(
+        f"{summary.trials} trials ({statuses_text(summary.statuses)}), {summary.epochs_trained} epochs trained "
+        f"(planned {summary.epochs_planned}), engine {summary.engine}"
+    )
     print(f"best: val loss {best.value} with {best.params} ({best.config_id} at {best.budget} epochs)")
-    print(f"wrote {experiment.folder / 'trials.csv'}, {experiment.folder / 'trials.json'}, {experiment.folder / 'best.json'}")
+    print("wrote " + ", ".join(str(experiment.folder / name) for name in ("trials.csv", "trials.json", "best.json")))
     return 0
 
 
@@ -155,8 +243,10 @@ def _search(args):
     if not args.remote and (args.python_path or args.ssh_key or args.manager_ip):
         raise ValueError("--python-path, --ssh-key and --manager-ip go with --remote USER@HOST[:PORT]")
     if args.remote and not args.python_path:
-        raise ValueError("--remote needs --python-path: the bin folder of the Python with seglib and nni on every "
-                         "machine, e.g. /opt/venv/bin")
+        raise ValueError(
+            "--remote needs --python-path: the bin folder of the Python with seglib and nni on every "
+            "machine, e.g. /opt/venv/bin"
+        )
     return remote.searcher(args.remote, python_path=args.python_path, ssh_key=args.ssh_key, manager_ip=args.manager_ip)
 
 
@@ -179,14 +269,28 @@ def _view(out: Path, port: int | None) -> int:
 # ---------------------------------------------------------------------------------------------
 # seglib run
 
+
 def _run_options(parser) -> None:
     parser.add_argument("--profile", default="quick", choices=sorted(PROFILES), help="run settings (default quick)")
     parser.add_argument("--out", required=True, type=Path, help="run folder: artefacts and executed notebooks")
     parser.add_argument("--data", default=None, help="dataset folder, or 'kaggle' to download (default: embedded)")
-    parser.add_argument("--notebooks", type=Path, default=None, help="folder of the four notebooks (default: the checkout's)")
-    parser.add_argument("--docs", type=Path, default=None, help="where the report goes (default OUT/docs; 'docs' rewrites the committed one)")
-    parser.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a setting, e.g. -p epochs=2 -p engine=local (repeatable; seglib/settings.py lists them)")
+    parser.add_argument(
+        "--notebooks", type=Path, default=None, help="folder of the four notebooks (default: the checkout's)"
+    )
+    parser.add_argument(
+        "--docs",
+        type=Path,
+        default=None,
+        help="where the report goes (default OUT/docs; 'docs' rewrites the committed one)",
+    )
+    parser.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting, e.g. -p epochs=2 -p engine=local (repeatable; seglib/settings.py lists them)",
+    )
     parser.add_argument("--log-output", action="store_true", help="stream the notebooks' output")
 
 
@@ -199,8 +303,16 @@ def _run(args, argv: list[str]) -> int:
     profile(args.profile, **overrides)  # every setting checked before a kernel starts
     if args.data != "kaggle":
         _check_data(args.data)
-    run_pipeline(args.out, args.profile, args.data, overrides, args.notebooks, args.docs, args.log_output,
-                 command="seglib " + shlex.join(argv))
+    run_pipeline(
+        args.out,
+        args.profile,
+        args.data,
+        overrides,
+        args.notebooks,
+        args.docs,
+        args.log_output,
+        command="seglib " + shlex.join(argv),
+    )
     print(f"[seglib run] report: {Path(args.docs or args.out / 'docs') / 'hyperparameter-optimization.md'}")
     return 0
 
@@ -280,6 +392,7 @@ def _stop_on_signals(interrupt_kernels: bool = False) -> None:
 
     ``seglib run`` first passes the Ctrl-C to its notebook kernels, as a terminal would.
     """
+
     def interrupt(signum, frame):
         if interrupt_kernels:
             from seglib.run import interrupt_kernels as to_kernels

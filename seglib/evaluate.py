@@ -41,17 +41,23 @@ def record_model(paths: RunPaths, name: str, result: TrainResult, arrays: Arrays
     record.pr_curve = pr_curve(arrays.y_val, probs)
     write_model_record(paths.metrics_file(name), record)
     pick = subsample(len(arrays.x_val), N_SAMPLES)
-    atomic_write(paths.samples_file(name), lambda tmp: np.savez_compressed(
-        tmp,
-        indices=pick,
-        images=arrays.images_val[pick],
-        labels=np.asarray(arrays.y_val)[pick].astype(np.uint8),
-        predictions=probs[pick].argmax(-1).astype(np.uint8),
-    ))
+    atomic_write(
+        paths.samples_file(name),
+        lambda tmp: np.savez_compressed(
+            tmp,
+            indices=pick,
+            images=arrays.images_val[pick],
+            labels=np.asarray(arrays.y_val)[pick].astype(np.uint8),
+            predictions=probs[pick].argmax(-1).astype(np.uint8),
+        ),
+    )
     return record
 
 
 def predict(model, x, batch_size: int = 16) -> np.ndarray:
     """Softmax outputs in batches, as float32 numpy."""
-    parts = [np.asarray(model.predict_on_batch(x[i : i + batch_size]), dtype=np.float32) for i in range(0, len(x), batch_size)]
+    parts = [
+        np.asarray(model.predict_on_batch(x[i : i + batch_size]), dtype=np.float32)
+        for i in range(0, len(x), batch_size)
+    ]
     return np.concatenate(parts) if parts else np.zeros((0,), np.float32)

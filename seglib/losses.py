@@ -59,8 +59,9 @@ def _prepare(y_true, y_pred, sample_mask=None):
     return y_true, y_pred
 
 
-def f_score(y_true, y_pred, beta=1.0, class_weights=None, smooth=SMOOTH, per_image=False, threshold=None,
-            sample_mask=None):
+def f_score(
+    y_true, y_pred, beta=1.0, class_weights=None, smooth=SMOOTH, per_image=False, threshold=None, sample_mask=None
+):
     """segmentation_models' F-score (Dice for beta=1), reduced over pixels and batch, then classes.
 
     Per class: ``((1+b^2) tp + smooth) / ((1+b^2) tp + b^2 fn + fp + smooth)``; then the
@@ -164,8 +165,15 @@ class DiceLoss(SegLoss):
         return self.masked(y_true, y_pred, None)
 
     def masked(self, y_true, y_pred, sample_mask):
-        return 1.0 - f_score(y_true, y_pred, beta=self.beta, class_weights=self.class_weights, smooth=self.smooth,
-                             per_image=self.per_image, sample_mask=sample_mask)
+        return 1.0 - f_score(
+            y_true,
+            y_pred,
+            beta=self.beta,
+            class_weights=self.class_weights,
+            smooth=self.smooth,
+            per_image=self.per_image,
+            sample_mask=sample_mask,
+        )
 
     def get_config(self):
         return {

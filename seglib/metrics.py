@@ -179,7 +179,11 @@ def pr_curve(y_true, probs, max_pixels: int = 200_000, max_points: int = 500, se
     num_classes = probs.shape[-1]
     probs = probs.reshape(-1, num_classes)
     y_true = np.asarray(y_true)
-    labels = y_true.reshape(-1, num_classes).argmax(-1) if y_true.shape[-1:] == (num_classes,) and y_true.ndim == 4 else y_true.ravel()
+    labels = (
+        y_true.reshape(-1, num_classes).argmax(-1)
+        if y_true.shape[-1:] == (num_classes,) and y_true.ndim == 4
+        else y_true.ravel()
+    )
     keep = subsample(len(labels), max_pixels, seed)
     one_hot = np.eye(num_classes, dtype=np.uint8)[labels[keep]].ravel()
     scores = probs[keep].ravel()
@@ -190,5 +194,5 @@ def pr_curve(y_true, probs, max_pixels: int = 200_000, max_points: int = 500, se
         "recall": recall[points].tolist(),
         "thresholds": thresholds[np.minimum(points, len(thresholds) - 1)].tolist(),
         "average_precision": float(average_precision_score(one_hot, scores)),
-        "pixels": int(len(keep)),
+        "pixels": len(keep),
     }

@@ -145,14 +145,10 @@ def build_unet(
     x = inputs
     skips = []
     for level in range(depth):
-        x = _double_conv(
-            x, base_filters * 2**level, activation, dropout, seed, level, f"down{level}", dropout_rng
-        )
+        x = _double_conv(x, base_filters * 2**level, activation, dropout, seed, level, f"down{level}", dropout_rng)
         skips.append(x)
         x = layers.MaxPooling2D(2, name=f"down{level}_pool")(x)
-    x = _double_conv(
-        x, base_filters * 2**depth, activation, bottleneck_dropout, seed, depth, "bottleneck", dropout_rng
-    )
+    x = _double_conv(x, base_filters * 2**depth, activation, bottleneck_dropout, seed, depth, "bottleneck", dropout_rng)
     for level in reversed(range(depth)):
         filters = base_filters * 2**level
         x = layers.Conv2DTranspose(
@@ -165,9 +161,7 @@ def build_unet(
             name=f"up{level}_transpose",
         )(x)
         x = layers.Concatenate(name=f"up{level}_concat")([x, skips[level]])
-        x = _double_conv(
-            x, filters, activation, dropout, seed, 2 * depth + 1 + level, f"up{level}", dropout_rng
-        )
+        x = _double_conv(x, filters, activation, dropout, seed, 2 * depth + 1 + level, f"up{level}", dropout_rng)
     outputs = layers.Conv2D(
         num_classes,
         1,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-PALETTE: "OrderedDict[str, tuple[int, int, int]]" = OrderedDict(
+PALETTE: OrderedDict[str, tuple[int, int, int]] = OrderedDict(
     [
         ("Building", (0x3C, 0x10, 0x98)),
         ("Land", (0x84, 0x29, 0xF6)),

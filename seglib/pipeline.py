@@ -15,8 +15,18 @@ from pathlib import Path
 
 import seglib
 from seglib.artifacts import (
-    ArtifactMissing, Experiment, ModelRecord, Run, RunPaths, atomic_write, read_experiment, read_json,
-    read_model_record, read_run, write_json, write_run,
+    ArtifactMissing,
+    Experiment,
+    ModelRecord,
+    Run,
+    RunPaths,
+    atomic_write,
+    read_experiment,
+    read_json,
+    read_model_record,
+    read_run,
+    write_json,
+    write_run,
 )
 from seglib.data import Arrays, load_split, make_split, prepare, save_split, split_class_shares
 from seglib.palette import CLASS_NAMES
@@ -30,8 +40,13 @@ class RunMismatch(ValueError):
     """The run folder holds a run with other settings."""
 
 
-def start_run(out_dir, profile_name: str = "quick", data: str | None = None, overrides: dict | None = None,
-              command: str | None = None) -> Run:
+def start_run(
+    out_dir,
+    profile_name: str = "quick",
+    data: str | None = None,
+    overrides: dict | None = None,
+    command: str | None = None,
+) -> Run:
     """Resolve the profile with ``overrides``, stamp the run and write ``run.json`` (01_data).
 
     A folder that already holds this run (same profile, data and overrides) is opened as it
@@ -45,10 +60,16 @@ def start_run(out_dir, profile_name: str = "quick", data: str | None = None, ove
     if paths.run_file.is_file():
         existing = read_run(paths.root)
         if existing.settings != settings:
-            differing = {k: (v, getattr(settings, k)) for k, v in existing.settings.to_dict().items() if getattr(settings, k) != v}
+            differing = {
+                k: (v, getattr(settings, k))
+                for k, v in existing.settings.to_dict().items()
+                if getattr(settings, k) != v
+            }
+            details = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in differing.items())
             raise RunMismatch(
-                f"{paths.root} holds a run with other settings ({', '.join(f'{k}: {a!r} there, {b!r} now' for k, (a, b) in differing.items())}); "
-                "choose a new run folder, or delete that one to start again")
+                f"{paths.root} holds a run with other settings ({details}); "
+                "choose a new run folder, or delete that one to start again"
+            )
         return existing
     overrides.pop("data", None)
     stamp = {
@@ -81,6 +102,7 @@ def data_label(data) -> str:
 # ---------------------------------------------------------------------------------------------
 # 01: data
 
+
 def patches(run: Run):
     """The run's patches (from seglib's cache after the first call)."""
     return prepare(run.settings.data, patch_size=run.settings.patch_size)
@@ -104,10 +126,10 @@ def prepare_data(run: Run) -> dict:
     summary = {
         "split": run.settings.split,
         "patch_size": run.settings.patch_size,
-        "patches": int(len(chosen)),
-        "patches_prepared": int(len(all_patches)),
+        "patches": len(chosen),
+        "patches_prepared": len(all_patches),
         "pairs": len(all_patches.files),
-        "counts": {name: int(len(i)) for name, i in index.items()},
+        "counts": {name: len(i) for name, i in index.items()},
         "tiles": {name: sorted(set(tiles[i])) for name, i in index.items()},
         "class_shares": {name: dict(zip(CLASS_NAMES, map(float, value))) for name, value in shares.items()},
         "off_palette": all_patches.off_palette_lines(),
@@ -124,6 +146,7 @@ def load_arrays(run: Run) -> Arrays:
 
 # ---------------------------------------------------------------------------------------------
 # 02 and 03: models
+
 
 def train_baseline(run: Run) -> ModelRecord:
     """The pre-HPO U-Net: the profile's hyperparameters for its epochs, in ``baseline/``."""
@@ -155,16 +178,28 @@ def train_and_record(run: Run, name: str, params: dict) -> ModelRecord:
             return record
     arrays = load_arrays(run)
     checkpoints = paths.checkpoints(name)
-    result = train(arrays.x_train, arrays.y_train, arrays.x_val, arrays.y_val,
-                   settings=run.settings.replace(**params), checkpoint_dir=checkpoints,
-                   on_epoch_end=lambda epoch, logs: prune_checkpoints(checkpoints, epoch + 1))
+    result = train(
+        arrays.x_train,
+        arrays.y_train,
+        arrays.x_val,
+        arrays.y_val,
+        settings=run.settings.replace(**params),
+        checkpoint_dir=checkpoints,
+        on_epoch_end=lambda epoch, logs: prune_checkpoints(checkpoints, epoch + 1),
+    )
     record = record_model(paths, name, result, arrays, params)
     shutil.rmtree(checkpoints, ignore_errors=True)
     return record
 
 
-def run_search(run: Run, tuner: str = "hyperband", remote_hosts=(), python_path: str | None = None,
-               ssh_key: str | None = None, manager_ip: str | None = None) -> Experiment:
+def run_search(
+    run: Run,
+    tuner: str = "hyperband",
+    remote_hosts=(),
+    python_path: str | None = None,
+    ssh_key: str | None = None,
+    manager_ip: str | None = None,
+) -> Experiment:
     """Run (or continue, or reuse) the run's HyperBand or random search, with a live view.
 
     Random search gets exactly the epochs HyperBand spent, so it must come second. With
@@ -179,8 +214,15 @@ def run_search(run: Run, tuner: str = "hyperband", remote_hosts=(), python_path:
     if tuner == "random":
         max_epochs = read_experiment(run.paths.search("hyperband")).summary.epochs_trained
     search = remote.searcher(remote_hosts, python_path=python_path, ssh_key=ssh_key, manager_ip=manager_ip)
-    return search(run.paths.search(tuner), run.settings, tuner, resume="auto", split_file=run.paths.split_file,
-                  max_epochs=max_epochs, show=live_progress())
+    return search(
+        run.paths.search(tuner),
+        run.settings,
+        tuner,
+        resume="auto",
+        split_file=run.paths.split_file,
+        max_epochs=max_epochs,
+        show=live_progress(),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,8 +250,10 @@ def segment_held_out(run: Run, name: str = "tuned") -> dict | None:
 
     paths = run.paths
     if run.settings.split != "tiles":
-        print(f"split {run.settings.split!r} holds no whole image out (every image gave training patches): "
-              "whole-image scores need split='tiles'")
+        print(
+            f"split {run.settings.split!r} holds no whole image out (every image gave training patches): "
+            "whole-image scores need split='tiles'"
+        )
         return None
     if paths.whole_images(name).is_file():
         return read_json(paths.whole_images(name))
@@ -223,8 +267,12 @@ def segment_held_out(run: Run, name: str = "tuned") -> dict | None:
     for k, pair in enumerate(shown):
         for part, array in predict.figure_arrays(model, pair.image, pair.mask).items():
             figure[f"{part}_{k}"] = _thumbnail(array)
-    record = {"modes": scores, "images": [str(pair.image) for pair in pairs], "tiles": sorted(held_out),
-              "shown": [str(pair.image) for pair in shown]}
+    record = {
+        "modes": scores,
+        "images": [str(pair.image) for pair in pairs],
+        "tiles": sorted(held_out),
+        "shown": [str(pair.image) for pair in shown],
+    }
     atomic_write(paths.whole_images_samples(name), lambda tmp: np.savez_compressed(tmp, **figure))
     write_json(paths.whole_images(name), record)
     return record

@@ -23,9 +23,9 @@ import math
 import sys
 import time
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import keras
 import numpy as np
@@ -51,8 +51,12 @@ GEO_HINT = 'install the GeoTIFF extra: pip install "seglib[geo]" (rasterio)'
 READABLE_DTYPES = ("uint8", "uint16")
 # Pillow modes without colour (and "I;16...": 16-bit greyscale), which the model cannot read.
 GREY_MODES = {
-    "1": "1-bit black and white", "L": "greyscale", "LA": "greyscale with alpha",
-    "La": "greyscale with alpha", "I": "32-bit greyscale", "F": "floating-point greyscale",
+    "1": "1-bit black and white",
+    "L": "greyscale",
+    "LA": "greyscale with alpha",
+    "La": "greyscale with alpha",
+    "I": "32-bit greyscale",
+    "F": "floating-point greyscale",
 }
 GDAL_CACHE_BYTES = 64 * 2**20  # GDAL's block cache while reading by strips
 OVERLAY_MAX_PIXELS = 25_000_000  # larger images get an overlay subsampled to at most this
@@ -66,8 +70,11 @@ def patch_size_of(model) -> int:
     """The model's window side P, after checking it maps (P, P, 3) images to the six classes."""
     inputs, outputs = model.input_shape, model.output_shape
     if not (
-        isinstance(inputs, tuple) and len(inputs) == 4 and inputs[1] is not None
-        and inputs[1] == inputs[2] and inputs[3] == 3
+        isinstance(inputs, tuple)
+        and len(inputs) == 4
+        and inputs[1] is not None
+        and inputs[1] == inputs[2]
+        and inputs[3] == 3
     ):
         raise DataError(
             f"model {model.name!r}: expected one input of shape (batch, P, P, 3), a fixed square "
@@ -222,7 +229,7 @@ def _array_strips(model, image, mode, tta, batch_size):
     if image.ndim != 3 or image.shape[-1] != 3:
         raise ValueError(f"expected an RGB image array (H, W, 3), found shape {image.shape}")
     height, width = image.shape[:2]
-    read_rows = lambda start, stop: image[start:stop]  # noqa: E731
+    read_rows = lambda start, stop: image[start:stop]
     return predict_strips(model, read_rows, height, width, mode, tta, batch_size), height, width
 
 
@@ -345,8 +352,7 @@ def _pillow_source(path: Path) -> Iterator[ImageSource]:
                 image.close()  # keep one full image in memory, not two
         except (OSError, ValueError, SyntaxError, EOFError) as exc:
             raise DataError(
-                f"cannot decode {path}: expected a complete image, found {exc} "
-                "(the file is truncated or corrupt)"
+                f"cannot decode {path}: expected a complete image, found {exc} (the file is truncated or corrupt)"
             ) from None
         width, height = rgb.size
 
@@ -419,13 +425,10 @@ def _raster_source(rasterio, path: Path) -> Iterator[ImageSource]:
                 return dataset.read((1, 2, 3), window=window).transpose(1, 2, 0)
             except OSError as exc:
                 raise DataError(
-                    f"cannot decode {path}: expected a complete image, found {exc} "
-                    "(the file is truncated or corrupt)"
+                    f"cannot decode {path}: expected a complete image, found {exc} (the file is truncated or corrupt)"
                 ) from None
 
-        yield ImageSource(
-            path, dataset.height, dataset.width, np.dtype(dtype), read_rows, notes, georeference
-        )
+        yield ImageSource(path, dataset.height, dataset.width, np.dtype(dtype), read_rows, notes, georeference)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -457,8 +460,15 @@ def write_class_geotiff(classes: np.ndarray, path: Path, georeference: dict) -> 
     rasterio = _rasterio()
     height, width = classes.shape
     with rasterio.open(
-        path, "w", driver="GTiff", width=width, height=height, count=1, dtype="uint8",
-        compress="deflate", **georeference,
+        path,
+        "w",
+        driver="GTiff",
+        width=width,
+        height=height,
+        count=1,
+        dtype="uint8",
+        compress="deflate",
+        **georeference,
     ) as dataset:
         dataset.write(classes, 1)
         dataset.write_colormap(1, {i: (*rgb, 255) for i, rgb in enumerate(PALETTE.values())})
@@ -532,13 +542,14 @@ def predict_file(
         "image": str(path),
         "height": int(classes.shape[0]),
         "width": int(classes.shape[1]),
-        "classes": {
-            name: {"pixels": int(n), "share": float(n / counts.sum())}
-            for name, n in zip(CLASS_NAMES, counts)
-        },
+        "classes": {name: {"pixels": int(n), "share": float(n / counts.sum())} for name, n in zip(CLASS_NAMES, counts)},
         "settings": {
-            "mode": mode, "tta": bool(tta), "batch_size": int(batch_size), "patch_size": patch,
-            "model": model_file or model.name, "backend": keras.backend.backend(),
+            "mode": mode,
+            "tta": bool(tta),
+            "batch_size": int(batch_size),
+            "patch_size": patch,
+            "model": model_file or model.name,
+            "backend": keras.backend.backend(),
         },
         "notes": notes,
         "outputs": {"classes": str(class_path), "overlay": str(overlay_path), "areas": str(areas_path)},
@@ -619,7 +630,11 @@ def score_whole_images(
 
 
 def figure_arrays(
-    model, image_path, mask_path, mode: str = "blend", tta: bool = False,
+    model,
+    image_path,
+    mask_path,
+    mode: str = "blend",
+    tta: bool = False,
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> dict[str, np.ndarray]:
     """``image``, ``mask`` and ``prediction`` as uint8 RGB arrays (mask colours) for a figure."""
@@ -639,12 +654,16 @@ def configure_cli(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", help="image files: JPEG, PNG, TIFF, GeoTIFF (with seglib[geo])")
     parser.add_argument("--out", required=True, help="folder for the class maps, overlays and area shares")
     parser.add_argument(
-        "--mode", choices=MODES, default="blend",
+        "--mode",
+        choices=MODES,
+        default="blend",
         help="blend: overlapping windows, smoothly weighted (default); tiles: non-overlapping windows",
     )
     parser.add_argument("--tta", action="store_true", help="average the 8 flips/rotations (8x the time)")
     parser.add_argument(
-        "--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH_SIZE,
         help=f"windows per model call (default {DEFAULT_BATCH_SIZE})",
     )
 
@@ -673,15 +692,20 @@ def cli(args: argparse.Namespace) -> int:
                     f"stem as {written[stem]} (its outputs would be overwritten); rename one"
                 )
             result = predict_file(
-                model, image, args.out, mode=args.mode, tta=args.tta,
-                batch_size=args.batch_size, model_file=args.model,
+                model,
+                image,
+                args.out,
+                mode=args.mode,
+                tta=args.tta,
+                batch_size=args.batch_size,
+                model_file=args.model,
             )
             written[stem] = image
         except DataError as exc:
             print(f"seglib predict: {exc}", file=sys.stderr)
             failed += 1
             continue
-        except Exception as exc:  # noqa: BLE001 - one image's surprise must not stop the others
+        except Exception as exc:
             print(f"seglib predict: failed on {image}: {type(exc).__name__}: {exc}", file=sys.stderr)
             failed += 1
             continue

@@ -75,8 +75,13 @@ def run_notebook(source: Path, target: Path, parameters: dict, kernel: str, log_
     accepted = {k: v for k, v in parameters.items() if k in notebook_parameters(source)}
     try:
         papermill.execute_notebook(
-            str(source), str(target), parameters=accepted, kernel_name=kernel, cwd=str(target.parent),
-            progress_bar=False, log_output=log_output,
+            str(source),
+            str(target),
+            parameters=accepted,
+            kernel_name=kernel,
+            cwd=str(target.parent),
+            progress_bar=False,
+            log_output=log_output,
         )
     except PapermillExecutionError as error:
         first_line = next((line for line in error.source.splitlines() if line.strip()), "")
@@ -86,9 +91,16 @@ def run_notebook(source: Path, target: Path, parameters: dict, kernel: str, log_
         ) from None
 
 
-def run_pipeline(out_dir, profile: str = "quick", data: str | None = None, overrides: dict | None = None,
-                 notebooks_dir: Path | None = None, docs_dir: Path | None = None, log_output: bool = False,
-                 command: str | None = None) -> list[Path]:
+def run_pipeline(
+    out_dir,
+    profile: str = "quick",
+    data: str | None = None,
+    overrides: dict | None = None,
+    notebooks_dir: Path | None = None,
+    docs_dir: Path | None = None,
+    log_output: bool = False,
+    command: str | None = None,
+) -> list[Path]:
     """Execute 01 -> 04 into ``out_dir``; return the executed notebooks' paths.
 
     The settings are checked here first (``seglib.settings``), so a bad value fails before

@@ -61,7 +61,7 @@ class Settings:
         if not isinstance(self.learning_rate, float):  # an int such as 1 from a command line
             object.__setattr__(self, "learning_rate", float(self.learning_rate))
 
-    def replace(self, **changes) -> "Settings":
+    def replace(self, **changes) -> Settings:
         """These settings with ``changes`` applied (each checked); unknown names are refused."""
         _check_names(changes)
         return dataclasses.replace(self, **changes)
@@ -70,7 +70,7 @@ class Settings:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict, source: str = "settings") -> "Settings":
+    def from_dict(cls, values: dict, source: str = "settings") -> Settings:
         """Settings from a dict read from ``source`` (a file name, for the error message)."""
         unknown = sorted(set(values) - set(NAMES))
         if unknown:
@@ -93,8 +93,14 @@ PROFILES: dict[str, dict] = {
     "full": {},
     # CPU, minutes: the embedded dataset, small patches, a small U-Net, a small R.
     "quick": {
-        "patch_size": 64, "split": "tiles", "base_filters": 8, "depth": 3, "epochs": 4,
-        "max_budget": 3, "max_trials": None, "concurrency": 2,
+        "patch_size": 64,
+        "split": "tiles",
+        "base_filters": 8,
+        "depth": 3,
+        "epochs": 4,
+        "max_budget": 3,
+        "max_trials": None,
+        "concurrency": 2,
     },
 }
 
@@ -115,12 +121,17 @@ def profile(name: str, **overrides) -> Settings:
 # ---------------------------------------------------------------------------------------------
 # What each setting allows
 
+
 def _integer(minimum: int, maximum: int | None = None):
     allowed = f"an integer >= {minimum}" + (f" and <= {maximum}" if maximum is not None else "")
 
     def ok(value) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool) and value >= minimum and (
-            maximum is None or value <= maximum)
+        return (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and value >= minimum
+            and (maximum is None or value <= maximum)
+        )
 
     return ok, allowed
 
@@ -142,8 +153,9 @@ def _positive_number():
 
 
 def _folder_or_none():
-    return (lambda value: value is None or (isinstance(value, str) and value.strip() != "")), \
-        "None (the embedded dataset) or a folder path"
+    return (
+        lambda value: value is None or (isinstance(value, str) and value.strip() != "")
+    ), "None (the embedded dataset) or a folder path"
 
 
 RULES = {

@@ -14,9 +14,7 @@ def gpu_name() -> str | None:
     """The first NVIDIA GPU's name from nvidia-smi, or None when there is none."""
     if shutil.which("nvidia-smi") is None:
         return None
-    result = subprocess.run(
-        ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True
-    )
+    result = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True)
     names = [line.strip() for line in result.stdout.splitlines() if line.strip()]
     return names[0] if result.returncode == 0 and names else None
 

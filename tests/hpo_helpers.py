@@ -12,16 +12,46 @@ from pathlib import Path
 import psutil
 
 # A tiny U-Net on 32x32 patches of the embedded dataset: seconds per trial on a 2-core CPU.
-TINY_OVERRIDES = {"patch_size": 32, "max_patches": 240, "base_filters": 4, "depth": 2, "batch_size": 16, "concurrency": 2}
+TINY_OVERRIDES = {
+    "patch_size": 32,
+    "max_patches": 240,
+    "base_filters": 4,
+    "depth": 2,
+    "batch_size": 16,
+    "concurrency": 2,
+}
 ONE_BATCH_SIZE = {"batch_size": {"_type": "choice", "_value": [16]}}
 
 
-def cli_args(data, *, max_budget: int = 3, eta: int = 3, seed: int = 3, engine: str = "nni", port: int | None = None,
-             backend: str | None = None, concurrency: int | None = None, resume: bool = False, space: Path | None = None) -> list[str]:
+def cli_args(
+    data,
+    *,
+    max_budget: int = 3,
+    eta: int = 3,
+    seed: int = 3,
+    engine: str = "nni",
+    port: int | None = None,
+    backend: str | None = None,
+    concurrency: int | None = None,
+    resume: bool = False,
+    space: Path | None = None,
+) -> list[str]:
     """``seglib hpo`` options for a tiny search on ``data`` (the embedded dataset's folder)."""
     overrides = {**TINY_OVERRIDES, **({"concurrency": concurrency} if concurrency else {})}
-    args = ["--profile", "quick", "--data", str(data), "--max-budget", str(max_budget), "--eta", str(eta),
-            "--seed", str(seed), "--engine", engine]
+    args = [
+        "--profile",
+        "quick",
+        "--data",
+        str(data),
+        "--max-budget",
+        str(max_budget),
+        "--eta",
+        str(eta),
+        "--seed",
+        str(seed),
+        "--engine",
+        engine,
+    ]
     for key, value in overrides.items():
         args += ["-p", f"{key}={value}"]
     if port:
@@ -37,8 +67,13 @@ def cli_args(data, *, max_budget: int = 3, eta: int = 3, seed: int = 3, engine: 
 
 def start_driver(out: Path, args: list[str], env: dict | None = None) -> subprocess.Popen:
     """``seglib hpo --out OUT ARGS`` as its own process (stdout/stderr captured as text)."""
-    return subprocess.Popen([sys.executable, "-m", "seglib.cli", "hpo", "--out", str(out), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+    return subprocess.Popen(
+        [sys.executable, "-m", "seglib.cli", "hpo", "--out", str(out), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def wait_for(condition, timeout: float, process: subprocess.Popen | None = None, every: float = 0.25):
@@ -50,7 +85,9 @@ def wait_for(condition, timeout: float, process: subprocess.Popen | None = None,
             return value
         if process is not None and process.poll() is not None:
             out, err = process.communicate()
-            raise AssertionError(f"the driver ended (exit {process.returncode}) before the condition held:\n{out[-3000:]}\n{err[-3000:]}")
+            raise AssertionError(
+                f"the driver ended (exit {process.returncode}) before the condition held:\n{out[-3000:]}\n{err[-3000:]}"
+            )
         if time.time() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         time.sleep(every)

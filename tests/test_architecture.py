@@ -14,7 +14,9 @@ LINT = "from importlinter.cli import lint_imports_command; lint_imports_command(
 
 def lint(project: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(project)}
-    return subprocess.run([sys.executable, "-c", LINT], cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", LINT], cwd=project, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_every_layer_contract_is_kept():

@@ -42,7 +42,8 @@ COMPUTE = textwrap.dedent(
     result = {"backend": keras.backend.backend(), "losses": losses,
               "evaluate": evaluate(model, arrays["x"], arrays["y"], batch_size=2),
               "predict": model.predict(arrays["x"], verbose=0).tolist(),
-              "initial_weights": [w.tolist() for w in build_unet(input_shape=(32, 32, 3), base_filters=4, depth=2, seed=5).get_weights()]}
+              "initial_weights": [w.tolist() for w in build_unet(
+                  input_shape=(32, 32, 3), base_filters=4, depth=2, seed=5).get_weights()]}
     print(json.dumps(result))
     """
 )
@@ -50,19 +51,22 @@ COMPUTE = textwrap.dedent(
 
 def run_python(code: str, *args: str, backend: str, extra_env: dict | None = None, timeout=240) -> dict:
     env = {**os.environ, "KERAS_BACKEND": backend, **(extra_env or {})}
-    done = subprocess.run(
-        [sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=timeout
-    )
+    done = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stderr[-4000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def local_values(arrays: dict, model) -> dict:
     labels, probs = arrays["labels"], arrays["probs"]
-    losses = {name: float(keras.ops.convert_to_numpy(loss(labels, probs))) for name, loss in
-              [("dice", DiceLoss()), ("focal", CategoricalFocalLoss()), ("total", dice_focal_loss())]}
-    return {"losses": losses, "evaluate": evaluate(model, arrays["x"], arrays["y"], batch_size=2),
-            "predict": model.predict(arrays["x"], verbose=0)}
+    losses = {
+        name: float(keras.ops.convert_to_numpy(loss(labels, probs)))
+        for name, loss in [("dice", DiceLoss()), ("focal", CategoricalFocalLoss()), ("total", dice_focal_loss())]
+    }
+    return {
+        "losses": losses,
+        "evaluate": evaluate(model, arrays["x"], arrays["y"], batch_size=2),
+        "predict": model.predict(arrays["x"], verbose=0),
+    }
 
 
 def test_other_backend_gives_the_same_losses_metrics_and_predictions(tmp_path):

@@ -18,25 +18,61 @@ SETTINGS_SECONDS = 2.0  # a bad setting is refused before anything else starts
 
 def seglib(*args, cwd=None) -> tuple[int, str, float]:
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "seglib.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=120, cwd=cwd)
+    done = subprocess.run(
+        [sys.executable, "-m", "seglib.cli", *map(str, args)], capture_output=True, text=True, timeout=120, cwd=cwd
+    )
     return done.returncode, done.stderr, time.perf_counter() - started
 
 
 MISTAKES = [
     # (arguments, exit code, the first line of the message starts with, must fail within 2 s)
-    (["run", "--out", "{tmp}/r", "-p", "batch_size=abc"], 1, "seglib run: batch_size='abc': expected an integer >= 1", True),
-    (["run", "--out", "{tmp}/r", "-p", "batch_size=-3"], 1, "seglib run: batch_size=-3: expected an integer >= 1", True),
+    (
+        ["run", "--out", "{tmp}/r", "-p", "batch_size=abc"],
+        1,
+        "seglib run: batch_size='abc': expected an integer >= 1",
+        True,
+    ),
+    (
+        ["run", "--out", "{tmp}/r", "-p", "batch_size=-3"],
+        1,
+        "seglib run: batch_size=-3: expected an integer >= 1",
+        True,
+    ),
     (["run", "--out", "{tmp}/r", "-p", "epochs=0"], 1, "seglib run: epochs=0: expected an integer >= 1", True),
     (["run", "--out", "{tmp}/r", "-p", "precision=bf17"], 1, "seglib run: precision='bf17': expected one of", True),
-    (["run", "--out", "{tmp}/r", "-p", "epoks=2"], 1, "seglib run: unknown setting 'epoks' (did you mean 'epochs'?)", True),
+    (
+        ["run", "--out", "{tmp}/r", "-p", "epoks=2"],
+        1,
+        "seglib run: unknown setting 'epoks' (did you mean 'epochs'?)",
+        True,
+    ),
     (["run", "--out", "{tmp}/r", "-p", "depth=7"], 1, "seglib run: patch_size=64 with depth=7", True),
     (["run", "--out", "{tmp}/r", "-p", "epochs"], 1, "seglib run: -p expects KEY=VALUE", True),
-    (["run", "--out", "{tmp}/r", "--data", "{tmp}/nowhere"], 1, "seglib run: dataset folder {tmp}/nowhere does not exist", True),
+    (
+        ["run", "--out", "{tmp}/r", "--data", "{tmp}/nowhere"],
+        1,
+        "seglib run: dataset folder {tmp}/nowhere does not exist",
+        True,
+    ),
     (["run", "--out", "{tmp}/a-file"], 1, "seglib run: --out {tmp}/a-file is a file", True),
-    (["run", "--out", "{tmp}/r", "--profile", "nope"], 2, "seglib run: argument --profile: invalid choice: 'nope'", True),
-    (["hpo", "--out", "{tmp}/h", "--profile", "nope"], 2, "seglib hpo: argument --profile: invalid choice: 'nope'", True),
-    (["hpo", "--out", "{tmp}/h", "--data", "{tmp}/nowhere"], 1, "seglib hpo: dataset folder {tmp}/nowhere does not exist", True),
+    (
+        ["run", "--out", "{tmp}/r", "--profile", "nope"],
+        2,
+        "seglib run: argument --profile: invalid choice: 'nope'",
+        True,
+    ),
+    (
+        ["hpo", "--out", "{tmp}/h", "--profile", "nope"],
+        2,
+        "seglib hpo: argument --profile: invalid choice: 'nope'",
+        True,
+    ),
+    (
+        ["hpo", "--out", "{tmp}/h", "--data", "{tmp}/nowhere"],
+        1,
+        "seglib hpo: dataset folder {tmp}/nowhere does not exist",
+        True,
+    ),
     (["hpo", "--out", "{tmp}/h", "-p", "max_budget=0"], 1, "seglib hpo: max_budget=0: expected an integer >= 1", True),
     (["hpo", "--out", "{tmp}/h", "--resume"], 1, "seglib hpo: {tmp}/h/experiment.json not found", True),
     (["hpo", "--out", "/proc/no-such/folder", "-p", "max_budget=1"], 1, "seglib hpo: ", False),
@@ -47,7 +83,9 @@ MISTAKES = [
 ]
 
 
-@pytest.mark.parametrize("args, code, first_line, fast", MISTAKES, ids=[" ".join(m[0][:2] + m[0][3:5]) for m in MISTAKES])
+@pytest.mark.parametrize(
+    "args, code, first_line, fast", MISTAKES, ids=[" ".join(m[0][:2] + m[0][3:5]) for m in MISTAKES]
+)
 def test_a_mistake_gets_one_line_and_its_exit_code(tmp_path, args, code, first_line, fast):
     (tmp_path / "a-file").write_text("not a folder")
     args = [a.format(tmp=tmp_path) for a in args]

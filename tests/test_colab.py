@@ -40,9 +40,33 @@ PYENV_313 = Path("/root/.pyenv/versions/3.13.0/bin/python3.13")
 COLAB_FREEZE = Path(os.environ.get("SEGLIB_COLAB_FREEZE", ROOT / "tests" / "data" / "colab-pip-freeze.gpu.txt"))
 
 # Colab packages the project touches (the issue's list); the resolved closure is checked too.
-TRACKED = """numpy tensorflow keras jax jaxlib ipykernel jupytext matplotlib scikit-learn pandas typeguard
-filelock websockets psutil requests kagglehub pillow nbformat nbclient jupyter_client tornado pyzmq
-traitlets PyYAML tqdm""".split()
+TRACKED = [
+    "numpy",
+    "tensorflow",
+    "keras",
+    "jax",
+    "jaxlib",
+    "ipykernel",
+    "jupytext",
+    "matplotlib",
+    "scikit-learn",
+    "pandas",
+    "typeguard",
+    "filelock",
+    "websockets",
+    "psutil",
+    "requests",
+    "kagglehub",
+    "pillow",
+    "nbformat",
+    "nbclient",
+    "jupyter_client",
+    "tornado",
+    "pyzmq",
+    "traitlets",
+    "PyYAML",
+    "tqdm",
+]
 
 # name -> why its version may change. Empty: the cell must leave every Colab version alone.
 # (With `nni==3.0` resolved normally, pip downgrades typeguard 4.6.0 -> 4.1.2 and filelock
@@ -54,9 +78,12 @@ EXPECTED_ADDITIONS = {
     "seglib": "the project",
     "nni": "the HPO engine (installed with --no-deps: its typeguard/filelock caps are not applied)",
     "patchify": "installed with --no-deps (declares numpy<2, works with numpy 2)",
-    "astor": "NNI 3.0 requirement", "colorama": "NNI 3.0 requirement",
-    "json-tricks": "NNI 3.0 requirement", "pythonwebhdfs": "NNI 3.0 requirement",
-    "responses": "NNI 3.0 requirement", "schema": "NNI 3.0 requirement",
+    "astor": "NNI 3.0 requirement",
+    "colorama": "NNI 3.0 requirement",
+    "json-tricks": "NNI 3.0 requirement",
+    "pythonwebhdfs": "NNI 3.0 requirement",
+    "responses": "NNI 3.0 requirement",
+    "schema": "NNI 3.0 requirement",
 }
 
 
@@ -68,7 +95,9 @@ def python313() -> str | None:
     for candidate in (os.environ.get("SEGLIB_PYTHON313"), str(PYENV_313), shutil.which("python3.13")):
         if not candidate or not Path(candidate).is_file():
             continue
-        probe = subprocess.run([candidate, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True, text=True)
+        probe = subprocess.run(
+            [candidate, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True, text=True
+        )
         if probe.returncode == 0 and probe.stdout.strip() == "(3, 13)":
             return candidate
     return None
@@ -88,15 +117,20 @@ def colab_freeze() -> dict[str, tuple[str, str]]:
 
 def pip_env(**extra) -> dict:
     """This process's environment with the machine's pip settings off (Colab has none of them)."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PIP_FIND_LINKS", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_CONSTRAINT", "PIP_REQUIRE_VIRTUALENV")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in ("PIP_FIND_LINKS", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_CONSTRAINT", "PIP_REQUIRE_VIRTUALENV")
+    }
     env.update(PIP_CONFIG_FILE=os.devnull, PIP_DISABLE_PIP_VERSION_CHECK="1", **extra)
     return env
 
 
 def run(*args, timeout=1800, env=None, cwd=None) -> str:
-    result = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout,
-                            env=env or pip_env(), cwd=cwd)
+    result = subprocess.run(
+        [str(a) for a in args], capture_output=True, text=True, timeout=timeout, env=env or pip_env(), cwd=cwd
+    )
     assert result.returncode == 0, f"{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result.stdout + result.stderr
 
@@ -110,7 +144,9 @@ def copy_checkout(root: Path, target: Path) -> Path:
                 (target / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(root / name, target / name)
     else:
-        shutil.copytree(root, target, ignore=shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__"))
+        shutil.copytree(
+            root, target, ignore=shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__")
+        )
     return target
 
 
@@ -154,12 +190,27 @@ def colab_venv(tmp_path_factory):
     # unpinned here only so that a source which still resolves NNI's caps can be resolved at all.
     constraints = work / "colab-constraints.txt"
     constraints.write_text("".join(f"{n}=={v}\n" for c, (n, v) in pins.items() if c not in ("typeguard", "filelock")))
-    resolved = downloaded(run(vpy, "-m", "pip", "download", "-d", wheelhouse, "--find-links", wheelhouse,
-                              "-c", constraints, f"seglib[colab] @ {source.as_uri()}",
-                              *(f"{n}=={pins[n][1]}" for n in ("jax", "jaxlib", "ipykernel"))))
+    resolved = downloaded(
+        run(
+            vpy,
+            "-m",
+            "pip",
+            "download",
+            "-d",
+            wheelhouse,
+            "--find-links",
+            wheelhouse,
+            "-c",
+            constraints,
+            f"seglib[colab] @ {source.as_uri()}",
+            *(f"{n}=={pins[n][1]}" for n in ("jax", "jaxlib", "ipykernel")),
+        )
+    )
     touched = sorted((set(resolved) | {canon(n) for n in TRACKED}) & set(pins))
     baseline = work / "colab-baseline.txt"
-    baseline.write_text("".join(f"{pins[c][0]}=={pins[c][1]}\n" for c in touched if c not in ("pip", "setuptools", "wheel")))
+    baseline.write_text(
+        "".join(f"{pins[c][0]}=={pins[c][1]}\n" for c in touched if c not in ("pip", "setuptools", "wheel"))
+    )
     run(vpy, "-m", "pip", "download", "--no-deps", "-d", wheelhouse, "--find-links", wheelhouse, "-r", baseline)
     run(vpy, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--find-links", wheelhouse, "-r", baseline)
     timings["baseline"] = time.monotonic() - t0
@@ -177,15 +228,27 @@ def colab_venv(tmp_path_factory):
     run(vpy, "-c", cell, env=pip_env(PIP_FIND_LINKS=str(wheelhouse), PYTHONPATH=str(STANDIN)), cwd=content)
     timings["cell"] = time.monotonic() - t1
     after = freeze(vpy)
-    return {"python": vpy, "venv": venv, "work": work, "pins": pins, "touched": touched,
-            "before": before, "after": after, "timings": timings, "source": source}
+    return {
+        "python": vpy,
+        "venv": venv,
+        "work": work,
+        "pins": pins,
+        "touched": touched,
+        "before": before,
+        "after": after,
+        "timings": timings,
+        "source": source,
+    }
 
 
 @pytest.mark.slow
 def test_the_cell_changes_no_colab_version_and_adds_only_what_is_expected(colab_venv):
     before, after, pins = colab_venv["before"], colab_venv["after"], colab_venv["pins"]
-    changed = {c: f"{before[c]} -> {after.get(c, 'removed')}" for c in colab_venv["touched"]
-               if after.get(c) != before[c] and c not in EXPLAINED_CHANGES}
+    changed = {
+        c: f"{before[c]} -> {after.get(c, 'removed')}"
+        for c in colab_venv["touched"]
+        if after.get(c) != before[c] and c not in EXPLAINED_CHANGES
+    }
     assert not changed, f"the install cell changed Colab's packages: {changed}"
     assert after["numpy"] == pins["numpy"][1]
     added = sorted(set(after) - set(before))
@@ -197,13 +260,15 @@ def test_the_cell_changes_no_colab_version_and_adds_only_what_is_expected(colab_
 
 @pytest.mark.slow
 def test_seglib_nni_and_the_frameworks_import(colab_venv):
-    out = run(colab_venv["python"], "-c",
-              "import seglib, nni, tensorflow, keras, jax, numpy, typeguard, filelock, importlib.metadata as m;"
-              "print(seglib.__version__, nni.__version__, tensorflow.__version__, keras.__version__, jax.__version__,"
-              " numpy.__version__, m.version('typeguard'), m.version('filelock'))",
-              env=pip_env(TF_CPP_MIN_LOG_LEVEL="3"))
+    out = run(
+        colab_venv["python"],
+        "-c",
+        "import seglib, nni, tensorflow, keras, jax, numpy, typeguard, filelock, importlib.metadata as m;"
+        "print(seglib.__version__, nni.__version__, tensorflow.__version__, keras.__version__, jax.__version__,"
+        " numpy.__version__, m.version('typeguard'), m.version('filelock'))",
+        env=pip_env(TF_CPP_MIN_LOG_LEVEL="3"),
+    )
     assert out.strip().splitlines()[-1].split()[:2] == ["0.1.0", "3.0"], out
-
 
 
 # ---------------------------------------------------------------------------------------
@@ -232,19 +297,32 @@ def runtimes(colab_venv, tmp_path, monkeypatch):
         (folder / "home").mkdir(parents=True)
         return folder, {**os.environ, "HOME": str(folder / "home")}
 
-    return {"work": work, "fresh": fresh, "source": str(colab_venv["source"]),
-            "run_dir": work / "drive" / "seglib" / "runs" / "quick"}
+    return {
+        "work": work,
+        "fresh": fresh,
+        "source": str(colab_venv["source"]),
+        "run_dir": work / "drive" / "seglib" / "runs" / "quick",
+    }
 
 
 def execute(runtimes, name: str, **parameters) -> subprocess.Popen:
     """Start notebook ``name`` with papermill in a fresh runtime (its own process group)."""
     folder, env = runtimes["fresh"]()
     parameters = {"SEGLIB_SOURCE": runtimes["source"], **parameters}
-    code = (f"import papermill; papermill.execute_notebook({str(ROOT / 'notebooks' / (name + '.ipynb'))!r}, "
-            f"{str(folder / (name + '.ipynb'))!r}, parameters={parameters!r}, kernel_name='colab313', "
-            f"cwd={str(folder)!r}, progress_bar=False)")
-    return subprocess.Popen([sys.executable, "-c", code], cwd=folder, env=env, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    code = (
+        f"import papermill; papermill.execute_notebook({str(ROOT / 'notebooks' / (name + '.ipynb'))!r}, "
+        f"{str(folder / (name + '.ipynb'))!r}, parameters={parameters!r}, kernel_name='colab313', "
+        f"cwd={str(folder)!r}, progress_bar=False)"
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=folder,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def finish(process: subprocess.Popen, name: str) -> None:
@@ -298,7 +376,8 @@ def test_each_notebook_in_a_fresh_runtime_with_the_run_on_drive_and_03_resumed(r
     finish(execute(runtimes, "04_report"), "04_report")
     report = run_dir / "docs" / "hyperparameter-optimization.md"
     assert report.is_file() and "(images/" in report.read_text(), "the report is on Drive"
-    print(f"Colab flow (01, 02, 03 killed and resumed, 04), each in a fresh runtime: {time.perf_counter() - started:.0f} s")
+    seconds = time.perf_counter() - started
+    print(f"Colab flow (01, 02, 03 killed and resumed, 04), each in a fresh runtime: {seconds:.0f} s")
 
 
 # ---------------------------------------------------------------------------------------
@@ -337,7 +416,9 @@ def fake_colab(monkeypatch, tmp_path):
     for name in (*colab.KAGGLE_SECRETS, "KAGGLEHUB_CACHE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    yield types.SimpleNamespace(kagglehub=kagglehub, downloaded=downloaded, home=tmp_path / "home", drive=tmp_path / "drive")
+    yield types.SimpleNamespace(
+        kagglehub=kagglehub, downloaded=downloaded, home=tmp_path / "home", drive=tmp_path / "drive"
+    )
     for name in [m for m in sys.modules if m.startswith("google.colab")]:  # out of Colab again
         del sys.modules[name]
 
@@ -346,7 +427,9 @@ def test_kaggle_download_goes_to_drive_with_colab_secrets_never_printed_or_writt
     assert colab.in_colab()
     out_dir, data = colab.setup(None, "quick", colab.KAGGLE_DATA)
     assert data == str(fake_colab.downloaded)
-    assert out_dir == str(Path(colab.DRIVE_MOUNT) / "MyDrive" / "seglib" / "runs" / "quick"), "the run folder is on Drive"
+    assert out_dir == str(Path(colab.DRIVE_MOUNT) / "MyDrive" / "seglib" / "runs" / "quick"), (
+        "the run folder is on Drive"
+    )
     [(handle, key, cache)] = fake_colab.kagglehub.calls
     assert (handle, key) == (colab.KAGGLE_DATASET, SECRET), "the key reached kagglehub through the environment"
     assert cache == str(Path(colab.DRIVE_MOUNT) / "MyDrive" / "seglib" / "kaggle"), "downloaded to Drive, once"
@@ -366,5 +449,5 @@ def test_setup_in_colab_mounts_drive_for_a_run_there_and_keeps_the_data_path(fak
 
 def test_a_refused_drive_says_what_to_do(fake_colab, monkeypatch):
     monkeypatch.delenv("SEGLIB_STANDIN_DRIVE")
-    with pytest.raises(RuntimeError, match="Google Drive is not mounted.*set OUT_DIR to a folder under /content"):
+    with pytest.raises(RuntimeError, match=r"Google Drive is not mounted.*set OUT_DIR to a folder under /content"):
         colab.setup(None, "quick")

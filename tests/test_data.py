@@ -91,7 +91,12 @@ def test_palette_is_the_six_mask_colours_in_the_originals_order():
     assert CLASS_NAMES == ("Building", "Land", "Road", "Vegetation", "Water", "Unlabeled")
     assert NUM_CLASSES == 6 and UNLABELED == 5
     assert [data.hex_colour(c) for c in PALETTE.values()] == [
-        "#3C1098", "#8429F6", "#6EC1E4", "#FEDD3A", "#E2A929", "#9B9B9B",
+        "#3C1098",
+        "#8429F6",
+        "#6EC1E4",
+        "#FEDD3A",
+        "#E2A929",
+        "#9B9B9B",
     ]
 
 
@@ -144,7 +149,9 @@ def test_mask_without_image(tmp_path):
 
 
 def test_missing_and_empty_folders_say_how_to_get_the_data(tmp_path):
-    with pytest.raises(DatasetNotFoundError, match=r"does not exist.*humansintheloop/semantic-segmentation-of-aerial-imagery.*embedded"):
+    with pytest.raises(
+        DatasetNotFoundError, match=r"does not exist.*humansintheloop/semantic-segmentation-of-aerial-imagery.*embedded"
+    ):
         find_pairs(tmp_path / "nowhere")
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetNotFoundError, match=r"no image/mask pairs in .*empty.*kagglehub"):
@@ -162,7 +169,9 @@ def test_size_mismatch_fails_naming_both_sizes_or_is_skipped(tmp_path, cache_dir
     make_kaggle(tmp_path, tiles=(1,), per_tile=3, size=(40, 30))
     bad = tmp_path / "Tile 1/masks/image_part_002.png"
     Image.fromarray(COLOURS[np.ones((31, 40), np.uint8)]).save(bad)
-    with pytest.raises(DataError, match=r"Tile 1/images/image_part_002\.jpg is 40x30 but Tile 1/masks/image_part_002\.png is 40x31"):
+    with pytest.raises(
+        DataError, match=r"Tile 1/images/image_part_002\.jpg is 40x30 but Tile 1/masks/image_part_002\.png is 40x31"
+    ):
         prepare(tmp_path, patch_size=10, cache_dir=cache_dir)
     patches = prepare(tmp_path, patch_size=10, skip_mismatched=True, cache_dir=cache_dir)
     assert patches.files == ("Tile 1/images/image_part_001.jpg", "Tile 1/images/image_part_003.jpg")
@@ -238,8 +247,7 @@ def test_off_palette_pixels_become_unlabeled_and_are_summarised(tmp_path, cache_
     assert patches.off_palette == {"masks/a.png": {"#000000": 300, "#FFFFFF": 7, "#3C1099": 5}}
     line = patches.off_palette_lines()[0]
     assert line == (
-        "masks/a.png has 312 off-palette pixels, labelled Unlabeled: "
-        "300 black (#000000), 7 white (#FFFFFF), 5 #3C1099"
+        "masks/a.png has 312 off-palette pixels, labelled Unlabeled: 300 black (#000000), 7 white (#FFFFFF), 5 #3C1099"
     )
     assert line in caplog.text
     rebuilt = patches.labels[:4].reshape(2, 2, 20, 20).transpose(0, 2, 1, 3).reshape(40, 40)
@@ -396,9 +404,14 @@ def test_prune_cache_keeps_only_the_entry_in_use_and_any_being_written(tmp_path,
     writing = cache_dir / "patches" / ".in-progress"
     writing.mkdir()
     size = sum(f.stat().st_size for f in Path(small.cache_path).iterdir())
-    assert main(["prepare", str(tmp_path / "d"), "--patch-size", "20", "--cache-dir", str(cache_dir), "--prune-cache"]) == 0
+    assert (
+        main(["prepare", str(tmp_path / "d"), "--patch-size", "20", "--cache-dir", str(cache_dir), "--prune-cache"])
+        == 0
+    )
     assert f"pruned 1 other cache entries ({size / 2**20:,.1f} MB)" in capsys.readouterr().out
-    assert sorted(p.name for p in (cache_dir / "patches").iterdir()) == sorted([".in-progress", Path(large.cache_path).name])
+    assert sorted(p.name for p in (cache_dir / "patches").iterdir()) == sorted(
+        [".in-progress", Path(large.cache_path).name]
+    )
     assert prepare(tmp_path / "d", patch_size=20, cache_dir=cache_dir).from_cache
     size = sum(f.stat().st_size for f in Path(large.cache_path).iterdir())
     assert data.prune_cache(None, cache_dir) == (1, size)
@@ -493,8 +506,12 @@ def test_class_shares():
     np.testing.assert_array_equal(data.class_counts(labels, [1]), [0, 0, 2, 0, 0, 2])
     assert class_shares(labels[:0]).sum() == 0
     fake = Patches(
-        images=np.zeros((2, 1, 4, 3), np.uint8), labels=labels, source=np.zeros((2, 3), np.int32),
-        files=("a",), tiles=("t",), patch_size=4,
+        images=np.zeros((2, 1, 4, 3), np.uint8),
+        labels=labels,
+        source=np.zeros((2, 3), np.int32),
+        files=("a",),
+        tiles=("t",),
+        patch_size=4,
     )
     shares = split_class_shares(fake, {"a": np.array([0]), "b": np.array([1])})
     np.testing.assert_allclose(shares["a"], [0.5, 0.25, 0, 0, 0, 0.25])
@@ -515,7 +532,10 @@ def test_cli_prepare_prints_the_summary(tmp_path, cache_dir, capsys):
     assert "3 image/mask pairs" in out and "24 patches of 10x10" in out
     assert "patches per tile: Tile 1: 8, Tile 2: 8, Tile 3: 8" in out
     assert "off-palette masks: 0" in out and "class shares: Building" in out and "cache miss" in out
-    assert main(["prepare", str(tmp_path / "d"), "--patch-size", "10", "--cache-dir", str(cache_dir), "--split", "tiles"]) == 0
+    assert (
+        main(["prepare", str(tmp_path / "d"), "--patch-size", "10", "--cache-dir", str(cache_dir), "--split", "tiles"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "cache hit" in out and "tiles split test: 8 patches (tiles" in out
     assert main(["prepare", str(tmp_path / "missing")]) == 1

@@ -21,8 +21,14 @@ from seglib.data import (
 
 ROOT = Path(__file__).resolve().parents[1]
 README_COUNTS = {
-    "Tile 1": 54, "Tile 2": 18, "Tile 3": 36, "Tile 4": 108,
-    "Tile 5": 144, "Tile 6": 81, "Tile 7": 504, "Tile 8": 360,
+    "Tile 1": 54,
+    "Tile 2": 18,
+    "Tile 3": 36,
+    "Tile 4": 108,
+    "Tile 5": 144,
+    "Tile 6": 81,
+    "Tile 7": 504,
+    "Tile 8": 360,
 }
 # A palette-mode mask (Tile 2), the black-stained mask (Tile 8) and two more with black pixels.
 REFERENCE_FILES = (

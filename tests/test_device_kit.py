@@ -47,7 +47,8 @@ assert np.isfinite(loss), loss
 folder = tempfile.mkdtemp()
 notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import keras; print(keras.backend.backend())")])
 nbformat.write(notebook, os.path.join(folder, "in.ipynb"))
-papermill.execute_notebook(os.path.join(folder, "in.ipynb"), os.path.join(folder, "out.ipynb"), kernel_name="python3", progress_bar=False)
+papermill.execute_notebook(os.path.join(folder, "in.ipynb"), os.path.join(folder, "out.ipynb"),
+                           kernel_name="python3", progress_bar=False)
 printed = nbformat.read(os.path.join(folder, "out.ipynb"), 4).cells[0].outputs[0]["text"].strip()
 assert printed == "jax", f"the notebook's kernel ran Keras on {printed!r}"
 print(keras.__version__, seglib.__version__, loss)
@@ -71,7 +72,9 @@ def python312() -> str | None:
     for candidate in (os.environ.get("SEGLIB_PYTHON312"), str(PYENV_312), shutil.which("python3.12")):
         if not candidate or not Path(candidate).is_file():
             continue
-        probe = subprocess.run([candidate, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True, text=True)
+        probe = subprocess.run(
+            [candidate, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True, text=True
+        )
         if probe.returncode == 0 and probe.stdout.strip() == "(3, 12)":
             return candidate
     return None
@@ -87,10 +90,22 @@ def run(*args, env: dict | None = None, check: bool = True, timeout: int = 1500)
 def offline(*args) -> list[str]:
     """The command run with no network: in a new network namespace (loopback up, for the
     Jupyter kernel's sockets) where ``unshare -n`` works here, else behind a dead proxy."""
-    if shutil.which("unshare") and subprocess.run(["unshare", "-n", "sh", "-c", "ip link set lo up"], capture_output=True).returncode == 0:
+    if (
+        shutil.which("unshare")
+        and subprocess.run(["unshare", "-n", "sh", "-c", "ip link set lo up"], capture_output=True).returncode == 0
+    ):
         return ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *map(str, args)]
     dead = "http://127.0.0.1:9"
-    return ["env", f"http_proxy={dead}", f"https_proxy={dead}", f"HTTP_PROXY={dead}", f"HTTPS_PROXY={dead}", "no_proxy=", "NO_PROXY=", *map(str, args)]
+    return [
+        "env",
+        f"http_proxy={dead}",
+        f"https_proxy={dead}",
+        f"HTTP_PROXY={dead}",
+        f"HTTPS_PROXY={dead}",
+        "no_proxy=",
+        "NO_PROXY=",
+        *map(str, args),
+    ]
 
 
 def kit_size_mib(kit: Path) -> float:
@@ -105,7 +120,9 @@ def kit_venv(tmp_path: Path) -> Path:
     """
     python = python312()
     if python is None:
-        pytest.skip("no Python 3.12 found (set SEGLIB_PYTHON312, or install 3.12 with pyenv): the kit's wheels are cp312")
+        pytest.skip(
+            "no Python 3.12 found (set SEGLIB_PYTHON312, or install 3.12 with pyenv): the kit's wheels are cp312"
+        )
     kit = tmp_path / "kit"
     built = run(sys.executable, KIT_SCRIPT, "--out", kit, "--no-data")
     print(built.stdout)
@@ -139,13 +156,27 @@ def test_device_kit_installs_offline_without_tensorflow_and_runs_the_gpu_script(
     # benchmarks/gpu_full_run.sh, as a device session runs it, at the quick profile on this CPU
     # (smaller still: the script and the offline environment are what is tested).
     out = tmp_path / "out"
-    env = {**os.environ, "PYTHON": str(vpy), "SEGLIB_PROFILE": "quick", "SEGLIB_PRECISION": "fp32",
-           "SEGLIB_PARAMS": "-p max_patches=120 -p epochs=2", "SEGLIB_RUN_DIR": str(tmp_path / "run"),
-           "SEGLIB_CACHE": str(tmp_path / "cache"), "SEGLIB_COMPILE_CACHE": str(tmp_path / "compile-cache"),
-           "JAX_PLATFORMS": "cpu", "PATH": f"{vpy.parent}:{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "PYTHON": str(vpy),
+        "SEGLIB_PROFILE": "quick",
+        "SEGLIB_PRECISION": "fp32",
+        "SEGLIB_PARAMS": "-p max_patches=120 -p epochs=2",
+        "SEGLIB_RUN_DIR": str(tmp_path / "run"),
+        "SEGLIB_CACHE": str(tmp_path / "cache"),
+        "SEGLIB_COMPILE_CACHE": str(tmp_path / "compile-cache"),
+        "JAX_PLATFORMS": "cpu",
+        "PATH": f"{vpy.parent}:{os.environ['PATH']}",
+    }
     started = time.perf_counter()
-    done = subprocess.run([*offline("bash", ROOT / "benchmarks" / "gpu_full_run.sh", tmp_path / "kit", out)],
-                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=1500)
+    done = subprocess.run(
+        [*offline("bash", ROOT / "benchmarks" / "gpu_full_run.sh", tmp_path / "kit", out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=1500,
+    )
     print(f"gpu_full_run.sh (quick, CPU, offline): {time.perf_counter() - started:.0f} s")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     files = sorted(p.name for p in out.iterdir())

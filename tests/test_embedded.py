@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from seglib.data import embedded
-from seglib.data import NUM_CLASSES, class_shares, find_pairs, prepare, split
+from seglib.data import NUM_CLASSES, class_shares, embedded, find_pairs, prepare, split
 from seglib.settings import profile as get_profile
 
 

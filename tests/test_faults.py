@@ -19,11 +19,19 @@ import time
 
 import psutil
 import pytest
+from hpo_helpers import (
+    ONE_BATCH_SIZE,
+    TINY_OVERRIDES,
+    cli_args,
+    epochs_in_history,
+    processes_of,
+    start_driver,
+    wait_for,
+)
 
 from seglib import hpo
 from seglib.hpo.engines.nni import free_port
 from seglib.settings import profile
-from hpo_helpers import ONE_BATCH_SIZE, TINY_OVERRIDES, cli_args, epochs_in_history, processes_of, start_driver, wait_for
 
 pytestmark = [pytest.mark.nni, pytest.mark.slow]
 
@@ -48,8 +56,15 @@ def reference(data, tmp_path_factory):
 
 
 def args_for(data, space_file, **extra):
-    return cli_args(data, max_budget=3, seed=SEED, backend=BACKEND, space=space_file,
-                    port=free_port(random.randrange(20000, 40000, 2)), **extra)
+    return cli_args(
+        data,
+        max_budget=3,
+        seed=SEED,
+        backend=BACKEND,
+        space=space_file,
+        port=free_port(random.randrange(20000, 40000, 2)),
+        **extra,
+    )
 
 
 def some_finished_one_running(out):
@@ -151,7 +166,9 @@ def test_trial_killed_after_an_epoch_resumes_from_its_checkpoint(tmp_path, data,
 def test_a_full_disk_halts_the_search_and_says_enospc(tmp_path, data, space_file):
     disk = tmp_path / "small"
     disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True, text=True
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.strip() or mounted.returncode}): needs root")
     try:
@@ -159,7 +176,9 @@ def test_a_full_disk_halts_the_search_and_says_enospc(tmp_path, data, space_file
         _, err = driver.communicate(timeout=TIMEOUT)
         assert driver.returncode == 1, err[-3000:]
         last = err.strip().splitlines()[-1]
-        assert last.startswith("seglib hpo: ") and "halted" in last and "ENOSPC" in last and "--resume" in last, err[-3000:]
+        assert last.startswith("seglib hpo: ") and "halted" in last and "ENOSPC" in last and "--resume" in last, err[
+            -3000:
+        ]
         assert "Traceback" not in err and len(err.strip().splitlines()) <= 2, err
     finally:
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)

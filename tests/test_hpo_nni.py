@@ -16,13 +16,13 @@ import signal
 import time
 
 import pytest
+from hpo_helpers import TINY_OVERRIDES, cli_args, epochs_in_history, processes_of, start_driver, wait_for
 
 from seglib import hpo
 from seglib.hpo.engines.nni import free_port
 from seglib.hpo.hyperband import brackets, pass_epochs
 from seglib.hpo.space import search_space
 from seglib.settings import profile
-from hpo_helpers import TINY_OVERRIDES, cli_args, epochs_in_history, processes_of, start_driver, wait_for
 
 pytestmark = pytest.mark.nni
 
@@ -59,8 +59,14 @@ def test_a_complete_hyperband_pass_warm_starts_and_survives_nan_and_crashes(tmp_
         "activation": {"_type": "choice", "_value": ["relu", "tanh", "swish", "no-such-activation"]},
     }
     t0 = time.time()
-    experiment = hpo.run(out, TINY.replace(max_budget=9, eta=3, data=str(env), seed=3), space=space,
-                         backend=BACKEND, port=port(), timeout=TIMEOUT)
+    experiment = hpo.run(
+        out,
+        TINY.replace(max_budget=9, eta=3, data=str(env), seed=3),
+        space=space,
+        backend=BACKEND,
+        port=port(),
+        timeout=TIMEOUT,
+    )
     print(f"HyperBand pass R=9 on NNI: {time.time() - t0:.0f} s")
     rows = experiment.trials
     by_status = {s: [r for r in rows if r.status == s] for s in ("SUCCEEDED", "DIVERGED", "FAILED")}
@@ -142,8 +148,22 @@ def test_cli_random_search_at_a_given_epoch_budget_in_bf16(tmp_path, env, capsys
     from seglib.train import load_model
 
     out = tmp_path / "random"
-    code = cli.main(["hpo", *cli_args(env, port=port(), backend=BACKEND), "--out", str(out), "--tuner", "random",
-                     "--max-budget", "2", "--max-epochs", "3", "--precision", "bf16"])
+    code = cli.main(
+        [
+            "hpo",
+            *cli_args(env, port=port(), backend=BACKEND),
+            "--out",
+            str(out),
+            "--tuner",
+            "random",
+            "--max-budget",
+            "2",
+            "--max-epochs",
+            "3",
+            "--precision",
+            "bf16",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     data = json.loads((out / "trials.json").read_text())
     assert [r["status"] for r in data["trials"]] == ["SUCCEEDED", "SUCCEEDED"]

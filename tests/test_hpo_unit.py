@@ -32,14 +32,17 @@ def test_plans_hyperband_one_pass_and_random_search_at_equal_epochs():
         plan(quick, "bohb")
 
 
-@pytest.mark.parametrize("value, expected", [
-    ({"default": 0.5, "diverged": 0}, (0.5, False)),
-    ({"default": 100.0, "diverged": 1}, (100.0, True)),
-    (0.25, (0.25, False)),
-    (float("nan"), (None, True)),
-    ({"default": None}, (None, True)),
-    ("oops", (None, True)),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ({"default": 0.5, "diverged": 0}, (0.5, False)),
+        ({"default": 100.0, "diverged": 1}, (100.0, True)),
+        (0.25, (0.25, False)),
+        (float("nan"), (None, True)),
+        ({"default": None}, (None, True)),
+        ("oops", (None, True)),
+    ],
+)
 def test_final_metric_parsing_flags_nan_and_missing_as_diverged(value, expected):
     assert final_value(value) == expected
 
@@ -63,20 +66,32 @@ def test_remote_config_from_hosts_passes_nni_validation(tmp_path):
     key = tmp_path / "id_ed25519"
     key.write_text("not a real key: NNI only checks that the file exists\n")
     config = remote_experiment_config(
-        tmp_path / "shared" / "hpo", ["alice@10.0.0.2", "bob@gpu2:2222", {"host": "gpu3", "user": "carol"}],
-        nni_manager_ip="10.0.0.1", ssh_key_file=str(key), python_path="/opt/venv/bin",
-        gpus_per_trial=1, trials_per_gpu=4,
+        tmp_path / "shared" / "hpo",
+        ["alice@10.0.0.2", "bob@gpu2:2222", {"host": "gpu3", "user": "carol"}],
+        nni_manager_ip="10.0.0.1",
+        ssh_key_file=str(key),
+        python_path="/opt/venv/bin",
+        gpus_per_trial=1,
+        trials_per_gpu=4,
     )
     config.validate()
     service = config.canonical_copy().training_service
     assert service.platform == "remote"
     assert [(m.host, m.port, m.user) for m in service.machine_list] == [
-        ("10.0.0.2", 22, "alice"), ("gpu2", 2222, "bob"), ("gpu3", 22, "carol")]
+        ("10.0.0.2", 22, "alice"),
+        ("gpu2", 2222, "bob"),
+        ("gpu3", 22, "carol"),
+    ]
     assert all(m.max_trial_number_per_gpu == 4 and m.python_path == "/opt/venv/bin" for m in service.machine_list)
     assert config.trial_command.startswith("/opt/venv/bin/python -m seglib.hpo.trial")  # the absolute interpreter
 
-    missing = remote_experiment_config(tmp_path / "x", ["alice@h"], nni_manager_ip="10.0.0.1",
-                                       ssh_key_file=str(tmp_path / "no-such-key"), python_path="/opt/venv/bin")
+    missing = remote_experiment_config(
+        tmp_path / "x",
+        ["alice@h"],
+        nni_manager_ip="10.0.0.1",
+        ssh_key_file=str(tmp_path / "no-such-key"),
+        python_path="/opt/venv/bin",
+    )
     with pytest.raises(ValueError, match="SSH key file"):
         missing.validate()
 
@@ -92,7 +107,17 @@ def test_trial_runs_on_its_own_and_a_finished_pair_is_not_trained_again(tmp_path
     """Outside an experiment the trial uses its defaults; a second run reports the recorded result."""
     out = tmp_path / "alone"
     params = json.dumps({"TRIAL_BUDGET": 1, "batch_size": 16})
-    command = [sys.executable, "-m", "seglib.hpo.trial", "--out", str(out), "--data", str(embedded_root), "--params", params]
+    command = [
+        sys.executable,
+        "-m",
+        "seglib.hpo.trial",
+        "--out",
+        str(out),
+        "--data",
+        str(embedded_root),
+        "--params",
+        params,
+    ]
     env = {"SEGLIB_CACHE": str(tmp_path / "cache"), "KERAS_BACKEND": "tensorflow", "PATH": "/usr/bin:/bin"}
     first = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -116,7 +141,17 @@ def test_trial_on_jax_trains_with_the_jax_loop_and_warm_starts(tmp_path, embedde
     records = []
     for budget in (1, 2):
         params = json.dumps({"CONFIG_ID": "c", "TRIAL_BUDGET": budget, "batch_size": 16})
-        command = [sys.executable, "-m", "seglib.hpo.trial", "--out", str(out), "--data", str(embedded_root), "--params", params]
+        command = [
+            sys.executable,
+            "-m",
+            "seglib.hpo.trial",
+            "--out",
+            str(out),
+            "--data",
+            str(embedded_root),
+            "--params",
+            params,
+        ]
         done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
         records.append(json.loads((out / "trials" / f"c-b{budget:03d}" / "result.json").read_text()))
@@ -140,6 +175,7 @@ def test_trial_environment_names_one_gpu_memory_cap(monkeypatch):
 
 # --- one rule for every engine: what a trial's outcome does to the search --------------------
 
+
 def handed_out():
     search = HyperBand(9, 3, seed=0)
     return search, search.next_job()
@@ -159,7 +195,11 @@ def test_an_interrupted_trial_is_handed_out_again_and_the_machine_halts_the_sear
     settle(search, job["parameter_id"], {"status": "INTERRUPTED", "error": "Interrupted: stopped by SIGTERM"})
     assert job["status"] == "queued" and search.halted is None
     search.next_job()
-    reason = settle(search, job["parameter_id"], {"status": "FAILED", "cause": "environment", "error": "OSError: [Errno 28] No space left on device (ENOSPC)"})
+    reason = settle(
+        search,
+        job["parameter_id"],
+        {"status": "FAILED", "cause": "environment", "error": "OSError: [Errno 28] No space left on device (ENOSPC)"},
+    )
     assert job["status"] == "queued" and "ENOSPC" in reason and search.halted == reason
     assert search.next_job() is None
 
@@ -174,12 +214,15 @@ def test_a_trial_that_dies_without_a_word_is_retried_then_failed():
     assert job["status"] == "failed" and "died 3 times" in job["error"] and "USER_CANCELED" in job["error"]
 
 
-@pytest.mark.parametrize("error, expected", [
-    (KeyboardInterrupt(), ("INTERRUPTED", "interrupted")),
-    (OSError(28, "No space left on device"), ("FAILED", "environment")),
-    (MemoryError(), ("FAILED", "environment")),
-    (RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate"), ("FAILED", "environment")),
-    (ValueError("activation='x'"), ("FAILED", "trial")),
-])
+@pytest.mark.parametrize(
+    "error, expected",
+    [
+        (KeyboardInterrupt(), ("INTERRUPTED", "interrupted")),
+        (OSError(28, "No space left on device"), ("FAILED", "environment")),
+        (MemoryError(), ("FAILED", "environment")),
+        (RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate"), ("FAILED", "environment")),
+        (ValueError("activation='x'"), ("FAILED", "trial")),
+    ],
+)
 def test_failures_are_classified_by_whose_fault_they_are(error, expected):
     assert classify(error) == expected

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import math
+import random
+
 import pytest
 
-from seglib.hpo.hyperband import brackets, pass_epochs
+from seglib.hpo.hyperband import HyperBand, RandomSearch, Search, brackets, pass_epochs
 from seglib.hpo.space import DEFAULT_SEARCH_SPACE, sample, search_space
 
 
@@ -53,12 +57,6 @@ def test_search_space_defaults_and_overrides():
 
 
 # --- the state machine ---------------------------------------------------------------------
-
-import json
-import math
-import random
-
-from seglib.hpo.hyperband import HyperBand, RandomSearch, Search
 
 
 def drain(hb: HyperBand, score, fail=lambda job: False) -> list[dict]:
@@ -115,7 +113,9 @@ def test_nan_missing_and_diverged_never_go_ahead_of_finite_results():
 def test_failures_leave_fewer_survivors_and_the_bracket_still_finishes():
     hb = HyperBand(9, 3, seed=0)
     # every rung-0 trial of bracket s=2 fails except one: one survivor, no IndexError
-    jobs = drain(hb, lambda job: 1.0, fail=lambda job: job["bracket"] == 0 and job["rung"] == 0 and job["parameter_id"] > 0)
+    jobs = drain(
+        hb, lambda job: 1.0, fail=lambda job: job["bracket"] == 0 and job["rung"] == 0 and job["parameter_id"] > 0
+    )
     assert hb.finished
     rung1 = [job for job in jobs if job["bracket"] == 0 and job["rung"] == 1]
     assert [job["config_id"] for job in rung1] == [jobs[0]["config_id"]]
@@ -159,7 +159,7 @@ def test_sampling_follows_nni_semantics():
     assert {d["batch_size"] for d in draws} == set(range(1, 32))
     assert {d["activation"] for d in draws} == {"relu", "tanh", "swish", None}
     lrs = [d["learning_rate"] for d in draws]
-    assert 1e-4 <= min(lrs) and max(lrs) <= 0.1
+    assert min(lrs) >= 1e-4 and max(lrs) <= 0.1
     assert 0.4 < sum(lr < 10**-2.5 for lr in lrs) / len(lrs) < 0.6  # log-uniform: median at 10^-2.5
 
 
@@ -214,5 +214,5 @@ def test_a_damaged_state_file_names_itself(tmp_path):
     state = tmp_path / "search_state.json"
     HyperBand(9, 3).save(state)
     state.write_text(state.read_text()[:40])
-    with pytest.raises(ArtifactError, match="search_state.json is not valid JSON"):
+    with pytest.raises(ArtifactError, match=r"search_state\.json is not valid JSON"):
         Search.load(state)

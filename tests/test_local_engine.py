@@ -8,11 +8,19 @@ import random
 import signal
 
 import pytest
+from hpo_helpers import (
+    ONE_BATCH_SIZE,
+    TINY_OVERRIDES,
+    cli_args,
+    epochs_in_history,
+    processes_of,
+    start_driver,
+    wait_for,
+)
 
 from seglib import hpo
 from seglib.hpo.engines.nni import free_port
 from seglib.settings import profile
-from hpo_helpers import ONE_BATCH_SIZE, TINY_OVERRIDES, cli_args, epochs_in_history, processes_of, start_driver, wait_for
 
 TINY = profile("quick", **TINY_OVERRIDES)
 SPACE = hpo.search_space(ONE_BATCH_SIZE)
@@ -26,8 +34,10 @@ def env(tmp_path, monkeypatch, embedded_root):
 
 def comparable(experiment) -> list[tuple]:
     """The trials, by configuration and budget (NNI, with two at once, may hand them out in another order)."""
-    return sorted((r.config_id, r.budget, r.status, r.resumed_from, r.epochs_trained, round(r.value or 0.0, 3))
-                  for r in experiment.trials)
+    return sorted(
+        (r.config_id, r.budget, r.status, r.resumed_from, r.epochs_trained, round(r.value or 0.0, 3))
+        for r in experiment.trials
+    )
 
 
 @pytest.mark.slow
@@ -35,15 +45,22 @@ def comparable(experiment) -> list[tuple]:
 def test_local_and_nni_engines_run_the_same_search_with_the_same_exports(tmp_path, env):
     settings = TINY.replace(data=str(env), seed=3)
     local = hpo.run(tmp_path / "local", settings.replace(engine="local"), space=SPACE)
-    nni = hpo.run(tmp_path / "nni", settings.replace(engine="nni"), space=SPACE, backend="tensorflow",
-                  port=free_port(random.randrange(20000, 40000, 2)))
+    nni = hpo.run(
+        tmp_path / "nni",
+        settings.replace(engine="nni"),
+        space=SPACE,
+        backend="tensorflow",
+        port=free_port(random.randrange(20000, 40000, 2)),
+    )
     assert (local.summary.engine, nni.summary.engine) == ("local", "nni")
     assert local.summary.finished and nni.summary.finished
     assert comparable(local) == comparable(nni)  # same pairs, statuses, warm starts, losses (3 decimals)
     header = lambda out: (out / "trials.csv").read_text().splitlines()[0]
     assert header(tmp_path / "local") == header(tmp_path / "nni")
-    assert json.loads((tmp_path / "local" / "trials.json").read_text())["trials"][0].keys() == \
-        json.loads((tmp_path / "nni" / "trials.json").read_text())["trials"][0].keys()
+    assert (
+        json.loads((tmp_path / "local" / "trials.json").read_text())["trials"][0].keys()
+        == json.loads((tmp_path / "nni" / "trials.json").read_text())["trials"][0].keys()
+    )
 
 
 def test_a_second_run_of_a_finished_search_trains_nothing(tmp_path, env):
@@ -76,14 +93,21 @@ def test_killed_mid_pass_then_resumed_trains_no_pair_twice_and_loses_no_finished
     _, err = resumed.communicate(timeout=900)
     assert resumed.returncode == 0, err[-3000:]
 
-    reference = hpo.run(tmp_path / "uninterrupted", TINY.replace(data=str(env), engine="local", max_budget=3, seed=3),
-                        space=hpo.search_space(ONE_BATCH_SIZE))
+    reference = hpo.run(
+        tmp_path / "uninterrupted",
+        TINY.replace(data=str(env), engine="local", max_budget=3, seed=3),
+        space=hpo.search_space(ONE_BATCH_SIZE),
+    )
     after = hpo.export(out)
     assert after.summary.finished
     rows = {(r.config_id, r.budget): r for r in after.trials}
     assert len(rows) == len(after.trials), "a pair was trained twice"
     for key, row in before.items():  # finished before the kill: kept as it was
-        assert rows[key].status == "SUCCEEDED" and rows[key].value == row.value and rows[key].trial_ids[0] == row.trial_ids[0]
+        assert (
+            rows[key].status == "SUCCEEDED"
+            and rows[key].value == row.value
+            and rows[key].trial_ids[0] == row.trial_ids[0]
+        )
     for row in after.trials:
         epochs = epochs_in_history(out, row)
         assert len(epochs) == len(set(epochs)), f"{row.config_id} budget {row.budget} trained an epoch twice: {epochs}"

@@ -79,7 +79,9 @@ def random_case(seed=0, classes=6):
 def test_dice_loss_is_one_minus_f_score():
     labels, probs = random_case()
     for beta in (0.5, 1.0, 2.0):
-        assert value(DiceLoss(beta=beta)(labels, probs)) == pytest.approx(1 - value(f_score(labels, probs, beta=beta)), abs=1e-6)
+        assert value(DiceLoss(beta=beta)(labels, probs)) == pytest.approx(
+            1 - value(f_score(labels, probs, beta=beta)), abs=1e-6
+        )
 
 
 def test_integer_and_one_hot_labels_give_the_same_losses():
@@ -103,7 +105,9 @@ def test_losses_compose_with_operators_and_names_are_built():
     assert (0.5 * focal).name == "0p5_focal_loss"
     expected = value(dice(labels, probs)) + value(focal(labels, probs))
     assert value(total(labels, probs)) == pytest.approx(expected, rel=1e-6)
-    assert value((dice + 3 * focal)(labels, probs)) == pytest.approx(value(dice(labels, probs)) + 3 * value(focal(labels, probs)), rel=1e-6)
+    assert value((dice + 3 * focal)(labels, probs)) == pytest.approx(
+        value(dice(labels, probs)) + 3 * value(focal(labels, probs)), rel=1e-6
+    )
 
 
 def test_original_loss_is_weighted_dice_plus_focal():

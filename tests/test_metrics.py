@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from keras import ops
 
+from seglib.data import subsample
 from seglib.metrics import (
     confusion_matrix,
     evaluate,
@@ -16,7 +17,6 @@ from seglib.metrics import (
     pr_curve,
     training_metrics,
 )
-from seglib.data import subsample
 from seglib.model import build_unet
 
 LABELS = np.array([[[0, 0], [1, 1]]], dtype=np.uint8)
@@ -96,7 +96,16 @@ def test_evaluate_returns_json_ready_values_that_agree_with_the_confusion():
     y = rng.integers(0, 6, size=(5, 16, 16)).astype(np.uint8)
     results = evaluate(model, x, y, batch_size=2)
     json.dumps(results, allow_nan=False)
-    assert set(results) >= {"loss", "accuracy", "precision", "recall", "jaccard", "mean_iou", "per_class_iou", "confusion"}
+    assert set(results) >= {
+        "loss",
+        "accuracy",
+        "precision",
+        "recall",
+        "jaccard",
+        "mean_iou",
+        "per_class_iou",
+        "confusion",
+    }
     confusion = np.array(results["confusion"])
     assert confusion.sum() == y.size
     assert results["accuracy"] == pytest.approx(np.trace(confusion) / y.size, abs=1e-6)

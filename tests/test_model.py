@@ -16,9 +16,9 @@ def test_original_topology_has_1941190_parameters():
     model = build_unet()
     assert model.count_params() == 1_941_190
     assert model.output_shape == (None, 256, 256, 6)
-    convs = [l for l in model.layers if isinstance(l, keras.layers.Conv2D) and l.kernel_size == (3, 3)]
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D) and layer.kernel_size == (3, 3)]
     assert len(convs) == 18 and [c.filters for c in convs[:10:2]] == [16, 32, 64, 128, 256]
-    rates = [l.rate for l in model.layers if isinstance(l, keras.layers.Dropout)]
+    rates = [layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)]
     assert rates == [0.2] * 4 + [0.3] + [0.2] * 4
 
 

@@ -46,7 +46,9 @@ def test_pair_in_sync(name):
 
 
 def test_sync_check_catches_an_edit(tmp_path):
-    edited = (NOTEBOOKS / "04_report.py").read_text().replace("path = report.write_report", "path  = report.write_report")
+    edited = (
+        (NOTEBOOKS / "04_report.py").read_text().replace("path = report.write_report", "path  = report.write_report")
+    )
     (tmp_path / "04_report.py").write_text(edited)
     assert cells(jupytext.read(tmp_path / "04_report.py")) != cells(jupytext.read(NOTEBOOKS / "04_report.ipynb"))
 
@@ -76,7 +78,9 @@ def test_cells_are_thin_and_badge_present(name):
     nb = jupytext.read(NOTEBOOKS / f"{name}.py")
     for cell in nb.cells:
         if cell.cell_type == "code" and cell.source != colab.install_cell():
-            assert len(cell.source.strip().splitlines()) <= MAX_CELL_LINES, f"{name}: move logic into seglib:\n{cell.source}"
+            assert len(cell.source.strip().splitlines()) <= MAX_CELL_LINES, (
+                f"{name}: move logic into seglib:\n{cell.source}"
+            )
     assert colab.badge(name) in nb.cells[0].source
 
 
@@ -102,7 +106,9 @@ def test_quick_pipeline_runs_all_four_notebooks_headless(tmp_path):
     out = tmp_path / "run"
     result = subprocess.run(
         [sys.executable, "-m", "seglib.cli", "run", "--profile", "quick", "--out", str(out)],
-        capture_output=True, text=True, timeout=900,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for name in NAMES:

@@ -29,7 +29,9 @@ def write_notebooks(folder: Path, failing: str | None = None) -> Path:
         body = (
             "raise RuntimeError('boom in ' + OUT_DIR)"
             if name == failing
-            else f"import json, pathlib, sys\npathlib.Path(OUT_DIR, '{name}.json').write_text(json.dumps({{'exe': sys.executable, 'overrides': OVERRIDES}}))"
+            else "import json, pathlib, sys\n"
+            "record = {'exe': sys.executable, 'overrides': OVERRIDES}\n"
+            f"pathlib.Path(OUT_DIR, '{name}.json').write_text(json.dumps(record))"
         )
         nb = nbformat.v4.new_notebook(cells=[params, nbformat.v4.new_code_cell(body)])
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -65,7 +67,9 @@ def test_missing_notebooks_folder_is_a_clear_error(tmp_path, capsys):
     assert rc == 1 and "01_data.ipynb" in err and "--notebooks" in err
 
 
-@pytest.mark.parametrize("pair, named", [("epoks=2", "epoks"), ("precision=fp8", "precision='fp8'"), ("batch_size=abc", "batch_size='abc'")])
+@pytest.mark.parametrize(
+    "pair, named", [("epoks=2", "epoks"), ("precision=fp8", "precision='fp8'"), ("batch_size=abc", "batch_size='abc'")]
+)
 def test_unknown_override_is_refused_before_anything_runs(tmp_path, capsys, pair, named):
     rc = main(["run", "--out", str(tmp_path / "out"), "-p", pair])
     assert rc == 1 and named in capsys.readouterr().err
@@ -169,9 +173,26 @@ def test_a_termination_signal_stops_the_whole_run_and_leaves_nothing(tmp_path, s
 
     out = tmp_path / "run"
     env = {**os.environ, "SEGLIB_CACHE": str(tmp_path / "cache")}
-    run = subprocess.Popen([sys.executable, "-m", "seglib.cli", "run", "--profile", "quick", "--out", str(out),
-                            "-p", "max_patches=120", "-p", "epochs=1"], env=env, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True)
+    run = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "seglib.cli",
+            "run",
+            "--profile",
+            "quick",
+            "--out",
+            str(out),
+            "-p",
+            "max_patches=120",
+            "-p",
+            "epochs=1",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 600
     while not ((out / "hpo" / "search_state.json").is_file() and hpo.progress(out / "hpo")["running"] >= 1):
         assert run.poll() is None and time.time() < deadline, run.communicate()

@@ -236,8 +236,17 @@ def write_bad_and_good_inputs(folder: Path) -> tuple[list[Path], dict[str, str],
         "grey_alpha.png": "found a 2-channel greyscale with alpha image",
         "grey16.png": "found a 1-channel 16-bit greyscale image",
     }
-    order = ["good.png", "notes.jpg", "rgba.png", "truncated.png", "grey.png", "tiny.png",
-             "grey_alpha.png", "grey16.png", "rgb48.png"]
+    order = [
+        "good.png",
+        "notes.jpg",
+        "rgba.png",
+        "truncated.png",
+        "grey.png",
+        "tiny.png",
+        "grey_alpha.png",
+        "grey16.png",
+        "rgb48.png",
+    ]
     return [folder / name for name in order], bad, good
 
 
@@ -253,8 +262,9 @@ def test_bad_inputs_are_named_and_the_other_images_still_run(tmp_path, model_fil
     for name, truth in good.items():
         stem = Path(name).stem
         np.testing.assert_array_equal(read_classes(tmp_path / "out" / f"{stem}_classes.png"), truth)
-    notes = {name: json.loads((tmp_path / "out" / f"{Path(name).stem}_areas.json").read_text())["notes"]
-             for name in good}
+    notes = {
+        name: json.loads((tmp_path / "out" / f"{Path(name).stem}_areas.json").read_text())["notes"] for name in good
+    }
     assert any("alpha channel dropped" in n for n in notes["rgba.png"])
     assert any("reflect-padded" in n for n in notes["tiny.png"])
     assert any("16-bit" in n for n in notes["rgb48.png"])
@@ -275,8 +285,10 @@ def test_same_stem_twice_is_refused_rather_than_overwritten(tmp_path, model_file
     [
         (lambda: known_model(num_classes=5), "expected output (batch, 32, 32, 6)"),
         (lambda: known_model(channels=4), "expected one input of shape (batch, P, P, 3)"),
-        (lambda: keras.Sequential([keras.Input((32, 16, 3)), layers.Conv2D(6, 1, activation="softmax")]),
-         "expected one input of shape (batch, P, P, 3)"),
+        (
+            lambda: keras.Sequential([keras.Input((32, 16, 3)), layers.Conv2D(6, 1, activation="softmax")]),
+            "expected one input of shape (batch, P, P, 3)",
+        ),
         (None, "File not found"),
     ],
     ids=["five-classes", "four-channels", "not-square", "missing-file"],
@@ -303,11 +315,20 @@ def write_geotiff(path: Path, image: np.ndarray, bands: int = 3):
     from rasterio.transform import from_origin
 
     transform = from_origin(553_000.0, 2_787_000.0, 0.5, 0.5)
-    data = np.concatenate([image, np.full(image.shape[:2] + (max(bands - 3, 0),), 255, image.dtype)], -1)
+    data = np.concatenate([image, np.full((*image.shape[:2], max(bands - 3, 0)), 255, image.dtype)], -1)
     with rasterio.open(
-        path, "w", driver="GTiff", width=image.shape[1], height=image.shape[0], count=bands,
-        dtype=image.dtype.name, crs="EPSG:32640", transform=transform, tiled=True,
-        blockxsize=16, blockysize=16,
+        path,
+        "w",
+        driver="GTiff",
+        width=image.shape[1],
+        height=image.shape[0],
+        count=bands,
+        dtype=image.dtype.name,
+        crs="EPSG:32640",
+        transform=transform,
+        tiled=True,
+        blockxsize=16,
+        blockysize=16,
     ) as dataset:
         dataset.write(data.transpose(2, 0, 1))
     return rasterio, transform
@@ -364,7 +385,7 @@ def test_16_bit_tiff_without_rasterio_says_how_to_get_the_extra(tmp_path, model_
     write_geotiff(tmp_path / "scene16.tif", image.astype(np.uint16) * 257)
     monkeypatch.setattr("seglib.predict._rasterio", lambda: None)
     assert run_cli(model_file, [tmp_path / "scene16.tif"], tmp_path / "out") == 1
-    assert 'Pillow reads 8-bit RGB TIFFs only' in capsys.readouterr().err
+    assert "Pillow reads 8-bit RGB TIFFs only" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------
@@ -416,9 +437,21 @@ def test_jax_backend_writes_the_same_mask(tmp_path, model_file):
     image, truth = pattern(45, 70)
     Image.fromarray(image).save(tmp_path / "scene.png")
     done = subprocess.run(
-        [sys.executable, "-m", "seglib.cli", "predict", str(model_file), str(tmp_path / "scene.png"),
-         "--out", str(tmp_path / "out"), "--tta"],
-        env={**os.environ, "KERAS_BACKEND": "jax"}, capture_output=True, text=True, timeout=240,
+        [
+            sys.executable,
+            "-m",
+            "seglib.cli",
+            "predict",
+            str(model_file),
+            str(tmp_path / "scene.png"),
+            "--out",
+            str(tmp_path / "out"),
+            "--tta",
+        ],
+        env={**os.environ, "KERAS_BACKEND": "jax"},
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     areas = json.loads((tmp_path / "out" / "scene_areas.json").read_text())

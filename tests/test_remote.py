@@ -36,6 +36,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from hpo_helpers import ONE_BATCH_SIZE, cli_args, epochs_in_history, processes_of, start_driver, wait_for
 
 from seglib import hpo
 from seglib.artifacts import ExperimentPaths, read_experiment
@@ -43,12 +44,14 @@ from seglib.hpo.engines.nni import LOOPBACK_JS, build_config, free_port
 from seglib.hpo.remote import remote_training_service
 from seglib.hpo.search import plan
 from seglib.settings import profile
-from hpo_helpers import ONE_BATCH_SIZE, cli_args, epochs_in_history, processes_of, start_driver, wait_for
 
 BACKEND = os.environ.get("SEGLIB_TEST_BACKEND", "tensorflow")
 SEED = 1
-SPACE = {**ONE_BATCH_SIZE, "learning_rate": {"_type": "choice", "_value": [1e30, 1e-2]},
-         "activation": {"_type": "choice", "_value": ["relu"]}}
+SPACE = {
+    **ONE_BATCH_SIZE,
+    "learning_rate": {"_type": "choice", "_value": [1e30, 1e-2]},
+    "activation": {"_type": "choice", "_value": ["relu"]},
+}
 TIMEOUT = 900
 SSHD = "/usr/sbin/sshd"
 LOGIN = getpass.getuser()
@@ -57,6 +60,7 @@ LOOPBACK = ("127.0.0.1", "::1")
 
 # ---------------------------------------------------------------------------------------------
 # Two machines on loopback
+
 
 def _free_tcp_port() -> int:
     with socket.socket() as sock:
@@ -71,7 +75,9 @@ class Machines:
         self.root, self.ports = root, {}
         self.key = root / "client_key"
         root.mkdir(parents=True)
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "seglib-test", "-f", str(self.key)], check=True)
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "seglib-test", "-f", str(self.key)], check=True
+        )
         (root / "authorized_keys").write_text((root / "client_key.pub").read_text())
         (root / "loopback.js").write_text(LOOPBACK_JS)
         for n in range(1, count + 1):
@@ -150,7 +156,15 @@ LogLevel VERBOSE
         args = []
         for n in ns or self.ports:
             args += ["--remote", self.spec(n)]
-        return args + ["--python-path", str(python_path), "--ssh-key", str(key or self.key), "--manager-ip", "127.0.0.1"]
+        return [
+            *args,
+            "--python-path",
+            str(python_path),
+            "--ssh-key",
+            str(key or self.key),
+            "--manager-ip",
+            "127.0.0.1",
+        ]
 
 
 @pytest.fixture(scope="module")
@@ -183,8 +197,9 @@ def machines(sshd, tmp_path):
 def python_path(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("python-path")
     shim = folder / "python"
-    shim.write_text('#!/bin/sh\n[ "$*" = "-m pip install nni --upgrade" ] && exit 0\n'
-                    f'exec {shlex.quote(sys.executable)} "$@"\n')
+    shim.write_text(
+        f'#!/bin/sh\n[ "$*" = "-m pip install nni --upgrade" ] && exit 0\nexec {shlex.quote(sys.executable)} "$@"\n'
+    )
     shim.chmod(0o755)
     return folder
 
@@ -197,9 +212,18 @@ def space_file(tmp_path_factory) -> Path:
 
 
 def search_args(data, space_file, machines, python_path) -> list[str]:
-    return [*cli_args(data, max_budget=3, seed=SEED, backend=BACKEND, space=space_file, concurrency=1,
-                      port=free_port(random.randrange(20000, 40000, 2))),
-            *machines.cli_args(python_path)]
+    return [
+        *cli_args(
+            data,
+            max_budget=3,
+            seed=SEED,
+            backend=BACKEND,
+            space=space_file,
+            concurrency=1,
+            port=free_port(random.randrange(20000, 40000, 2)),
+        ),
+        *machines.cli_args(python_path),
+    ]
 
 
 def listening(driver, machines) -> dict[str, list[tuple[str, str, int]]]:
@@ -212,8 +236,10 @@ def listening(driver, machines) -> dict[str, list[tuple[str, str, int]]]:
         for process in processes:
             try:
                 found.setdefault(where, []).extend(
-                    (process.name(), c.laddr.ip, c.laddr.port) for c in process.net_connections(kind="inet")
-                    if c.status == psutil.CONN_LISTEN)
+                    (process.name(), c.laddr.ip, c.laddr.port)
+                    for c in process.net_connections(kind="inet")
+                    if c.status == psutil.CONN_LISTEN
+                )
             except psutil.Error:
                 continue
     return found
@@ -227,8 +253,9 @@ def assert_each_pair_once_and_finished(out: Path) -> dict:
     assert experiment.summary.finished and experiment.summary.engine == "nni", experiment.summary
     assert {r.status for r in rows.values()} == {"SUCCEEDED", "DIVERGED"}, [(k, r.status) for k, r in rows.items()]
     drawn = {r.config_id: r.params["learning_rate"] for r in rows.values()}
-    assert drawn == {"c0000": 1e-2, "c0001": 1e30, "c0002": 1e-2, "c0003": 1e-2, "c0004": 1e-2}, \
+    assert drawn == {"c0000": 1e-2, "c0001": 1e30, "c0002": 1e-2, "c0003": 1e-2, "c0004": 1e-2}, (
         f"the seed no longer draws the configurations the module docstring relies on: {drawn}"
+    )
     assert experiment.best.value == min(r.value for r in rows.values() if r.status == "SUCCEEDED")
     with (out / "trials.csv").open() as f:
         hosts = {(r["config_id"], int(r["budget"])): r["host"] for r in csv.DictReader(f)}
@@ -241,9 +268,12 @@ def assert_each_pair_once_and_finished(out: Path) -> dict:
 
 def cross_machine_warm_starts(rows: dict) -> list[str]:
     """Promoted configurations that resumed from the checkpoint their previous rung wrote on another machine."""
-    return [f"{r.config_id} {r.resumed_from}->{r.budget} epochs on {r.host}, its previous rung on "
-            f"{rows[(r.config_id, r.resumed_from)].host}"
-            for r in rows.values() if r.rung > 0 and r.host != rows[(r.config_id, r.resumed_from)].host]
+    return [
+        f"{r.config_id} {r.resumed_from}->{r.budget} epochs on {r.host}, its previous rung on "
+        f"{rows[(r.config_id, r.resumed_from)].host}"
+        for r in rows.values()
+        if r.rung > 0 and r.host != rows[(r.config_id, r.resumed_from)].host
+    ]
 
 
 def wait_for_nothing_left(out: Path, machines) -> None:
@@ -253,6 +283,7 @@ def wait_for_nothing_left(out: Path, machines) -> None:
 # ---------------------------------------------------------------------------------------------
 # A search on two machines
 
+
 @pytest.mark.slow
 @pytest.mark.nni
 def test_a_search_on_two_machines_warm_starts_across_them(tmp_path, machines, python_path, data, space_file):
@@ -260,8 +291,11 @@ def test_a_search_on_two_machines_warm_starts_across_them(tmp_path, machines, py
     out = tmp_path / "hpo"
     started = time.time()
     driver = start_driver(out, search_args(data, space_file, machines, python_path))
-    wait_for(lambda: any(machines.started_through(n) for n in machines.ports) and hpo.progress(out)["running"],
-             TIMEOUT, driver)
+    wait_for(
+        lambda: any(machines.started_through(n) for n in machines.ports) and hpo.progress(out)["running"],
+        TIMEOUT,
+        driver,
+    )
     sockets = listening(driver, machines)
     _, err = driver.communicate(timeout=TIMEOUT)
     assert driver.returncode == 0, err[-3000:]
@@ -269,8 +303,9 @@ def test_a_search_on_two_machines_warm_starts_across_them(tmp_path, machines, py
 
     print("listening while trials ran:", sockets)
     assert all(ip in LOOPBACK for found in sockets.values() for _, ip, _ in found), sockets
-    assert all(any(name == "node" for name, _, _ in sockets.get(where, [])) for where in ("here", "machine-1", "machine-2")), \
-        f"NNI's manager and both trial keepers should have been listening: {sockets}"
+    assert all(
+        any(name == "node" for name, _, _ in sockets.get(where, [])) for where in ("here", "machine-1", "machine-2")
+    ), f"NNI's manager and both trial keepers should have been listening: {sockets}"
     rows = assert_each_pair_once_and_finished(out)
     placement = {f"{c}-b{b}": row.host for (c, b), row in sorted(rows.items())}
     print("trials on machines:", placement)
@@ -288,7 +323,8 @@ def test_a_search_on_two_machines_warm_starts_across_them(tmp_path, machines, py
 @pytest.mark.slow
 @pytest.mark.nni
 def test_a_lost_machine_hands_its_trial_out_again_and_the_search_ends_on_the_other(
-        tmp_path, machines, python_path, data, space_file):
+    tmp_path, machines, python_path, data, space_file
+):
     """Machine 2 vanishes (sshd, sessions, trial keeper, trial) mid-trial; the search ends on machine 1."""
     out = tmp_path / "hpo"
     started = time.time()
@@ -301,8 +337,11 @@ def test_a_lost_machine_hands_its_trial_out_again_and_the_search_ends_on_the_oth
             for attempt in history.get("attempts", []):
                 done = [e for e in history["epochs"] if e["trial_id"] == attempt["trial_id"]]
                 budget = int(folder.name.rsplit("-b", 1)[1])
-                if (attempt["host"] == "machine-2" and attempt["status"] == "RUNNING"
-                        and 1 <= len(done) <= budget - attempt.get("initial_epoch", 0) - 2):
+                if (
+                    attempt["host"] == "machine-2"
+                    and attempt["status"] == "RUNNING"
+                    and 1 <= len(done) <= budget - attempt.get("initial_epoch", 0) - 2
+                ):
                     return folder, attempt["trial_id"]
         return None
 
@@ -324,8 +363,12 @@ def test_a_lost_machine_hands_its_trial_out_again_and_the_search_ends_on_the_oth
     assert (last["host"], last["status"]) == ("machine-1", "SUCCEEDED")
     trained_there = sum(e["trial_id"] == lost_trial for e in history["epochs"])
     assert last["initial_epoch"] == first.get("initial_epoch", 0) + trained_there, "resumed from machine-2's checkpoint"
-    later = [a for path in (out / "trials").glob("*/history.json") for a in json.loads(path.read_text())["attempts"]
-             if a["started"] > lost_at]
+    later = [
+        a
+        for path in (out / "trials").glob("*/history.json")
+        for a in json.loads(path.read_text())["attempts"]
+        if a["started"] > lost_at
+    ]
     assert later and {a["host"] for a in later} == {"machine-1"}, later
     wait_for_nothing_left(out, machines)
 
@@ -340,10 +383,28 @@ def test_a_lost_machine_hands_its_trial_out_again_and_the_search_ends_on_the_oth
 # ---------------------------------------------------------------------------------------------
 # What is refused before anything starts
 
+
 def seglib_hpo(out, data, *args, cwd=None) -> tuple[int, str, float]:
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "seglib.cli", "hpo", "--out", str(out), "--data", str(data),
-                           "-p", "max_budget=1", *map(str, args)], capture_output=True, text=True, timeout=120, cwd=cwd)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "seglib.cli",
+            "hpo",
+            "--out",
+            str(out),
+            "--data",
+            str(data),
+            "-p",
+            "max_budget=1",
+            *map(str, args),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+    )
     return done.returncode, done.stderr, time.perf_counter() - started
 
 
@@ -351,16 +412,20 @@ def test_every_machine_runs_the_one_python_path():
     """NNI runs one trial command on every machine, naming the interpreter in full."""
     with pytest.raises(ValueError, match="python_path 'venv/bin': expected the absolute bin folder"):
         remote_training_service(["alice@gpu1"], python_path="venv/bin")
-    service = remote_training_service(["alice@gpu1", {"host": "gpu2", "user": "bob", "python_path": "/other/bin"}],
-                                      python_path="/opt/venv/bin")
+    service = remote_training_service(
+        ["alice@gpu1", {"host": "gpu2", "user": "bob", "python_path": "/other/bin"}], python_path="/opt/venv/bin"
+    )
     with pytest.raises(ValueError, match=r"expected one folder for all, found \['/opt/venv/bin', '/other/bin'\]"):
         build_config(ExperimentPaths.of("/shared/hpo"), {"plan": plan(profile("quick")), "search_space": {}}, service)
 
 
 def test_a_relative_output_folder_is_refused(tmp_path, data):
-    code, err, _ = seglib_hpo("runs/hpo", data, "--remote", "alice@gpu1", "--python-path", "/opt/venv/bin", cwd=tmp_path)
-    assert code == 1 and err.startswith("seglib hpo: output folder runs/hpo: a search on several machines needs an "
-                                        "absolute path"), err
+    code, err, _ = seglib_hpo(
+        "runs/hpo", data, "--remote", "alice@gpu1", "--python-path", "/opt/venv/bin", cwd=tmp_path
+    )
+    assert code == 1 and err.startswith(
+        "seglib hpo: output folder runs/hpo: a search on several machines needs an absolute path"
+    ), err
     assert not (tmp_path / "runs").exists()
 
 
@@ -368,21 +433,28 @@ def test_a_refused_key_or_an_unreachable_machine_is_named(tmp_path, machines, py
     wrong = tmp_path / "wrong_key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(wrong)], check=True)
     nowhere = f"{LOGIN}@127.0.0.1:{_free_tcp_port()}"
-    code, err, seconds = seglib_hpo(tmp_path / "hpo", data, *machines.cli_args(python_path, 1, 2, key=wrong),
-                                    "--remote", nowhere)
+    code, err, seconds = seglib_hpo(
+        tmp_path / "hpo", data, *machines.cli_args(python_path, 1, 2, key=wrong), "--remote", nowhere
+    )
     assert code == 1 and err.startswith("seglib hpo: 3 of 3 machines cannot run trials:"), err
     lines = err.strip().splitlines()[1:]
-    for start in (f"{machines.spec(1)}: refuses the key {wrong}", f"{machines.spec(2)}: refuses the key {wrong}",
-                  f"{nowhere}: cannot connect (ssh: connect to host 127.0.0.1 port"):
+    for start in (
+        f"{machines.spec(1)}: refuses the key {wrong}",
+        f"{machines.spec(2)}: refuses the key {wrong}",
+        f"{nowhere}: cannot connect (ssh: connect to host 127.0.0.1 port",
+    ):
         assert any(line.strip().startswith(start) for line in lines), err
     assert "Traceback" not in err and seconds < 30, seconds
     assert not (tmp_path / "hpo" / "experiment.json").exists(), "nothing was started"
 
 
-@pytest.mark.parametrize("python, expected", [
-    ("/usr/bin/python3", "cannot import nni and seglib there"),
-    (None, "no executable"),
-])
+@pytest.mark.parametrize(
+    "python, expected",
+    [
+        ("/usr/bin/python3", "cannot import nni and seglib there"),
+        (None, "no executable"),
+    ],
+)
 def test_a_machine_whose_python_cannot_run_trials_is_named(tmp_path, machines, data, python, expected):
     folder = tmp_path / "bin"
     folder.mkdir()
@@ -402,11 +474,18 @@ def test_notebook_03_checks_its_remote_hosts_before_searching(tmp_path, machines
     wrong = tmp_path / "wrong_key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(wrong)], check=True)
     run = start_run(tmp_path / "run", "quick", str(data))
-    parameters = {"PROFILE": "quick", "OUT_DIR": str(run.paths.root), "REMOTE_HOSTS": [machines.spec(1)],
-                  "REMOTE_PYTHON_PATH": str(python_path), "SSH_KEY": str(wrong), "MANAGER_IP": "127.0.0.1"}
+    parameters = {
+        "PROFILE": "quick",
+        "OUT_DIR": str(run.paths.root),
+        "REMOTE_HOSTS": [machines.spec(1)],
+        "REMOTE_PYTHON_PATH": str(python_path),
+        "SSH_KEY": str(wrong),
+        "MANAGER_IP": "127.0.0.1",
+    }
     with pytest.raises(NotebookFailed) as failed:
-        run_notebook(find_notebooks_dir() / "03_hyperband_hpo.ipynb", tmp_path / "run" / "03.ipynb", parameters,
-                     ensure_kernel())
+        run_notebook(
+            find_notebooks_dir() / "03_hyperband_hpo.ipynb", tmp_path / "run" / "03.ipynb", parameters, ensure_kernel()
+        )
     assert "1 of 1 machines cannot run trials" in str(failed.value), failed.value
     assert f"{machines.spec(1)}: refuses the key {wrong}" in str(failed.value), failed.value
     assert not run.paths.search("hyperband").joinpath("experiment.json").exists(), "nothing was started"

@@ -15,7 +15,15 @@ import numpy as np
 import pytest
 
 from seglib import pipeline, report
-from seglib.artifacts import Best, ModelRecord, SearchSummary, TrialRow, write_experiment, write_json, write_model_record
+from seglib.artifacts import (
+    Best,
+    ModelRecord,
+    SearchSummary,
+    TrialRow,
+    write_experiment,
+    write_json,
+    write_model_record,
+)
 from seglib.hpo.hyperband import HyperBand, RandomSearch, brackets
 from seglib.report.numbers import best_so_far, best_trial, fmt, fmt_seconds
 
@@ -28,18 +36,40 @@ def fake_record(params: dict, epochs: int, loss0: float, rng: np.random.Generato
         iou[5] = None  # a class absent from labels and predictions
         present = [v for v in iou if v is not None]
         return {
-            "loss": loss0 + shift, "accuracy": 0.7 + shift, "precision": 0.81 + shift, "recall": 0.62 + shift,
-            "jaccard": 0.5, "mean_iou": float(np.mean(present)), "per_class_iou": iou,
+            "loss": loss0 + shift,
+            "accuracy": 0.7 + shift,
+            "precision": 0.81 + shift,
+            "recall": 0.62 + shift,
+            "jaccard": 0.5,
+            "mean_iou": float(np.mean(present)),
+            "per_class_iou": iou,
             "confusion": np.eye(6, dtype=int).tolist(),
         }
 
     recall = np.linspace(0, 1, 50)
     return ModelRecord(
         params=params,
-        history={"loss": list(np.linspace(loss0 + 0.4, loss0, epochs)), "val_loss": list(np.linspace(loss0 + 0.5, loss0 + 0.05, epochs))},
-        train=split_metrics(-0.01), val=split_metrics(0.0), test=split_metrics(0.02),
-        pr_curve={"precision": list(1 - 0.5 * recall**2), "recall": list(recall), "thresholds": list(recall), "average_precision": 0.77, "pixels": 1234},
-        epochs_trained=epochs, seconds=12.5, diverged=False, message="", best_val_loss=loss0, backend="tensorflow", loop="fit",
+        history={
+            "loss": list(np.linspace(loss0 + 0.4, loss0, epochs)),
+            "val_loss": list(np.linspace(loss0 + 0.5, loss0 + 0.05, epochs)),
+        },
+        train=split_metrics(-0.01),
+        val=split_metrics(0.0),
+        test=split_metrics(0.02),
+        pr_curve={
+            "precision": list(1 - 0.5 * recall**2),
+            "recall": list(recall),
+            "thresholds": list(recall),
+            "average_precision": 0.77,
+            "pixels": 1234,
+        },
+        epochs_trained=epochs,
+        seconds=12.5,
+        diverged=False,
+        message="",
+        best_val_loss=loss0,
+        backend="tensorflow",
+        loop="fit",
     )
 
 
@@ -60,11 +90,24 @@ def fake_experiment(folder: Path, search, tuner: str, seed: int, fail_one: bool 
     while (job := search.next_job()) is not None:
         epochs = job["budget"] - job["resume_from"]
         order = job["parameter_id"] + 1
-        timing = {"epochs_trained": epochs, "seconds": 3.0 * epochs, "start_time": 1.7e9 + 30.0 * order,
-                  "end_time": 1.7e9 + 30.0 * order + 3.0 * epochs}
-        row = TrialRow(config_id=job["config_id"], budget=job["budget"], status="SUCCEEDED", params=search.params(job),
-                       parameter_id=job["parameter_id"], bracket=job["s"], rung=job["rung"], resumed_from=job["resume_from"],
-                       curve=[1.0] * epochs, **timing)
+        timing = {
+            "epochs_trained": epochs,
+            "seconds": 3.0 * epochs,
+            "start_time": 1.7e9 + 30.0 * order,
+            "end_time": 1.7e9 + 30.0 * order + 3.0 * epochs,
+        }
+        row = TrialRow(
+            config_id=job["config_id"],
+            budget=job["budget"],
+            status="SUCCEEDED",
+            params=search.params(job),
+            parameter_id=job["parameter_id"],
+            bracket=job["s"],
+            rung=job["rung"],
+            resumed_from=job["resume_from"],
+            curve=[1.0] * epochs,
+            **timing,
+        )
         if fail_one and order == 2:
             search.fail(job["parameter_id"], error="boom", epochs_trained=epochs)
             row.status, row.error = "FAILED", "boom"
@@ -74,11 +117,24 @@ def fake_experiment(folder: Path, search, tuner: str, seed: int, fail_one: bool 
         rows.append(row)
     best = min((r for r in rows if r.value is not None), key=lambda r: r.value)
     statuses = {s: sum(r.status == s for r in rows) for s in {r.status for r in rows}}
-    summary = SearchSummary(tuner=tuner, engine="local", max_budget=search.state["max_budget"], eta=search.state["eta"] or 3,
-                            trials=len(rows), epochs_trained=sum(r.epochs_trained for r in rows), epochs_planned=69,
-                            statuses=statuses, finished=True, seed=seed)
-    write_experiment(folder, summary, rows, Best(best.params, best.value, best.config_id, best.budget, None, None, None,
-                                                 search.state["search_space"]))
+    summary = SearchSummary(
+        tuner=tuner,
+        engine="local",
+        max_budget=search.state["max_budget"],
+        eta=search.state["eta"] or 3,
+        trials=len(rows),
+        epochs_trained=sum(r.epochs_trained for r in rows),
+        epochs_planned=69,
+        statuses=statuses,
+        finished=True,
+        seed=seed,
+    )
+    write_experiment(
+        folder,
+        summary,
+        rows,
+        Best(best.params, best.value, best.config_id, best.budget, None, None, None, search.state["search_space"]),
+    )
     return rows
 
 
@@ -87,20 +143,39 @@ def fake_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("run")
     run = pipeline.start_run(out, "quick", None, {"max_budget": 9})
     rng = np.random.default_rng(0)
-    write_json(run.paths.data_summary, {"split": "tiles", "patches": 264, "counts": {"train": 159, "val": 45, "test": 60}})
+    write_json(
+        run.paths.data_summary, {"split": "tiles", "patches": 264, "counts": {"train": 159, "val": 45, "test": 60}}
+    )
     for name, loss0 in (("baseline", 0.95), ("tuned", 0.81)):
         params = {"batch_size": 16, "learning_rate": 0.007, "activation": "relu"}
         write_model_record(run.paths.metrics_file(name), fake_record(params, 4, loss0, rng))
         fake_samples(run.paths.samples_file(name), rng)
-    whole = {"modes": {m: {"per_class_iou": [0.5, 0.8, 0.4, 0.6, 0.7, None], "mean_iou": 0.6 + k / 100, "seconds": 1.0 + k,
-                           "confusion": np.eye(6, dtype=int).tolist(), "images": 3}
-                       for k, m in enumerate(("tiles", "blend", "blend+tta"))},
-             "images": ["Tile 6/images/a.jpg"] * 3, "tiles": ["Tile 6"], "shown": ["Tile 6/images/a.jpg"]}
+    whole = {
+        "modes": {
+            m: {
+                "per_class_iou": [0.5, 0.8, 0.4, 0.6, 0.7, None],
+                "mean_iou": 0.6 + k / 100,
+                "seconds": 1.0 + k,
+                "confusion": np.eye(6, dtype=int).tolist(),
+                "images": 3,
+            }
+            for k, m in enumerate(("tiles", "blend", "blend+tta"))
+        },
+        "images": ["Tile 6/images/a.jpg"] * 3,
+        "tiles": ["Tile 6"],
+        "shown": ["Tile 6/images/a.jpg"],
+    }
     write_json(run.paths.whole_images("tuned"), whole)
-    np.savez(run.paths.whole_images_samples("tuned"),
-             **{f"{part}_0": rng.integers(0, 255, (20, 30, 3), dtype=np.uint8) for part in ("image", "mask", "prediction")})
-    hpo_rows = fake_experiment(run.paths.search("hyperband"), HyperBand(9, 3, seed=1), "hyperband", seed=1, fail_one=True)
-    fake_experiment(run.paths.search("random"), RandomSearch(sum(r.epochs_trained for r in hpo_rows), 9, seed=2), "random", seed=2)
+    np.savez(
+        run.paths.whole_images_samples("tuned"),
+        **{f"{part}_0": rng.integers(0, 255, (20, 30, 3), dtype=np.uint8) for part in ("image", "mask", "prediction")},
+    )
+    hpo_rows = fake_experiment(
+        run.paths.search("hyperband"), HyperBand(9, 3, seed=1), "hyperband", seed=1, fail_one=True
+    )
+    fake_experiment(
+        run.paths.search("random"), RandomSearch(sum(r.epochs_trained for r in hpo_rows), 9, seed=2), "random", seed=2
+    )
     return out
 
 
@@ -121,11 +196,22 @@ def test_every_referenced_image_exists_and_is_a_png(written):
 def test_report_has_every_seed_section_and_the_new_ones(written):
     text = written.read_text()
     for heading in (
-        "# Explanation of HyperBand HPO", "## Successive halving", "## Search Space", "## Initial parameters",
-        "## Experiment settings", "## Best Hyperparameters", "## 10 Segmented Images from the Validation Set",
-        "## Training and Validation Loss vs. Epochs", "## Precision and Recall Curve", "## Precision and Recall Values",
-        "## Per-class IoU on the held-out test set", "## HyperBand against random search at equal epochs", "## Compared with the seed report",
-        "## Compute spent", "## Stamp", "## Whole held-out images",
+        "# Explanation of HyperBand HPO",
+        "## Successive halving",
+        "## Search Space",
+        "## Initial parameters",
+        "## Experiment settings",
+        "## Best Hyperparameters",
+        "## 10 Segmented Images from the Validation Set",
+        "## Training and Validation Loss vs. Epochs",
+        "## Precision and Recall Curve",
+        "## Precision and Recall Values",
+        "## Per-class IoU on the held-out test set",
+        "## HyperBand against random search at equal epochs",
+        "## Compared with the seed report",
+        "## Compute spent",
+        "## Stamp",
+        "## Whole held-out images",
     ):
         assert heading in text, f"missing section {heading!r}"
     assert "TODO" not in text
@@ -174,8 +260,18 @@ def test_missing_artefact_names_the_notebook_to_run(fake_run, tmp_path):
 def test_best_so_far_skips_trials_without_a_value():
     failed = TrialRow(config_id="a", budget=3, status="FAILED", params={})
     assert best_trial([failed]) is None
-    rows = [TrialRow(config_id=f"c{i}", budget=2, status="SUCCEEDED" if v is not None else "DIVERGED", params={},
-                     value=v, epochs_trained=2, parameter_id=i) for i, v in enumerate([0.9, None, 0.5, 0.7])]
+    rows = [
+        TrialRow(
+            config_id=f"c{i}",
+            budget=2,
+            status="SUCCEEDED" if v is not None else "DIVERGED",
+            params={},
+            value=v,
+            epochs_trained=2,
+            parameter_id=i,
+        )
+        for i, v in enumerate([0.9, None, 0.5, 0.7])
+    ]
     assert best_so_far(rows) == ([2, 4, 6, 8], [0.9, 0.9, 0.5, 0.5])
 
 
@@ -192,7 +288,9 @@ def test_record_model_writes_metrics_and_ten_samples(tmp_path):
     x = images.astype("float32") / 255
     arrays = Arrays(x[:6], labels[:6], x[6:], labels[6:], x[:2], labels[:2], images[6:])
     model = build_unet((32, 32, 3), base_filters=4, depth=2, seed=0)
-    result = TrainResult(model, {"loss": [1.0], "val_loss": [1.1]}, False, 1, 0, 1.0, metadata={"backend": "tensorflow", "loop": "fit"})
+    result = TrainResult(
+        model, {"loss": [1.0], "val_loss": [1.1]}, False, 1, 0, 1.0, metadata={"backend": "tensorflow", "loop": "fit"}
+    )
     paths = RunPaths.of(tmp_path)
     record = record_model(paths, "baseline", result, arrays, {"batch_size": 2})
     saved = read_model_record(paths.metrics_file("baseline"), "test")
@@ -231,7 +329,9 @@ def test_committed_report_images_exist_and_numbers_match_its_run_files():
 
 def test_equal_budget_table_shows_each_tuners_wall_time_from_trial_start_and_end(fake_run, written):
     """Wall time = last trial end - first trial start, both in Unix seconds as the export writes them."""
-    rows = [line for line in written.read_text().splitlines() if line.startswith(("| HyperBand |", "| random search |"))]
+    rows = [
+        line for line in written.read_text().splitlines() if line.startswith(("| HyperBand |", "| random search |"))
+    ]
     assert len(rows) == 2, rows
     for row, folder in zip(rows, ("hpo", "random")):
         trials = json.loads((fake_run / folder / "trials.json").read_text())["trials"]
@@ -243,7 +343,9 @@ def test_equal_budget_table_shows_each_tuners_wall_time_from_trial_start_and_end
 def test_random_search_row_spent_the_epochs_hyperband_spent(fake_run, written):
     """Equal epochs, and failed trials counted in their tuner's row."""
     text = written.read_text()
-    spent = [json.loads((fake_run / f / "trials.json").read_text())["summary"]["epochs_trained"] for f in ("hpo", "random")]
+    spent = [
+        json.loads((fake_run / f / "trials.json").read_text())["summary"]["epochs_trained"] for f in ("hpo", "random")
+    ]
     assert spent[0] == spent[1]
     hyperband_row = next(line for line in text.splitlines() if line.startswith("| HyperBand |"))
     assert "1 failed" in hyperband_row and f"| {spent[0]:,} |" in hyperband_row

@@ -46,7 +46,16 @@ def same_history(a: dict, b: dict) -> None:
 def test_train_returns_history_and_result_fields():
     x, y = random_arrays()
     seen = []
-    result = train(x[:16], y[:16], x[16:], y[16:], settings=small(), epochs=2, on_epoch_end=lambda e, logs: seen.append((e, logs)), verbose=0)
+    result = train(
+        x[:16],
+        y[:16],
+        x[16:],
+        y[16:],
+        settings=small(),
+        epochs=2,
+        on_epoch_end=lambda e, logs: seen.append((e, logs)),
+        verbose=0,
+    )
     assert isinstance(result, TrainResult) and not result.diverged
     assert (result.epochs_trained, result.initial_epoch) == (2, 0)
     assert len(result.history["loss"]) == len(result.history["val_loss"]) == 2
@@ -74,7 +83,14 @@ def test_resume_k_then_n_equals_zero_to_n(tmp_path):
     straight = train(*args, settings=small(), epochs=4, verbose=0)
     first = train(*args, settings=small(), epochs=2, checkpoint_dir=tmp_path, verbose=0)
     hooks = []
-    resumed = train(*args, settings=small(), epochs=4, checkpoint_dir=tmp_path, on_epoch_end=lambda e, l: hooks.append(e), verbose=0)
+    resumed = train(
+        *args,
+        settings=small(),
+        epochs=4,
+        checkpoint_dir=tmp_path,
+        on_epoch_end=lambda epoch, logs: hooks.append(epoch),
+        verbose=0,
+    )
     assert (first.epochs_trained, resumed.initial_epoch, resumed.epochs_trained) == (2, 2, 4)
     assert straight.metadata["loop"] == ("jax" if keras.backend.backend() == "jax" else "fit")  # "auto"
     assert hooks == [2, 3]
@@ -115,8 +131,17 @@ def test_diverging_run_stops_with_flag_and_no_exception(tmp_path, caplog):
     """
     x, y = random_arrays()
     seen = []
-    result = train(x[:16], y[:16], x[16:], y[16:], settings=small(activation=None, learning_rate=100.0), epochs=3,
-                   checkpoint_dir=tmp_path, on_epoch_end=lambda e, l: seen.append(e), verbose=0)
+    result = train(
+        x[:16],
+        y[:16],
+        x[16:],
+        y[16:],
+        settings=small(activation=None, learning_rate=100.0),
+        epochs=3,
+        checkpoint_dir=tmp_path,
+        on_epoch_end=lambda epoch, logs: seen.append(epoch),
+        verbose=0,
+    )
     assert result.diverged and result.epochs_trained == 0
     assert "diverged in epoch 1 of 3" in result.message and "diverged" in caplog.text
     assert math.isnan(result.history["loss"][-1])
@@ -135,7 +160,9 @@ def test_mixed_precision_trains_and_keeps_float32_outputs():
 def test_training_beats_the_majority_class_on_learnable_data():
     x, y = learnable_arrays()
     majority = np.bincount(y.ravel()).max() / y.size
-    result = train(x[:40], y[:40], x[40:], y[40:], settings=small(base_filters=8, learning_rate=0.01), epochs=8, verbose=0)
+    result = train(
+        x[:40], y[:40], x[40:], y[40:], settings=small(base_filters=8, learning_rate=0.01), epochs=8, verbose=0
+    )
     scores = evaluate(result.model, x[40:], y[40:])
     assert scores["accuracy"] > majority + 0.2, (scores["accuracy"], majority)
     assert result.history["loss"][-1] < result.history["loss"][0]
@@ -156,8 +183,15 @@ def test_short_real_data_baseline_beats_the_majority_class(real_data_root):
     train_index = np.sort(rng.choice(parts["train"], 1024, replace=False))
     val_index = np.sort(rng.choice(parts["val"], 256, replace=False))
     x_val, y_val = patches.scaled(val_index), np.asarray(patches.labels[val_index])
-    result = train(patches.scaled(train_index), np.asarray(patches.labels[train_index]), x_val, y_val,
-                   settings=Settings(batch_size=16, learning_rate=0.003, base_filters=8, depth=3), epochs=8, verbose=0)
+    result = train(
+        patches.scaled(train_index),
+        np.asarray(patches.labels[train_index]),
+        x_val,
+        y_val,
+        settings=Settings(batch_size=16, learning_rate=0.003, base_filters=8, depth=3),
+        epochs=8,
+        verbose=0,
+    )
     scores = evaluate(result.model, x_val, y_val)
     shares = np.bincount(y_val.ravel(), minlength=6) / y_val.size
     majority_mean_iou = shares.max() / (shares > 0).sum()  # IoU of "all one class", averaged

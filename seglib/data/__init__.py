@@ -6,7 +6,8 @@ keeps prepared patches on disk; ``seglib.data.split`` chooses and saves a run's 
 other modules and the notebooks use.
 """
 
-from seglib.data.cache import cache_root, prune as prune_cache
+from seglib.data.cache import cache_root
+from seglib.data.cache import prune as prune_cache
 from seglib.data.dataset import (
     DataError,
     DatasetNotFoundError,
@@ -24,8 +25,8 @@ from seglib.data.dataset import (
     scale_patches,
 )
 from seglib.data.split import (
-    Arrays,
     SPLIT_NAMES,
+    Arrays,
     load_split,
     make_split,
     model_inputs,
@@ -37,9 +38,34 @@ from seglib.data.split import (
 from seglib.palette import CLASS_NAMES, NUM_CLASSES, PALETTE, UNLABELED, hex_colour
 
 __all__ = [
-    "Arrays", "CLASS_NAMES", "DataError", "DatasetNotFoundError", "NUM_CLASSES", "PALETTE", "Pair", "Patches",
-    "SPLIT_NAMES", "UNLABELED", "cache_root", "class_counts", "class_shares", "describe_off_palette",
-    "find_pairs", "hex_colour", "labels_from_codes", "load_split", "make_split", "model_inputs",
-    "natural_key", "prepare", "prune_cache", "read_rgb", "rgb_to_labels", "save_split", "scale_patches",
-    "split", "split_class_shares", "subsample",
+    "CLASS_NAMES",
+    "NUM_CLASSES",
+    "PALETTE",
+    "SPLIT_NAMES",
+    "UNLABELED",
+    "Arrays",
+    "DataError",
+    "DatasetNotFoundError",
+    "Pair",
+    "Patches",
+    "cache_root",
+    "class_counts",
+    "class_shares",
+    "describe_off_palette",
+    "find_pairs",
+    "hex_colour",
+    "labels_from_codes",
+    "load_split",
+    "make_split",
+    "model_inputs",
+    "natural_key",
+    "prepare",
+    "prune_cache",
+    "read_rgb",
+    "rgb_to_labels",
+    "save_split",
+    "scale_patches",
+    "split",
+    "split_class_shares",
+    "subsample",
 ]

@@ -17,10 +17,11 @@ import os
 import re
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -99,17 +100,12 @@ def _pair_folder(images_dir: Path, masks_dir: Path, tile: str | None) -> list[Pa
     no_image = sorted(set(masks) - set(images), key=natural_key)
     if no_mask:
         names = ", ".join(str(images[s]) for s in no_mask)
-        raise DataError(
-            f"image without mask: {names}; expected a mask with the same stem in {masks_dir}"
-        )
+        raise DataError(f"image without mask: {names}; expected a mask with the same stem in {masks_dir}")
     if no_image:
         names = ", ".join(str(masks[s]) for s in no_image)
-        raise DataError(
-            f"mask without image: {names}; expected an image with the same stem in {images_dir}"
-        )
+        raise DataError(f"mask without image: {names}; expected an image with the same stem in {images_dir}")
     return [
-        Pair(images[stem], masks[stem], tile if tile is not None else stem)
-        for stem in sorted(images, key=natural_key)
+        Pair(images[stem], masks[stem], tile if tile is not None else stem) for stem in sorted(images, key=natural_key)
     ]
 
 
@@ -137,14 +133,11 @@ def find_pairs(root: str | os.PathLike) -> list[Pair]:
                 return find_pairs(subdirs[0])
             raise DatasetNotFoundError(
                 f"no image/mask pairs in {root}: expected 'Tile N/images' + 'Tile N/masks' "
-                f"folders (Kaggle layout) or 'images' + 'masks' folders (flat layout). "
-                + GET_DATA_HINT
+                f"folders (Kaggle layout) or 'images' + 'masks' folders (flat layout). " + GET_DATA_HINT
             )
         pairs = [p for d in tiles for p in _pair_folder(d / "images", d / "masks", d.name)]
     if not pairs:
-        raise DatasetNotFoundError(
-            f"no image/mask pairs in {root}: the folders are empty. " + GET_DATA_HINT
-        )
+        raise DatasetNotFoundError(f"no image/mask pairs in {root}: the folders are empty. " + GET_DATA_HINT)
     return pairs
 
 
@@ -249,9 +242,7 @@ def rgb_to_labels(mask: np.ndarray) -> tuple[np.ndarray, dict[str, int]]:
     """Class indices uint8 ``(H, W)`` for an RGB mask ``(H, W, 3)``, plus off-palette counts."""
     mask = np.asarray(mask, dtype=np.uint8)
     codes = (
-        mask[..., 0].astype(np.uint32)
-        | (mask[..., 1].astype(np.uint32) << 8)
-        | (mask[..., 2].astype(np.uint32) << 16)
+        mask[..., 0].astype(np.uint32) | (mask[..., 1].astype(np.uint32) << 8) | (mask[..., 2].astype(np.uint32) << 16)
     )
     return labels_from_codes(codes)
 
@@ -352,7 +343,7 @@ class Patches:
         """Model input: float32 min-max scaled images, of all patches or of ``index``."""
         return scale_patches(self.images if index is None else self.images[index])
 
-    def subset(self, index) -> "Patches":
+    def subset(self, index) -> Patches:
         """The patches at ``index`` (files and tiles kept, so ``source`` stays valid)."""
         index = np.asarray(index)
         return replace(
@@ -362,7 +353,7 @@ class Patches:
             source=self.source[index],
         )
 
-    def patches_per_tile(self) -> "OrderedDict[str, int]":
+    def patches_per_tile(self) -> OrderedDict[str, int]:
         """Patch count of every tile, in file order (tiles without patches count 0)."""
         counts: OrderedDict[str, int] = OrderedDict((t, 0) for t in dict.fromkeys(self.tiles))
         for file_index, n in zip(*np.unique(self.source[:, 0], return_counts=True)):
@@ -476,8 +467,11 @@ def prepare(
     params = {"patch_size": int(patch_size), "skip_mismatched": bool(skip_mismatched), "palette": list(PALETTE.items())}
     entry = None
     if cache:
-        named = ((f"{_relative(path, root)}\0{pair.tile}", data)
-                 for pair, datas in zip(pairs, contents) for path, data in zip(pair[:2], datas))
+        named = (
+            (f"{_relative(path, root)}\0{pair.tile}", data)
+            for pair, datas in zip(pairs, contents)
+            for path, data in zip(pair[:2], datas)
+        )
         entry = patch_cache.entry_for(named, params, cache_dir)
         if patch_cache.is_complete(entry):
             try:
@@ -556,7 +550,9 @@ def _from_cache(entry: Path, root: Path, seconds_from: float) -> Patches:
 def _build(plans, root, patch_size, skipped, folder, workers) -> Patches:
     """Decode every planned pair into fresh arrays (memory maps in ``folder`` when caching)."""
     total = plans[-1].offset + plans[-1].rows * plans[-1].cols if plans else 0
-    arrays = patch_cache.allocate(folder, {"images": (total, patch_size, patch_size, 3), "labels": (total, patch_size, patch_size)})
+    arrays = patch_cache.allocate(
+        folder, {"images": (total, patch_size, patch_size, 3), "labels": (total, patch_size, patch_size)}
+    )
     images, labels = arrays["images"], arrays["labels"]
     source = np.empty((total, 3), dtype=np.int32)
     for file_index, plan in enumerate(plans):

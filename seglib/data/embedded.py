@@ -126,7 +126,7 @@ def scene(rng: np.random.Generator, height: int, width: int, black_blotch: bool 
 
 def _palette_png(mask: np.ndarray) -> Image.Image:
     """The RGB mask as a palette ('P') image, as some of the real masks are stored."""
-    colours = np.array(list(PALETTE.values()) + [(0, 0, 0)], dtype=np.uint8)
+    colours = np.array([*list(PALETTE.values()), (0, 0, 0)], dtype=np.uint8)
     weights = np.array([65536, 256, 1])
     codes = colours.astype(np.int64) @ weights
     order = np.argsort(codes)
@@ -152,9 +152,7 @@ def write_embedded(root: str | os.PathLike) -> Path:
             blotch = (tile, part) == OFF_PALETTE_IMAGE
             image, mask = scene(rng, height, width - jitter, black_blotch=blotch)
             name = f"image_part_{part:03d}"
-            Image.fromarray(image).save(
-                images_dir / f"{name}.jpg", quality=JPEG_QUALITY, optimize=False
-            )
+            Image.fromarray(image).save(images_dir / f"{name}.jpg", quality=JPEG_QUALITY, optimize=False)
             mask_image = _palette_png(mask) if tile in PALETTE_MODE_TILES else Image.fromarray(mask)
             mask_image.save(masks_dir / f"{name}.png", optimize=False)
     return root

@@ -9,9 +9,9 @@ read that file, so they all see the same patches.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -49,8 +49,10 @@ def load_split(path, producer: str = "notebooks/01_data") -> dict[str, np.ndarra
         with np.load(path) as saved:
             index = {name: np.asarray(saved[name]) for name in SPLIT_NAMES}
     except (KeyError, ValueError, OSError) as error:
-        raise ArtifactError(f"{path}: expected arrays {list(SPLIT_NAMES)} of patch indices ({error}); "
-                            f"rerun {producer} to write it again") from None
+        raise ArtifactError(
+            f"{path}: expected arrays {list(SPLIT_NAMES)} of patch indices ({error}); "
+            f"rerun {producer} to write it again"
+        ) from None
     return index
 
 
@@ -72,7 +74,7 @@ class Arrays:
     images_val: np.ndarray
 
     @classmethod
-    def of(cls, patches: Patches, index: dict[str, np.ndarray]) -> "Arrays":
+    def of(cls, patches: Patches, index: dict[str, np.ndarray]) -> Arrays:
         (x_train, y_train), (x_val, y_val), (x_test, y_test) = (model_inputs(patches, index[n]) for n in SPLIT_NAMES)
         return cls(x_train, y_train, x_val, y_val, x_test, y_test, np.asarray(patches.images[index["val"]]))
 

@@ -12,14 +12,29 @@ In a notebook::
 ``trials.json``, ``trials.csv`` and ``best.json``. ``seglib.hpo.hyperband`` is pure Python.
 """
 
+from seglib.hpo.driver import SearchRunning, stop
 from seglib.hpo.export import export, format_progress, progress
 from seglib.hpo.hyperband import Bracket, HyperBand, RandomSearch, Rung, Search, brackets, pass_epochs
-from seglib.hpo.driver import SearchRunning, stop
 from seglib.hpo.search import TUNERS, SearchHalted, plan, run
 from seglib.hpo.space import DEFAULT_SEARCH_SPACE, search_space
 
 __all__ = [
-    "DEFAULT_SEARCH_SPACE", "Bracket", "HyperBand", "RandomSearch", "Rung", "Search", "SearchHalted",
-    "SearchRunning", "TUNERS", "brackets", "export", "format_progress", "pass_epochs", "plan", "progress",
-    "run", "search_space", "stop",
+    "DEFAULT_SEARCH_SPACE",
+    "TUNERS",
+    "Bracket",
+    "HyperBand",
+    "RandomSearch",
+    "Rung",
+    "Search",
+    "SearchHalted",
+    "SearchRunning",
+    "brackets",
+    "export",
+    "format_progress",
+    "pass_epochs",
+    "plan",
+    "progress",
+    "run",
+    "search_space",
+    "stop",
 ]

@@ -37,7 +37,7 @@ class DriverLock:
     def __init__(self, paths: ExperimentPaths):
         self.paths, self.fd = paths, None
 
-    def __enter__(self) -> "DriverLock":
+    def __enter__(self) -> DriverLock:
         self.paths.root.mkdir(parents=True, exist_ok=True)
         self.fd = os.open(self.paths.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -60,7 +60,8 @@ class DriverLock:
         raise SearchRunning(
             f"the search in {self.paths.root} is running in process {holder.get('pid', '?')} on "
             f"{holder.get('host', '?')} (since {since}): wait for it, or stop it with "
-            f"`seglib hpo --out {self.paths.root} --stop`")
+            f"`seglib hpo --out {self.paths.root} --stop`"
+        )
 
     def __exit__(self, *exc) -> None:
         if self.fd is not None:

@@ -9,8 +9,21 @@ sibling's parameters in its own records, so those are not read).
 from __future__ import annotations
 
 from seglib.artifacts import (
-    DIVERGED, FAILED, INTERRUPTED, RUNNING, SUCCEEDED, WAITING, Best, Experiment, ExperimentPaths,
-    SearchSummary, TrialRow, finite_or_none, read_json, read_json_or, write_experiment,
+    DIVERGED,
+    FAILED,
+    INTERRUPTED,
+    RUNNING,
+    SUCCEEDED,
+    WAITING,
+    Best,
+    Experiment,
+    ExperimentPaths,
+    SearchSummary,
+    TrialRow,
+    finite_or_none,
+    read_json,
+    read_json_or,
+    write_experiment,
 )
 from seglib.hpo.hyperband import QUEUED, SENT, Search
 from seglib.hpo.trial import process_alive, read_history
@@ -42,12 +55,23 @@ def _row(search: Search, job: dict, result: dict, history: dict) -> TrialRow:
     epochs = history.get("epochs", [])
     finished = [a.get("ended") for a in attempts if a.get("ended")]
     return TrialRow(
-        config_id=job["config_id"], budget=job["budget"], status=status, params=search.params(job),
+        config_id=job["config_id"],
+        budget=job["budget"],
+        status=status,
+        params=search.params(job),
         value=finite_or_none((result.get("final") or {}).get("default")) if status == SUCCEEDED else None,
-        parameter_id=job["parameter_id"], bracket=job["s"], rung=job["rung"],
-        resumed_from=result.get("resumed_from", next((a["initial_epoch"] for a in attempts if "initial_epoch" in a), job["resume_from"])),
-        epochs_trained=len(epochs), curve=[e.get("val_loss") for e in epochs], train_curve=[e.get("loss") for e in epochs],
-        precision=metrics.get("precision"), recall=metrics.get("recall"), mean_iou=metrics.get("mean_iou"),
+        parameter_id=job["parameter_id"],
+        bracket=job["s"],
+        rung=job["rung"],
+        resumed_from=result.get(
+            "resumed_from", next((a["initial_epoch"] for a in attempts if "initial_epoch" in a), job["resume_from"])
+        ),
+        epochs_trained=len(epochs),
+        curve=[e.get("val_loss") for e in epochs],
+        train_curve=[e.get("loss") for e in epochs],
+        precision=metrics.get("precision"),
+        recall=metrics.get("recall"),
+        mean_iou=metrics.get("mean_iou"),
         metrics={k: v for k, v in metrics.items() if k != "confusion"} or None,
         final=result.get("final") or {},
         seconds=sum(a.get("seconds", 0.0) for a in attempts),
@@ -56,7 +80,8 @@ def _row(search: Search, job: dict, result: dict, history: dict) -> TrialRow:
         end_time=max(finished) if finished and status not in (RUNNING, WAITING) else None,
         trial_id=attempts[-1]["trial_id"] if attempts else None,
         trial_ids=list(dict.fromkeys(a["trial_id"] for a in attempts)),
-        attempts=len(attempts), reused_by=history.get("reused_by", []),
+        attempts=len(attempts),
+        reused_by=history.get("reused_by", []),
         error=None if status == SUCCEEDED else _error(job, result),
         host=attempts[-1].get("host") if attempts else None,
         model=result.get("model"),
@@ -95,11 +120,17 @@ def progress(out_dir) -> dict:
     counts = {s: sum(r.status == s for r in rows) for s in (SUCCEEDED, DIVERGED, FAILED, INTERRUPTED, RUNNING, WAITING)}
     best = best_row(rows)
     return {
-        "succeeded": counts[SUCCEEDED], "diverged": counts[DIVERGED], "failed": counts[FAILED],
-        "interrupted": counts[INTERRUPTED], "running": counts[RUNNING], "waiting": counts[WAITING],
-        "trials": len(rows), "planned": search.planned_trials() if search else None,
+        "succeeded": counts[SUCCEEDED],
+        "diverged": counts[DIVERGED],
+        "failed": counts[FAILED],
+        "interrupted": counts[INTERRUPTED],
+        "running": counts[RUNNING],
+        "waiting": counts[WAITING],
+        "trials": len(rows),
+        "planned": search.planned_trials() if search else None,
         "epochs": sum(r.epochs_trained for r in rows),
-        "finished": bool(search and search.finished), "halted": search.halted if search else None,
+        "finished": bool(search and search.finished),
+        "halted": search.halted if search else None,
         "best_value": None if best is None else best.value,
         "best": None if best is None else {"config_id": best.config_id, "budget": best.budget, "params": best.params},
     }
@@ -111,11 +142,18 @@ def format_progress(p: dict) -> str:
 
     if not p:
         return "starting..."
-    best = "none yet" if p.get("best_value") is None else (
-        f"{p['best_value']:.4f} ({p['best']['config_id']} at {p['best']['budget']} epochs, {p['best']['params']})")
-    return (f"[{time.strftime('%H:%M:%S')}] {p['succeeded']} done, {p['running']} running, {p['failed']} failed, "
-            f"{p['diverged']} diverged, {p['interrupted']} interrupted of {p['planned']} planned; "
-            f"{p['epochs']} epochs trained; best val loss {best}")
+    best = (
+        "none yet"
+        if p.get("best_value") is None
+        else (
+            f"{p['best_value']:.4f} ({p['best']['config_id']} at {p['best']['budget']} epochs, {p['best']['params']})"
+        )
+    )
+    return (
+        f"[{time.strftime('%H:%M:%S')}] {p['succeeded']} done, {p['running']} running, {p['failed']} failed, "
+        f"{p['diverged']} diverged, {p['interrupted']} interrupted of {p['planned']} planned; "
+        f"{p['epochs']} epochs trained; best val loss {best}"
+    )
 
 
 def export(out_dir) -> Experiment:
@@ -126,17 +164,27 @@ def export(out_dir) -> Experiment:
     rows = collect_trials(paths, search)
     plan = record["plan"]
     summary = SearchSummary(
-        tuner=plan["tuner"], engine=record["engine"], max_budget=plan["max_budget"], eta=plan["eta"],
-        trials=len(rows), epochs_trained=sum(r.epochs_trained for r in rows), epochs_planned=plan["planned_epochs"],
+        tuner=plan["tuner"],
+        engine=record["engine"],
+        max_budget=plan["max_budget"],
+        eta=plan["eta"],
+        trials=len(rows),
+        epochs_trained=sum(r.epochs_trained for r in rows),
+        epochs_planned=plan["planned_epochs"],
         statuses={s: sum(r.status == s for r in rows) for s in sorted({r.status for r in rows})},
         finished=bool(search and search.finished and not any(r.status in (RUNNING, WAITING) for r in rows)),
-        seed=plan["seed"], experiment_id=(record.get("nni") or {}).get("experiment_id"),
+        seed=plan["seed"],
+        experiment_id=(record.get("nni") or {}).get("experiment_id"),
     )
     top = best_row(rows)
     best = Best(
-        params=None if top is None else top.params, value=None if top is None else top.value,
-        config_id=None if top is None else top.config_id, budget=None if top is None else top.budget,
-        trial_id=None if top is None else top.trial_id, metrics=None if top is None else top.metrics,
-        model=None if top is None else top.model, search_space=record["search_space"],
+        params=None if top is None else top.params,
+        value=None if top is None else top.value,
+        config_id=None if top is None else top.config_id,
+        budget=None if top is None else top.budget,
+        trial_id=None if top is None else top.trial_id,
+        metrics=None if top is None else top.metrics,
+        model=None if top is None else top.model,
+        search_space=record["search_space"],
     )
     return write_experiment(paths.root, summary, rows, best)

@@ -108,8 +108,9 @@ class Search:
     :meth:`requeue`; :meth:`halt` stops handing out jobs until :meth:`unhalt`.
     """
 
-    def __init__(self, kind: str, schedule: list[Bracket], max_budget: int, eta: int | None,
-                 space: dict | None, seed: int):
+    def __init__(
+        self, kind: str, schedule: list[Bracket], max_budget: int, eta: int | None, space: dict | None, seed: int
+    ):
         space = search_space() if space is None else space
         check_search_space(space)
         self.state = {
@@ -130,11 +131,13 @@ class Search:
 
     # -- persistence ------------------------------------------------------------------------
     @classmethod
-    def from_state(cls, state: dict, source: str = "search state") -> "Search":
+    def from_state(cls, state: dict, source: str = "search state") -> Search:
         if not isinstance(state, dict) or state.get("version") != STATE_VERSION or state.get("kind") not in KINDS:
             found = state.get("version") if isinstance(state, dict) else type(state).__name__
-            raise ArtifactError(f"{source}: expected a seglib search state of version {STATE_VERSION}, "
-                                f"found version {found!r}; start the search in a new folder")
+            raise ArtifactError(
+                f"{source}: expected a seglib search state of version {STATE_VERSION}, "
+                f"found version {found!r}; start the search in a new folder"
+            )
         self = KINDS[state["kind"]].__new__(KINDS[state["kind"]])
         self.state = state
         return self
@@ -144,7 +147,7 @@ class Search:
         write_json(path, self.state)
 
     @classmethod
-    def load(cls, path) -> "Search":
+    def load(cls, path) -> Search:
         return cls.from_state(read_json(path), str(path))
 
     # -- queries ----------------------------------------------------------------------------
@@ -330,16 +333,21 @@ class RandomSearch(Search):
     trial that failed counts one epoch, so a space of failing configurations still ends.
     """
 
-    def __init__(self, epochs: int, budget: int, space: dict | None = None, seed: int = 0,
-                 max_trials: int | None = None):
+    def __init__(
+        self, epochs: int, budget: int, space: dict | None = None, seed: int = 0, max_trials: int | None = None
+    ):
         if int(epochs) != epochs or epochs < 1 or int(budget) != budget or budget < 1:
             raise ValueError(f"random search needs epochs >= 1 and a budget >= 1, got {epochs!r} and {budget!r}")
         super().__init__("random", [], int(budget), None, space, seed)
-        self.state.update(epochs=int(epochs), max_trials=max_trials,
-                          brackets=[{"index": 0, "s": 0, "rung": 0, "rungs": [[0, int(budget)]]}])
+        self.state.update(
+            epochs=int(epochs),
+            max_trials=max_trials,
+            brackets=[{"index": 0, "s": 0, "rung": 0, "rungs": [[0, int(budget)]]}],
+        )
 
     def _committed(self) -> int:
         """Epochs handed out: in full for jobs not finished, as trained (at least 1) for the rest."""
+
         def used(job: dict) -> int:
             trained = job.get("epochs_trained")
             return job["budget"] if trained is None else max(1, trained)

@@ -41,7 +41,8 @@ CHECK_SCRIPT = r"""python="$1/python" out="$2" mark="$3"
 probe="$out/.seglib-probe-$$"
 ( : > "$probe" ) 2>/dev/null || { echo READ_ONLY "$(id -un)"; exit 0; }
 rm -f "$probe"
-error=$("$python" -c 'import nni, seglib.hpo.trial' 2>&1) || { echo IMPORT "$(printf '%s' "$error" | tail -n 1)"; exit 0; }
+error=$("$python" -c 'import nni, seglib.hpo.trial' 2>&1) ||
+    { echo IMPORT "$(printf '%s' "$error" | tail -n 1)"; exit 0; }
 echo OK
 """
 
@@ -63,9 +64,17 @@ def parse_host(spec: str | dict, default_user: str | None = None) -> dict:
     return fields
 
 
-def remote_training_service(hosts, *, python_path: str, ssh_key_file: str = "~/.ssh/id_rsa",
-                            default_user: str | None = None, gpus_per_trial: int | None = None,
-                            trials_per_gpu: int = 1, use_active_gpu: bool = True, reuse_mode: bool = False):
+def remote_training_service(
+    hosts,
+    *,
+    python_path: str,
+    ssh_key_file: str = "~/.ssh/id_rsa",
+    default_user: str | None = None,
+    gpus_per_trial: int | None = None,
+    trials_per_gpu: int = 1,
+    use_active_gpu: bool = True,
+    reuse_mode: bool = False,
+):
     """NNI's ``RemoteConfig`` for ``hosts`` (strings ``user@host[:port]`` or dicts of its fields).
 
     ``python_path`` is the absolute bin folder of the Python that has seglib and nni, the
@@ -76,8 +85,10 @@ def remote_training_service(hosts, *, python_path: str, ssh_key_file: str = "~/.
     from nni.experiment.config import RemoteConfig, RemoteMachineConfig
 
     if not PurePosixPath(python_path).is_absolute():
-        raise ValueError(f"python_path {python_path!r}: expected the absolute bin folder of the Python with seglib "
-                         "and nni on every machine, e.g. /opt/venv/bin")
+        raise ValueError(
+            f"python_path {python_path!r}: expected the absolute bin folder of the Python with seglib "
+            "and nni on every machine, e.g. /opt/venv/bin"
+        )
     machines = []
     for spec in hosts:
         fields = parse_host(spec, default_user)
@@ -95,8 +106,16 @@ def remote_training_service(hosts, *, python_path: str, ssh_key_file: str = "~/.
     return service
 
 
-def remote_experiment_config(out_dir, hosts, *, nni_manager_ip: str, settings=None, tuner: str = "hyperband",
-                             space: dict | None = None, **service_args):
+def remote_experiment_config(
+    out_dir,
+    hosts,
+    *,
+    nni_manager_ip: str,
+    settings=None,
+    tuner: str = "hyperband",
+    space: dict | None = None,
+    **service_args,
+):
     """The complete NNI ``ExperimentConfig`` a remote search in ``out_dir`` would run.
 
     Builds nothing on disk but ``out_dir/trial_code`` (NNI requires the trial code folder to
@@ -120,7 +139,9 @@ def run(out_dir, settings=None, tuner: str = "hyperband", *, service, nni_manage
     one if None). ``run_args`` go to :func:`seglib.hpo.run` (resume, space, timeout, ...).
     """
     if settings is not None and settings.engine != "nni":
-        raise ValueError(f"a search on several machines runs on the nni engine; the settings say engine={settings.engine!r}")
+        raise ValueError(
+            f"a search on several machines runs on the nni engine; the settings say engine={settings.engine!r}"
+        )
     root = check_shared_path(out_dir)
     check_machines(service, root)
     return search.run(root, settings, tuner, training_service=service, nni_manager_ip=nni_manager_ip, **run_args)
@@ -134,8 +155,10 @@ def searcher(hosts, *, python_path: str | None, ssh_key: str | None = None, mana
             raise ValueError("python_path, ssh_key and manager_ip go with remote hosts USER@HOST[:PORT]; none given")
         return search.run
     if not python_path:
-        raise ValueError("remote hosts need a python_path: the bin folder of the Python with seglib and nni on every "
-                         "machine, e.g. /opt/venv/bin")
+        raise ValueError(
+            "remote hosts need a python_path: the bin folder of the Python with seglib and nni on every "
+            "machine, e.g. /opt/venv/bin"
+        )
     service = remote_training_service(hosts, python_path=python_path, **({"ssh_key_file": ssh_key} if ssh_key else {}))
     return partial(run, service=service, nni_manager_ip=manager_ip)
 
@@ -144,8 +167,10 @@ def check_shared_path(out_dir) -> Path:
     """The absolute output path every machine must see; refuse a relative one."""
     path = Path(out_dir).expanduser()
     if not path.is_absolute():
-        raise ValueError(f"output folder {out_dir}: a search on several machines needs an absolute path, on shared "
-                         "storage mounted at that same path on every machine (e.g. /shared/runs/hpo)")
+        raise ValueError(
+            f"output folder {out_dir}: a search on several machines needs an absolute path, on shared "
+            "storage mounted at that same path on every machine (e.g. /shared/runs/hpo)"
+        )
     return path
 
 
@@ -171,8 +196,9 @@ def check_machines(service, out_dir, timeout: int = CHECK_SECONDS) -> None:
         mark.unlink(missing_ok=True)
     problems = [p for p in problems if p]
     if problems:
-        raise ValueError(f"{len(problems)} of {len(service.machine_list)} machines cannot run trials:\n  "
-                         + "\n  ".join(problems))
+        raise ValueError(
+            f"{len(problems)} of {len(service.machine_list)} machines cannot run trials:\n  " + "\n  ".join(problems)
+        )
 
 
 def _check_machine(machine, paths: ExperimentPaths, mark: str, timeout: int) -> str | None:
@@ -184,10 +210,27 @@ def _check_machine(machine, paths: ExperimentPaths, mark: str, timeout: int) -> 
     python = PurePosixPath(machine.python_path) / "python"
     known_hosts = paths.nni_dir / "known_hosts"
     command = [
-        "ssh", "-p", str(machine.port), "-i", str(key), "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
-        "-o", f"ConnectTimeout={timeout}", "-o", "LogLevel=ERROR", "-o", "StrictHostKeyChecking=accept-new",
-        "-o", f'UserKnownHostsFile="{known_hosts}" ~/.ssh/known_hosts', f"{machine.user}@{machine.host}",
-        "sh -c " + shlex.quote(CHECK_SCRIPT) + " seglib-check "
+        "ssh",
+        "-p",
+        str(machine.port),
+        "-i",
+        str(key),
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        f"ConnectTimeout={timeout}",
+        "-o",
+        "LogLevel=ERROR",
+        "-o",
+        "StrictHostKeyChecking=accept-new",
+        "-o",
+        f'UserKnownHostsFile="{known_hosts}" ~/.ssh/known_hosts',
+        f"{machine.user}@{machine.host}",
+        "sh -c "
+        + shlex.quote(CHECK_SCRIPT)
+        + " seglib-check "
         + " ".join(shlex.quote(str(a)) for a in (machine.python_path, paths.root, mark)),
     ]
     try:
@@ -199,22 +242,28 @@ def _check_machine(machine, paths: ExperimentPaths, mark: str, timeout: int) -> 
     if done.returncode == 255:  # ssh's own failure: the connection, the host key or the login
         why = (done.stderr.strip().splitlines() or ["ssh failed"])[-1]
         if "Permission denied" in why:
-            return f"{name}: refuses the key {key} ({why}); add {key}.pub to {machine.user}'s ~/.ssh/authorized_keys there"
+            return (
+                f"{name}: refuses the key {key} ({why}); add {key}.pub to {machine.user}'s ~/.ssh/authorized_keys there"
+            )
         if "Host key verification failed" in done.stderr:
-            return (f"{name}: its host key is not the one {known_hosts} or ~/.ssh/known_hosts holds; if the machine "
-                    f"was reinstalled, remove its line (ssh-keygen -R '[{machine.host}]:{machine.port}' -f FILE)")
+            return (
+                f"{name}: its host key is not the one {known_hosts} or ~/.ssh/known_hosts holds; if the machine "
+                f"was reinstalled, remove its line (ssh-keygen -R '[{machine.host}]:{machine.port}' -f FILE)"
+            )
         return f"{name}: cannot connect ({why}); check the host name, the port and that sshd runs there"
     word, _, detail = (done.stdout.strip().splitlines() or [""])[-1].partition(" ")
     folder = f"the output folder must be shared storage mounted at {paths.root} on every machine"
     return {
         "OK": None,
         "NO_PYTHON": f"{name}: no executable {python} there: python_path must be the bin folder of the Python with "
-                     "seglib and nni on every machine (NNI runs `python` from it, and without one pip-installs nni "
-                     "into whichever Python it finds)",
+        "seglib and nni on every machine (NNI runs `python` from it, and without one pip-installs nni "
+        "into whichever Python it finds)",
         "NO_FOLDER": f"{name}: {paths.root} does not exist there; {folder}",
         "OTHER_FOLDER": f"{name}: {paths.root} there is not the folder of this machine (a file written here is not "
-                        f"there); {folder}",
+        f"there); {folder}",
         "READ_ONLY": f"{name}: {paths.root} is not writable there by {detail}",
         "IMPORT": f"{name}: {python} cannot import nni and seglib there ({detail}); install seglib and nni 3.0 in "
-                  "that environment",
-    }.get(word, f"{name}: the check did not run (exit {done.returncode}): {(done.stderr or done.stdout).strip()[-300:]}")
+        "that environment",
+    }.get(
+        word, f"{name}: the check did not run (exit {done.returncode}): {(done.stderr or done.stdout).strip()[-300:]}"
+    )

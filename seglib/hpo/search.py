@@ -52,15 +52,32 @@ def plan(settings: Settings, tuner: str = "hyperband", max_epochs: int | None = 
         planned = -(-epochs // settings.max_budget)
         trials = planned if cap is None else min(cap, planned)
     return {
-        "tuner": tuner, "max_budget": settings.max_budget, "eta": settings.eta, "max_trials": trials,
-        "planned_epochs": epochs, "concurrency": settings.concurrency, "seed": settings.seed, "pass": totals,
+        "tuner": tuner,
+        "max_budget": settings.max_budget,
+        "eta": settings.eta,
+        "max_trials": trials,
+        "planned_epochs": epochs,
+        "concurrency": settings.concurrency,
+        "seed": settings.seed,
+        "pass": totals,
         "brackets": [[(r.n_configs, r.budget) for r in b.rungs] for b in brackets(settings.max_budget, settings.eta)],
     }
 
 
-def run(out_dir, settings: Settings | None = None, tuner: str = "hyperband", *, resume="auto",
-        split_file=None, max_epochs: int | None = None, space: dict | None = None, backend: str | None = None,
-        show=None, timeout: float | None = None, **engine_args) -> Experiment:
+def run(
+    out_dir,
+    settings: Settings | None = None,
+    tuner: str = "hyperband",
+    *,
+    resume="auto",
+    split_file=None,
+    max_epochs: int | None = None,
+    space: dict | None = None,
+    backend: str | None = None,
+    show=None,
+    timeout: float | None = None,
+    **engine_args,
+) -> Experiment:
     """Run the search in ``out_dir`` to its end and return its export.
 
     ``resume``: "auto" continues a search already in the folder (and returns a finished one's
@@ -73,8 +90,10 @@ def run(out_dir, settings: Settings | None = None, tuner: str = "hyperband", *, 
     paths = ExperimentPaths.of(out_dir)
     if paths.experiment_file.is_file():
         if resume is False:
-            raise SearchExists(f"{paths.root} already holds a search ({_state_line(paths)}); continue it "
-                               "with --resume (hpo.run(..., resume=True)), or choose a new folder")
+            raise SearchExists(
+                f"{paths.root} already holds a search ({_state_line(paths)}); continue it "
+                "with --resume (hpo.run(..., resume=True)), or choose a new folder"
+            )
         if _finished(paths):
             return read_experiment(paths.root)
     elif resume is True:
@@ -101,7 +120,8 @@ def run(out_dir, settings: Settings | None = None, tuner: str = "hyperband", *, 
         raise SearchHalted(
             f"the search in {paths.root} halted: {halted}. The trials it stopped are kept and will run again: "
             f"fix the cause (free disk space, lower concurrency), then continue it with "
-            f"`seglib hpo --out {paths.root} --resume` (or run the notebook again)")
+            f"`seglib hpo --out {paths.root} --resume` (or run the notebook again)"
+        )
     return experiment
 
 
@@ -119,13 +139,22 @@ def _prepare(paths: ExperimentPaths, settings: Settings, tuner, split_file, max_
     if tuner == "hyperband":
         search = HyperBand(settings.max_budget, settings.eta, space, settings.seed)
     else:
-        search = RandomSearch(the_plan["planned_epochs"], settings.max_budget, space, settings.seed, settings.max_trials)
+        search = RandomSearch(
+            the_plan["planned_epochs"], settings.max_budget, space, settings.seed, settings.max_trials
+        )
     search.save(paths.state_file)
     write_trial_settings(paths, settings, backend=backend, concurrency=settings.concurrency)
-    write_json(paths.experiment_file, {
-        "engine": settings.engine, "plan": the_plan, "settings": settings.to_dict(), "search_space": space,
-        "created": time.time(), "sessions": [],
-    })
+    write_json(
+        paths.experiment_file,
+        {
+            "engine": settings.engine,
+            "plan": the_plan,
+            "settings": settings.to_dict(),
+            "search_space": space,
+            "created": time.time(),
+            "sessions": [],
+        },
+    )
 
 
 def _finished(paths: ExperimentPaths) -> bool:

@@ -40,11 +40,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from seglib.artifacts import (
-    DIVERGED, FAILED, FINISHED, INTERRUPTED, RUNNING, SUCCEEDED, ArtifactError, ExperimentPaths,
-    finite_or_none, read_json, read_json_or, trial_key, write_json, write_text,
+    DIVERGED,
+    FAILED,
+    FINISHED,
+    INTERRUPTED,
+    RUNNING,
+    SUCCEEDED,
+    ArtifactError,
+    ExperimentPaths,
+    finite_or_none,
+    read_json,
+    read_json_or,
+    trial_key,
+    write_json,
+    write_text,
 )
 from seglib.hpo.hyperband import Search
-from seglib.settings import HYPERPARAMETERS, Settings, SettingError
+from seglib.settings import HYPERPARAMETERS, SettingError, Settings
 
 log = logging.getLogger("seglib.hpo.trial")
 
@@ -68,6 +80,7 @@ class Interrupted(Exception):
 # ---------------------------------------------------------------------------------------------
 # What a trial is handed, and what it reads
 
+
 @dataclass(frozen=True)
 class Job:
     """One (configuration, budget) pair to train; ``parameter_id`` is its place in the search."""
@@ -78,7 +91,7 @@ class Job:
     parameter_id: int | None = None
 
     @classmethod
-    def of(cls, search: Search, job: dict) -> "Job":
+    def of(cls, search: Search, job: dict) -> Job:
         return cls(job["config_id"], int(job["budget"]), search.params(job), job["parameter_id"])
 
     def as_parameters(self) -> dict:
@@ -86,15 +99,22 @@ class Job:
         return {**self.params, CONFIG_KEY: self.config_id, BUDGET_KEY: self.budget, PARAMETER_KEY: self.parameter_id}
 
     @classmethod
-    def from_parameters(cls, parameters: dict, default_budget: int, trial_id: str) -> "Job":
+    def from_parameters(cls, parameters: dict, default_budget: int, trial_id: str) -> Job:
         budget = int(parameters.get(BUDGET_KEY) or default_budget)
         config_id = parameters.get(CONFIG_KEY) or ("standalone" if trial_id == "STANDALONE" else f"t-{trial_id}")
         params = {k: v for k, v in parameters.items() if k not in (CONFIG_KEY, BUDGET_KEY, PARAMETER_KEY)}
         return cls(str(config_id), budget, params, parameters.get(PARAMETER_KEY))
 
 
-def write_trial_settings(paths: ExperimentPaths, settings: Settings, *, backend: str | None = None,
-                         concurrency: int = 1, cache_dir=None, compile_cache_dir=None) -> Path:
+def write_trial_settings(
+    paths: ExperimentPaths,
+    settings: Settings,
+    *,
+    backend: str | None = None,
+    concurrency: int = 1,
+    cache_dir=None,
+    compile_cache_dir=None,
+) -> Path:
     """``trial_code/settings.json``: the run's settings plus how a trial process sets itself up.
 
     Threads default to the CPU cores shared by ``concurrency`` trials, the GPU memory cap to
@@ -102,17 +122,22 @@ def write_trial_settings(paths: ExperimentPaths, settings: Settings, *, backend:
     by experiments), else ``OUT/compile_cache``.
     """
     cores = os.cpu_count() or 1
-    return write_json(paths.settings_file, {
-        "out_dir": str(paths.root),
-        "settings": settings.to_dict(),
-        "runtime": {
-            "backend": backend,
-            "threads": max(1, cores // max(1, concurrency)),
-            "gpu_memory_fraction": round(0.9 / max(1, concurrency), 3),
-            "cache_dir": None if cache_dir is None else str(cache_dir),
-            "compile_cache_dir": str(compile_cache_dir or os.environ.get("SEGLIB_COMPILE_CACHE") or paths.compile_cache),
+    return write_json(
+        paths.settings_file,
+        {
+            "out_dir": str(paths.root),
+            "settings": settings.to_dict(),
+            "runtime": {
+                "backend": backend,
+                "threads": max(1, cores // max(1, concurrency)),
+                "gpu_memory_fraction": round(0.9 / max(1, concurrency), 3),
+                "cache_dir": None if cache_dir is None else str(cache_dir),
+                "compile_cache_dir": str(
+                    compile_cache_dir or os.environ.get("SEGLIB_COMPILE_CACHE") or paths.compile_cache
+                ),
+            },
         },
-    })
+    )
 
 
 def read_trial_settings(path) -> tuple[ExperimentPaths, Settings, dict]:
@@ -121,8 +146,10 @@ def read_trial_settings(path) -> tuple[ExperimentPaths, Settings, dict]:
     try:
         return ExperimentPaths.of(data["out_dir"]), Settings.from_dict(data["settings"], str(path)), data["runtime"]
     except (KeyError, TypeError):
-        raise ArtifactError(f"{path}: expected 'out_dir', 'settings' and 'runtime'; rebuild it by starting the "
-                            "experiment again in a new folder") from None
+        raise ArtifactError(
+            f"{path}: expected 'out_dir', 'settings' and 'runtime'; rebuild it by starting the "
+            "experiment again in a new folder"
+        ) from None
 
 
 def configure_environment(runtime: dict) -> dict:
@@ -137,14 +164,15 @@ def configure_environment(runtime: dict) -> dict:
         env["TF_NUM_INTEROP_THREADS"] = "1"
         flags = os.environ.get("XLA_FLAGS", "")
         if "intra_op_parallelism_threads" not in flags:
-            env["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen={str(threads > 1).lower()} intra_op_parallelism_threads={threads}".strip()
+            eigen = str(threads > 1).lower()
+            env["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen={eigen} intra_op_parallelism_threads={threads}"
+            env["XLA_FLAGS"] = env["XLA_FLAGS"].strip()
     # Several trials on one GPU: JAX allocates on demand up to its share; TF grows on demand.
     env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
-    if runtime.get("gpu_memory_fraction"):  # with preallocation off: this trial's cap
-        # One name only: jaxlib 0.11 refuses both together and then falls back to the CPU
-        # (seen on an H200). The old name is honoured by every jaxlib, deprecated in new ones.
-        if not os.environ.get("XLA_CLIENT_MEM_FRACTION"):
-            env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = str(runtime["gpu_memory_fraction"])
+    # With preallocation off, this trial's cap. One name only: jaxlib 0.11 refuses both together
+    # and then falls back to the CPU (seen on an H200). The old name is honoured by every jaxlib.
+    if runtime.get("gpu_memory_fraction") and not os.environ.get("XLA_CLIENT_MEM_FRACTION"):
+        env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = str(runtime["gpu_memory_fraction"])
     env["TF_FORCE_GPU_ALLOW_GROWTH"] = "true"
     env["TF_CPP_MIN_LOG_LEVEL"] = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")
     if runtime.get("compile_cache_dir"):
@@ -162,8 +190,14 @@ class TrialContext:
     trial process makes its own.
     """
 
-    def __init__(self, paths: ExperimentPaths, settings: Settings, cache_dir=None, compile_cache_dir=None,
-                 share_models: bool = False):
+    def __init__(
+        self,
+        paths: ExperimentPaths,
+        settings: Settings,
+        cache_dir=None,
+        compile_cache_dir=None,
+        share_models: bool = False,
+    ):
         self.paths, self.settings = paths, settings
         self.cache_dir, self.compile_cache_dir = cache_dir, compile_cache_dir
         self.share_models = share_models
@@ -192,6 +226,7 @@ class TrialContext:
 
 # ---------------------------------------------------------------------------------------------
 # Trial folders
+
 
 def read_result(trial_dir: Path) -> dict | None:
     """A pair's recorded result if it can be reused (SUCCEEDED or DIVERGED), else None."""
@@ -238,8 +273,11 @@ def close_dead_attempts(trial_dir: Path, reason: str = "its process is gone", tr
     machine's process cannot be checked from here).
     """
     history = read_history(trial_dir)
-    dead = [a for a in history.get("attempts", []) if a.get("status") == RUNNING
-            and (a.get("trial_id") == trial_id or not process_alive(a))]
+    dead = [
+        a
+        for a in history.get("attempts", [])
+        if a.get("status") == RUNNING and (a.get("trial_id") == trial_id or not process_alive(a))
+    ]
     for attempt in dead:
         attempt.update(status=INTERRUPTED, error=attempt.get("error") or reason)
     if dead:
@@ -249,6 +287,7 @@ def close_dead_attempts(trial_dir: Path, reason: str = "its process is gone", tr
 
 # ---------------------------------------------------------------------------------------------
 # Running one trial
+
 
 def run_job(context: TrialContext, job: Job, reporter) -> dict:
     """Train ``job`` (or return its recorded result), report to ``reporter``; return its record.
@@ -270,16 +309,32 @@ def run_job(context: TrialContext, job: Job, reporter) -> dict:
         return recorded
 
     history = read_history(trial_dir)
-    attempt = {"trial_id": reporter.trial_id, "pid": os.getpid(), "host": machine(),
-               "process_started": reporter.process_start, "started": time.time(), "status": RUNNING}
+    attempt = {
+        "trial_id": reporter.trial_id,
+        "pid": os.getpid(),
+        "host": machine(),
+        "process_started": reporter.process_start,
+        "started": time.time(),
+        "status": RUNNING,
+    }
     history["attempts"].append(attempt)
     write_json(history_file, history)
-    record = {"key": trial_key(job.config_id, job.budget), "config_id": job.config_id, "budget": job.budget,
-              "params": job.params, "parameter_id": job.parameter_id, "host": attempt["host"]}
+    record = {
+        "key": trial_key(job.config_id, job.budget),
+        "config_id": job.config_id,
+        "budget": job.budget,
+        "params": job.params,
+        "parameter_id": job.parameter_id,
+        "host": attempt["host"],
+    }
 
     def on_epoch_end(epoch: int, logs: dict) -> None:
-        entry = {"epoch": epoch + 1, "trial_id": reporter.trial_id, "ended": time.time(),
-                 **{k: finite_or_none(v) for k, v in logs.items()}}
+        entry = {
+            "epoch": epoch + 1,
+            "trial_id": reporter.trial_id,
+            "ended": time.time(),
+            **{k: finite_or_none(v) for k, v in logs.items()},
+        }
         if "first_epoch_seconds" not in attempt:
             attempt["first_epoch_seconds"] = time.time() - attempt["process_started"]
         history["epochs"].append(entry)
@@ -288,8 +343,10 @@ def run_job(context: TrialContext, job: Job, reporter) -> dict:
 
     try:
         settings = context.settings.replace(**{k: job.params[k] for k in HYPERPARAMETERS if k in job.params})
-        write_json(trial_dir / "params.json", {"config_id": job.config_id, "budget": job.budget,
-                                               "params": job.params, "settings": settings.to_dict()})
+        write_json(
+            trial_dir / "params.json",
+            {"config_id": job.config_id, "budget": job.budget, "params": job.params, "settings": settings.to_dict()},
+        )
         x_train, y_train, x_val, y_val = context.arrays()
         attempt["data_seconds"] = time.perf_counter() - started
         from seglib.train import latest_checkpoint, train
@@ -297,18 +354,38 @@ def run_job(context: TrialContext, job: Job, reporter) -> dict:
         checkpoint_dir = paths.checkpoint_dir(job.config_id)
         attempt["initial_epoch"] = latest_checkpoint(checkpoint_dir, job.budget)
         write_json(history_file, history)
-        result = train(x_train, y_train, x_val, y_val, settings=settings, epochs=job.budget,
-                       checkpoint_dir=checkpoint_dir, on_epoch_end=on_epoch_end, verbose=2,
-                       compile_cache_dir=context.compile_cache_dir, pool=context.pool)
+        result = train(
+            x_train,
+            y_train,
+            x_val,
+            y_val,
+            settings=settings,
+            epochs=job.budget,
+            checkpoint_dir=checkpoint_dir,
+            on_epoch_end=on_epoch_end,
+            verbose=2,
+            compile_cache_dir=context.compile_cache_dir,
+            pool=context.pool,
+        )
         record.update(_finish(result, history, trial_dir, checkpoint_dir, x_val, y_val))
     except BaseException as error:
         status, cause = classify(error)
-        attempt.update(status=status, seconds=time.perf_counter() - started, ended=time.time(),
-                       error=f"{type(error).__name__}: {error}")
+        attempt.update(
+            status=status,
+            seconds=time.perf_counter() - started,
+            ended=time.time(),
+            error=f"{type(error).__name__}: {error}",
+        )
         text = traceback.format_exc()
-        record.update(status=status, cause=cause, error=_describe(error), traceback=text,
-                      epochs_trained=len(history["epochs"]), trial_ids=[a["trial_id"] for a in history["attempts"]],
-                      seconds=sum(a.get("seconds", 0.0) for a in history["attempts"]))
+        record.update(
+            status=status,
+            cause=cause,
+            error=_describe(error),
+            traceback=text,
+            epochs_trained=len(history["epochs"]),
+            trial_ids=[a["trial_id"] for a in history["attempts"]],
+            seconds=sum(a.get("seconds", 0.0) for a in history["attempts"]),
+        )
         try:  # the disk may be what failed: the engine still gets the record from the exception
             write_json(history_file, history)
             write_text(trial_dir / "error.txt", text)
@@ -319,7 +396,9 @@ def run_job(context: TrialContext, job: Job, reporter) -> dict:
         raise
     attempt.update(status=record["status"], seconds=time.perf_counter() - started, ended=time.time())
     record["seconds"] = sum(a.get("seconds", 0.0) for a in history["attempts"])
-    record["first_epoch_seconds"] = next((a["first_epoch_seconds"] for a in history["attempts"] if "first_epoch_seconds" in a), None)
+    record["first_epoch_seconds"] = next(
+        (a["first_epoch_seconds"] for a in history["attempts"] if "first_epoch_seconds" in a), None
+    )
     write_json(history_file, history)
     if record.get("metrics"):
         write_json(trial_dir / "metrics.json", record["metrics"])
@@ -338,9 +417,13 @@ def _finish(result, history, trial_dir, checkpoint_dir, x_val, y_val) -> dict:
     record = {
         "epochs_trained": len(history["epochs"]),
         "resumed_from": next((a["initial_epoch"] for a in attempts if "initial_epoch" in a), result.initial_epoch),
-        "trial_ids": [a["trial_id"] for a in attempts], "backend": result.metadata["backend"],
-        "loop": result.metadata["loop"], "best_val_loss": finite_or_none(result.best_val_loss),
-        "message": result.message, "error": None, "cause": None,
+        "trial_ids": [a["trial_id"] for a in attempts],
+        "backend": result.metadata["backend"],
+        "loop": result.metadata["loop"],
+        "best_val_loss": finite_or_none(result.best_val_loss),
+        "message": result.message,
+        "error": None,
+        "cause": None,
     }
     if result.diverged or record["best_val_loss"] is None:
         record.update(status=DIVERGED, metrics=None, model=None)
@@ -397,6 +480,7 @@ def _describe(error: BaseException) -> str:
 # ---------------------------------------------------------------------------------------------
 # A trial's outcome, applied to the search (the same rule for every engine)
 
+
 def final_value(value) -> tuple[float | None, bool]:
     """(loss, diverged) from a trial's final metric: a dict with 'default' or a number."""
     if isinstance(value, dict):
@@ -424,8 +508,13 @@ def settle(search: Search, parameter_id: int, record: dict | None, lost: str | N
     status = (record or {}).get("status")
     if status in FINISHED:
         metric, diverged = final_value(record.get("final"))
-        search.report(parameter_id, metric, diverged, trial_id=(record.get("trial_ids") or [None])[-1],
-                      epochs_trained=record.get("epochs_trained"))
+        search.report(
+            parameter_id,
+            metric,
+            diverged,
+            trial_id=(record.get("trial_ids") or [None])[-1],
+            epochs_trained=record.get("epochs_trained"),
+        )
         return None
     if status == FAILED and record.get("cause") == ENVIRONMENT_CAUSE:
         search.requeue(parameter_id, record["error"])
@@ -447,6 +536,7 @@ def settle(search: Search, parameter_id: int, record: dict | None, lost: str | N
 
 # ---------------------------------------------------------------------------------------------
 # The trial process (NNI's trial command, or on its own)
+
 
 class NNIReporter:
     """Reports through NNI's trial API; on its own (no experiment) it reports to the log."""
@@ -511,6 +601,7 @@ def watch_manager(on_lost) -> threading.Thread | None:
 
 def _stop_on_signals() -> None:
     """SIGTERM and SIGHUP interrupt the trial as Ctrl-C does, so it records INTERRUPTED."""
+
     def interrupt(signum, frame):
         raise Interrupted(f"stopped by {signal.Signals(signum).name}")
 
@@ -538,8 +629,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/trial", help="output folder when run on its own")
     parser.add_argument("--profile", default="quick", help="profile when run on its own")
     parser.add_argument("--data", default=None, help="dataset folder when run on its own")
-    parser.add_argument("--params", default=None,
-                        help='JSON merged over the defaults when run on its own, e.g. \'{"TRIAL_BUDGET": 2, "CONFIG_ID": "mine"}\'')
+    parser.add_argument(
+        "--params",
+        default=None,
+        help='JSON merged over the defaults when run on its own, e.g. \'{"TRIAL_BUDGET": 2, "CONFIG_ID": "mine"}\'',
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.settings:

@@ -16,7 +16,15 @@ from pathlib import Path
 import numpy as np
 
 from seglib.artifacts import (
-    ArtifactMissing, Experiment, ModelRecord, Run, read_experiment, read_json, read_json_or, read_model_record, read_run,
+    ArtifactMissing,
+    Experiment,
+    ModelRecord,
+    Run,
+    read_experiment,
+    read_json,
+    read_json_or,
+    read_model_record,
+    read_run,
 )
 from seglib.hpo.hyperband import brackets
 from seglib.report import figures, markdown
@@ -24,8 +32,15 @@ from seglib.report import figures, markdown
 REPORT_NAME = "hyperparameter-optimization.md"
 SOURCES = "run"  # beside the report: copies of the run's records its numbers come from
 SOURCE_FILES = (
-    "run.json", "data/summary.json", "baseline/metrics.json", "tuned/metrics.json",
-    "hpo/trials.json", "hpo/best.json", "random/trials.json", "random/best.json", "tuned/whole_images.json",
+    "run.json",
+    "data/summary.json",
+    "baseline/metrics.json",
+    "tuned/metrics.json",
+    "hpo/trials.json",
+    "hpo/best.json",
+    "random/trials.json",
+    "random/best.json",
+    "tuned/whole_images.json",
 )
 
 
@@ -53,13 +68,17 @@ def load_artefacts(run_dir) -> RunArtefacts:
     tuned = read_model_record(paths.metrics_file("tuned"), "notebooks/03_hyperband_hpo")
     random_dir = paths.search("random")
     return RunArtefacts(
-        run=run, data=data, baseline=baseline, tuned=tuned,
+        run=run,
+        data=data,
+        baseline=baseline,
+        tuned=tuned,
         hpo=read_experiment(paths.search("hyperband")),
         random=read_experiment(random_dir) if (random_dir / "trials.json").is_file() else None,
         tuned_samples=_samples(paths.samples_file("tuned"), "notebooks/03_hyperband_hpo"),
         whole=read_json_or(paths.whole_images("tuned"), None),
         whole_samples=_samples(paths.whole_images_samples("tuned"), "notebooks/03_hyperband_hpo")
-        if paths.whole_images_samples("tuned").is_file() else None,
+        if paths.whole_images_samples("tuned").is_file()
+        else None,
     )
 
 
@@ -87,8 +106,9 @@ def write_report(run_dir, docs_dir=None) -> Path:
         "loss": figures.figure_loss(a.tuned, a.baseline, images / "loss.png", stamp),
         "pr": figures.figure_pr(a.tuned, a.baseline, images / "pr.png", stamp),
         "iou": figures.figure_iou(a.baseline, a.tuned, split, images / "iou.png", stamp),
-        "comparison": figures.figure_search_comparison(a.hpo.trials, a.random.trials if a.random else None,
-                                                       images / "hyperband_vs_random.png", stamp),
+        "comparison": figures.figure_search_comparison(
+            a.hpo.trials, a.random.trials if a.random else None, images / "hyperband_vs_random.png", stamp
+        ),
     }
     if a.whole_samples:
         drawn["whole_images"] = figures.figure_whole_images(a.whole_samples, images / "whole_images.png", stamp)
@@ -97,11 +117,13 @@ def write_report(run_dir, docs_dir=None) -> Path:
         "How it was made is at the end. -->\n\n"
         f"> Run: {stamp}.{markdown.scope_note(a.run)}\n\n"
     )
-    text = header + "\n".join([
-        markdown.section_hyperband(a.run, a.hpo, drawn),
-        markdown.section_results(a.run, a.hpo, a.baseline, a.tuned, drawn),
-        markdown.section_beyond(a.run, a.data, a.hpo, a.random, a.baseline, a.tuned, drawn, a.whole),
-    ])
+    text = header + "\n".join(
+        [
+            markdown.section_hyperband(a.run, a.hpo, drawn),
+            markdown.section_results(a.run, a.hpo, a.baseline, a.tuned, drawn),
+            markdown.section_beyond(a.run, a.data, a.hpo, a.random, a.baseline, a.tuned, drawn, a.whole),
+        ]
+    )
     path = docs / REPORT_NAME
     path.write_text(text)
     copy_sources(a.run.paths.root, docs / SOURCES)

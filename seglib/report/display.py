@@ -57,16 +57,20 @@ def schedule_table(settings: Settings) -> None:
         rungs = " -> ".join(f"{r.n_configs}x{r.budget}ep" for r in b.rungs)
         lines.append(f"  bracket s={b.s}: {rungs}  ({b.n_trials} trials, {b.epochs(True)} epochs with warm start)")
     totals = pass_epochs(R, eta)
-    lines.append(f"  one pass: {totals['trials']} trials, {totals['warm_start']} epochs (from scratch: {totals['from_scratch']})")
+    lines.append(
+        f"  one pass: {totals['trials']} trials, {totals['warm_start']} epochs (from scratch: {totals['from_scratch']})"
+    )
     print("\n".join(lines))
 
 
 def experiment_summary(experiment: Experiment) -> str:
     """Trials, epochs, seconds and best value of one exported search."""
     used, top = spent(experiment.trials), best_trial(experiment.trials)
-    return (f"{used['trials']} trials ({statuses_text(used['statuses'])}), {used['epochs']} epochs, "
-            f"{fmt_seconds(used['seconds'])} of trial time; best validation loss {fmt(top.value if top else None)}"
-            + (f" with {top.params}" if top else ""))
+    return (
+        f"{used['trials']} trials ({statuses_text(used['statuses'])}), {used['epochs']} epochs, "
+        f"{fmt_seconds(used['seconds'])} of trial time; best validation loss {fmt(top.value if top else None)}"
+        + (f" with {top.params}" if top else "")
+    )
 
 
 def live_progress():

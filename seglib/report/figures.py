@@ -50,11 +50,27 @@ def figure_successive_halving(bracket, eta: int, path: Path, stamp: str) -> str:
         reached = max(i for i, rung in enumerate(rungs) if config < rung.n_configs)
         previous = 0
         for i in range(reached + 1):
-            ax.barh(config, rungs[i].budget - previous, left=previous, color=colors[i], height=0.8, edgecolor="white", linewidth=0.3)
+            ax.barh(
+                config,
+                rungs[i].budget - previous,
+                left=previous,
+                color=colors[i],
+                height=0.8,
+                edgecolor="white",
+                linewidth=0.3,
+            )
             previous = rungs[i].budget
     for i, rung in enumerate(rungs):
         ax.axvline(rung.budget, color=colors[i], linestyle=":", linewidth=1)
-        ax.text(rung.budget, 1.01, f"rung {i}\n{rung.n_configs}×{rung.budget} ep", transform=ax.get_xaxis_transform(), ha="center", va="bottom", fontsize=8)
+        ax.text(
+            rung.budget,
+            1.01,
+            f"rung {i}\n{rung.n_configs}×{rung.budget} ep",
+            transform=ax.get_xaxis_transform(),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
     ax.set_xlabel("epochs trained (budget)")
     ax.set_ylabel("configuration")
     ax.invert_yaxis()
@@ -85,7 +101,9 @@ def figure_trials(trials: list[TrialRow], path: Path, stamp: str) -> str:
     plt = _pyplot()
     groups = sorted({t.bracket for t in trials if t.bracket is not None}, reverse=True) or [None]
     unplaced = sum(1 for t in trials if t.bracket is None)
-    fig, axes = plt.subplots(1, max(len(groups), 1), figsize=(3.2 * max(len(groups), 1) + 1, 3.4), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(
+        1, max(len(groups), 1), figsize=(3.2 * max(len(groups), 1) + 1, 3.4), sharey=True, squeeze=False
+    )
     for ax, bracket in zip(axes[0], groups):
         members = [t for t in trials if t.bracket == bracket]
         by_config: dict[str, list[TrialRow]] = {}
@@ -109,8 +127,14 @@ def figure_trials(trials: list[TrialRow], path: Path, stamp: str) -> str:
         ax.set_title(f"bracket s={bracket if bracket is not None else '?'}: {len(members)} trials", fontsize=9)
         ax.set_xlabel("budget (epochs)")
     axes[0][0].set_ylabel("validation loss (best epoch)")
-    note = f"; {unplaced} trial(s) without a bracket (lost before HyperBand placed them) not shown" if unplaced and groups != [None] else ""
-    fig.suptitle(f"This run's HyperBand trials by bracket and rung (lines join a promoted configuration){note}", fontsize=10)
+    note = (
+        f"; {unplaced} trial(s) without a bracket (lost before HyperBand placed them) not shown"
+        if unplaced and groups != [None]
+        else ""
+    )
+    fig.suptitle(
+        f"This run's HyperBand trials by bracket and rung (lines join a promoted configuration){note}", fontsize=10
+    )
     fig.tight_layout()
     return save_figure(fig, path, stamp)
 
@@ -139,7 +163,14 @@ def figure_loss(tuned: ModelRecord, baseline: ModelRecord, path: Path, stamp: st
         for key, color in (("loss", "tab:blue"), ("val_loss", "tab:orange")):
             values = history.get(key) or []
             label = f"{name} {'training' if key == 'loss' else 'validation'}"
-            ax.plot(range(1, len(values) + 1), values, style, color=color, label=label, alpha=1.0 if name == "tuned" else 0.6)
+            ax.plot(
+                range(1, len(values) + 1),
+                values,
+                style,
+                color=color,
+                label=label,
+                alpha=1.0 if name == "tuned" else 0.6,
+            )
     _integer_ticks(ax)
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss (Dice + focal)")

@@ -13,14 +13,25 @@ from seglib.artifacts import Experiment, ModelRecord, Run
 from seglib.hpo.hyperband import brackets, pass_epochs
 from seglib.palette import CLASS_NAMES
 from seglib.report.numbers import (
-    SPLIT_NAMES, best_trial, fmt, fmt_seconds, spent, statuses_text, wall_seconds,
+    SPLIT_NAMES,
+    best_trial,
+    fmt,
+    fmt_seconds,
+    spent,
+    statuses_text,
+    wall_seconds,
 )
 from seglib.settings import original
 
 NEGLIGIBLE_CHANGE = 0.01  # relative loss difference below which the report calls two models even
 # The seed report's own figures (its data, settings and split): what the report compares with.
-SEED = {"val_loss": 0.9069907069206238, "train_precision": 0.8633995652198792,
-        "train_recall": 0.8405570983886719, "val_precision": 0.8623082637786865, "val_recall": 0.8403835296630859}
+SEED = {
+    "val_loss": 0.9069907069206238,
+    "train_precision": 0.8633995652198792,
+    "train_recall": 0.8405570983886719,
+    "val_precision": 0.8623082637786865,
+    "val_recall": 0.8403835296630859,
+}
 IMAGES = "images"
 
 
@@ -46,42 +57,66 @@ def params_block(params: dict) -> str:
 
 
 def _bracket_rows(R: int, eta: int) -> list[list]:
-    return [[b.s, " → ".join(f"{r.n_configs}×{r.budget}" for r in b.rungs), b.n_trials, b.epochs(False), b.epochs(True)]
-            for b in brackets(R, eta)]
+    return [
+        [b.s, " → ".join(f"{r.n_configs}×{r.budget}" for r in b.rungs), b.n_trials, b.epochs(False), b.epochs(True)]
+        for b in brackets(R, eta)
+    ]
 
 
 BRACKET_HEADER = ["bracket s", "rungs (configs × epochs)", "trials", "epochs from scratch", "epochs with warm start"]
 ENGINES_TEXT = {
-    "nni": "Microsoft NNI: its manager starts a process per trial, keeps their results and serves the web UI; seglib's tuner runs inside NNI's dispatcher.",
-    "local": "seglib's in-process engine: the trials run one after another in one process, which loads the data and compiles the training program once.",
+    "nni": (
+        "Microsoft NNI: its manager starts a process per trial, keeps their results and serves the web UI; "
+        "seglib's tuner runs inside NNI's dispatcher."
+    ),
+    "local": (
+        "seglib's in-process engine: the trials run one after another in one process, which loads the data "
+        "and compiles the training program once."
+    ),
 }
 
 
 def section_hyperband(run: Run, hpo: Experiment, figures: dict) -> str:
-    """"HyperBand explained": the method, with figures drawn from the run's own schedule."""
+    """ "HyperBand explained": the method, with figures drawn from the run's own schedule."""
     s = run.settings
     schedule, totals = brackets(s.max_budget, s.eta), pass_epochs(s.max_budget, s.eta)
     o = original()
     first = pass_epochs(o.max_budget, o.eta)
     original_table = ""
     if (s.max_budget, s.eta) != (o.max_budget, o.eta):
-        original_table = (f"For comparison, the original's (and the `full` profile's) R = {o.max_budget}, η = {o.eta}:\n\n"
-                          + table(BRACKET_HEADER, _bracket_rows(o.max_budget, o.eta)) + "\n")
+        original_table = (
+            f"For comparison, the original's (and the `full` profile's) R = {o.max_budget}, η = {o.eta}:\n\n"
+            + table(BRACKET_HEADER, _bracket_rows(o.max_budget, o.eta))
+            + "\n"
+        )
     used = spent(hpo.trials)
     wall = wall_seconds(hpo.trials)
     return render(
-        "hyperband", eta=s.eta, R=s.max_budget, s_max=schedule[0].s,
+        "hyperband",
+        eta=s.eta,
+        R=s.max_budget,
+        s_max=schedule[0].s,
         halving_figure=image(figures["halving"], "successive halving"),
-        top_configs=schedule[0].rungs[0].n_configs, top_budget=schedule[0].rungs[0].budget,
+        top_configs=schedule[0].rungs[0].n_configs,
+        top_budget=schedule[0].rungs[0].budget,
         bracket_table=table(BRACKET_HEADER, _bracket_rows(s.max_budget, s.eta)),
         brackets_figure=image(figures["brackets"], "HyperBand brackets"),
-        pass_trials=totals["trials"], pass_scratch=f"{totals['from_scratch']:,}", pass_warm=f"{totals['warm_start']:,}",
-        original_R=o.max_budget, original_eta=o.eta, original_trials=first["trials"],
-        original_scratch=f"{first['from_scratch']:,}", original_warm=f"{first['warm_start']:,}",
-        original_table=original_table, engine_text=ENGINES_TEXT[hpo.summary.engine],
+        pass_trials=totals["trials"],
+        pass_scratch=f"{totals['from_scratch']:,}",
+        pass_warm=f"{totals['warm_start']:,}",
+        original_R=o.max_budget,
+        original_eta=o.eta,
+        original_trials=first["trials"],
+        original_scratch=f"{first['from_scratch']:,}",
+        original_warm=f"{first['warm_start']:,}",
+        original_table=original_table,
+        engine_text=ENGINES_TEXT[hpo.summary.engine],
         trials_figure=image(figures["trials"], "trials by bracket and rung"),
-        trials=used["trials"], statuses=statuses_text(used["statuses"]), epochs=f"{used['epochs']:,}",
-        resumed=sum(1 for t in hpo.trials if t.resumed_from > 0), trial_time=fmt_seconds(used["seconds"]),
+        trials=used["trials"],
+        statuses=statuses_text(used["statuses"]),
+        epochs=f"{used['epochs']:,}",
+        resumed=sum(1 for t in hpo.trials if t.resumed_from > 0),
+        trial_time=fmt_seconds(used["seconds"]),
         wall_text=f" over {fmt_seconds(wall)} of wall time" if wall else "",
     )
 
@@ -104,29 +139,52 @@ def section_results(run: Run, hpo: Experiment, baseline: ModelRecord, tuned: Mod
     seed_rows = [
         ["best validation loss of the search", fmt(SEED["val_loss"]), fmt(best_value)],
         ["tuned model: validation loss", "—", fmt(tuned.val["loss"])],
-        ["tuned model: validation precision / recall", f"{fmt(SEED['val_precision'])} / {fmt(SEED['val_recall'])}",
-         f"{fmt(tuned.val['precision'])} / {fmt(tuned.val['recall'])}"],
-        ["tuned model: training precision / recall", f"{fmt(SEED['train_precision'])} / {fmt(SEED['train_recall'])}",
-         f"{fmt(tuned.train['precision'])} / {fmt(tuned.train['recall'])}"],
-        ["tuned model: mean IoU, validation / test", "not reported",
-         f"{fmt(tuned.val['mean_iou'])} / {fmt((tuned.test or {}).get('mean_iou'))}"],
+        [
+            "tuned model: validation precision / recall",
+            f"{fmt(SEED['val_precision'])} / {fmt(SEED['val_recall'])}",
+            f"{fmt(tuned.val['precision'])} / {fmt(tuned.val['recall'])}",
+        ],
+        [
+            "tuned model: training precision / recall",
+            f"{fmt(SEED['train_precision'])} / {fmt(SEED['train_recall'])}",
+            f"{fmt(tuned.train['precision'])} / {fmt(tuned.train['recall'])}",
+        ],
+        [
+            "tuned model: mean IoU, validation / test",
+            "not reported",
+            f"{fmt(tuned.val['mean_iou'])} / {fmt((tuned.test or {}).get('mean_iou'))}",
+        ],
     ]
     space = "{\n" + ",\n".join(f"    {k!r}: {v!r}" for k, v in hpo.best.search_space.items()) + "\n}"
     return render(
-        "results", search_space=space, baseline_params=params_block(baseline.params), engine=repr(hpo.summary.engine),
-        R=s.max_budget, eta=s.eta, max_trials=repr(s.max_trials if s.max_trials is not None else "one full HyperBand pass"),
+        "results",
+        search_space=space,
+        baseline_params=params_block(baseline.params),
+        engine=repr(hpo.summary.engine),
+        R=s.max_budget,
+        eta=s.eta,
+        max_trials=repr(s.max_trials if s.max_trials is not None else "one full HyperBand pass"),
         concurrency=s.concurrency if hpo.summary.engine == "nni" else "1  # the local engine runs one at a time",
-        precision=repr(s.precision), best_params=params_block(hpo.best.params or tuned.params),
-        best_value=fmt(best_value), epochs=s.epochs, tuned_loss=fmt(tuned.val["loss"]), baseline_loss=fmt(baseline.val["loss"]),
+        precision=repr(s.precision),
+        best_params=params_block(hpo.best.params or tuned.params),
+        best_value=fmt(best_value),
+        epochs=s.epochs,
+        tuned_loss=fmt(tuned.val["loss"]),
+        baseline_loss=fmt(baseline.val["loss"]),
         comparison=_comparison(tuned.val["loss"], baseline.val["loss"]),
         seed_table=table(["", "seed report", "this run"], seed_rows),
         samples_figure=image(figures["samples"], "validation image | mask | prediction"),
-        loss_figure=image(figures["loss"], "loss vs epochs"), pr_figure=image(figures["pr"], "precision-recall curve"),
+        loss_figure=image(figures["loss"], "loss vs epochs"),
+        pr_figure=image(figures["pr"], "precision-recall curve"),
         pr_pixels=f"{tuned.pr_curve['pixels']:,}",
-        train_precision=fmt(tuned.train["precision"]), train_recall=fmt(tuned.train["recall"]),
-        val_precision=fmt(tuned.val["precision"]), val_recall=fmt(tuned.val["recall"]),
-        baseline_train_precision=fmt(baseline.train["precision"]), baseline_train_recall=fmt(baseline.train["recall"]),
-        baseline_val_precision=fmt(baseline.val["precision"]), baseline_val_recall=fmt(baseline.val["recall"]),
+        train_precision=fmt(tuned.train["precision"]),
+        train_recall=fmt(tuned.train["recall"]),
+        val_precision=fmt(tuned.val["precision"]),
+        val_recall=fmt(tuned.val["recall"]),
+        baseline_train_precision=fmt(baseline.train["precision"]),
+        baseline_train_recall=fmt(baseline.train["recall"]),
+        baseline_val_precision=fmt(baseline.val["precision"]),
+        baseline_val_recall=fmt(baseline.val["recall"]),
     )
 
 
@@ -136,62 +194,123 @@ WHOLE_MODES = {"tiles": "tiles", "blend": "blend", "blend+tta": "blend + 8 flips
 def section_whole_images(whole: dict | None, figures: dict) -> str:
     """Whole held-out images segmented three ways (``seglib.pipeline.segment_held_out``)."""
     if whole is None:
-        return ("\n*Whole held-out images: this run's split holds none out (every image gave training patches); "
-                "a `tiles` split does.*\n")
+        return (
+            "\n*Whole held-out images: this run's split holds none out (every image gave training patches); "
+            "a `tiles` split does.*\n"
+        )
     modes = whole["modes"]
     rows = [[name] + [fmt(modes[m]["per_class_iou"][k]) for m in WHOLE_MODES] for k, name in enumerate(CLASS_NAMES)]
     rows.append(["**mean IoU**"] + [f"**{fmt(modes[m]['mean_iou'])}**" for m in WHOLE_MODES])
     rows.append(["seconds"] + [fmt_seconds(modes[m]["seconds"]) for m in WHOLE_MODES])
-    blend, tiles, tta = (round(modes[m]["mean_iou"], 4) for m in ("blend", "tiles", "blend+tta"))  # as the table shows them
-    comment = (f"Blended windows {'match or beat' if blend >= tiles else 'score below'} non-overlapping ones "
-               f"(mean IoU {fmt(blend)} against {fmt(tiles)}).")
+    blend, tiles, tta = (
+        round(modes[m]["mean_iou"], 4) for m in ("blend", "tiles", "blend+tta")
+    )  # as the table shows them
+    comment = (
+        f"Blended windows {'match or beat' if blend >= tiles else 'score below'} non-overlapping ones "
+        f"(mean IoU {fmt(blend)} against {fmt(tiles)})."
+    )
     if tta < blend:
-        comment += (f" Averaging over flips and rotations scores lower ({fmt(tta)}): seglib trains without flips or "
-                    "rotations, so seven of the eight views are ones the model never saw.")
-    return render("whole_images", tiles=", ".join(whole["tiles"]), images=len(whole["images"]),
-                  table=table(["class", *WHOLE_MODES.values()], rows),
-                  figure=image(figures["whole_images"], "whole image | mask | prediction") if "whole_images" in figures else "",
-                  comment=comment)
+        comment += (
+            f" Averaging over flips and rotations scores lower ({fmt(tta)}): seglib trains without flips or "
+            "rotations, so seven of the eight views are ones the model never saw."
+        )
+    return render(
+        "whole_images",
+        tiles=", ".join(whole["tiles"]),
+        images=len(whole["images"]),
+        table=table(["class", *WHOLE_MODES.values()], rows),
+        figure=image(figures["whole_images"], "whole image | mask | prediction") if "whole_images" in figures else "",
+        comment=comment,
+    )
 
 
-def section_beyond(run: Run, data: dict, hpo: Experiment, random: Experiment | None, baseline: ModelRecord,
-                   tuned: ModelRecord, figures: dict, whole: dict | None = None) -> str:
+def section_beyond(
+    run: Run,
+    data: dict,
+    hpo: Experiment,
+    random: Experiment | None,
+    baseline: ModelRecord,
+    tuned: ModelRecord,
+    figures: dict,
+    whole: dict | None = None,
+) -> str:
     """What the seed lacks: IoU on held-out data, HyperBand vs random search, compute, stamp."""
     split = "test" if tuned.test else "val"
-    iou_rows = [[name, fmt(b), fmt(t)] for name, b, t in
-                zip(CLASS_NAMES, getattr(baseline, split)["per_class_iou"], getattr(tuned, split)["per_class_iou"])]
-    iou_rows.append(["**mean IoU**", f"**{fmt(getattr(baseline, split)['mean_iou'])}**", f"**{fmt(getattr(tuned, split)['mean_iou'])}**"])
+    iou_rows = [
+        [name, fmt(b), fmt(t)]
+        for name, b, t in zip(
+            CLASS_NAMES, getattr(baseline, split)["per_class_iou"], getattr(tuned, split)["per_class_iou"]
+        )
+    ]
+    iou_rows.append(
+        [
+            "**mean IoU**",
+            f"**{fmt(getattr(baseline, split)['mean_iou'])}**",
+            f"**{fmt(getattr(tuned, split)['mean_iou'])}**",
+        ]
+    )
     counts = data.get("counts", {})
-    held_out = (": neither training nor HPO saw the test tiles." if data.get("split") == "tiles"
-                else ": the original's random split, so the test set is the validation set (as the seed's was).")
+    held_out = (
+        ": neither training nor HPO saw the test tiles."
+        if data.get("split") == "tiles"
+        else ": the original's random split, so the test set is the validation set (as the seed's was)."
+    )
     work = [("baseline training", 1, _epochs_of(baseline), baseline.seconds)]
     searches = [("HyperBand", hpo)] + ([("random search", random)] if random else [])
     rows = []
     for name, experiment in searches:
         used, top = spent(experiment.trials), best_trial(experiment.trials)
         wall = wall_seconds(experiment.trials)
-        rows.append([name, used["trials"], statuses_text(used["statuses"]), f"{used['epochs']:,}", fmt_seconds(used["seconds"]),
-                     fmt_seconds(wall) if wall else "n/a", fmt(top.value if top else None)])
+        rows.append(
+            [
+                name,
+                used["trials"],
+                statuses_text(used["statuses"]),
+                f"{used['epochs']:,}",
+                fmt_seconds(used["seconds"]),
+                fmt_seconds(wall) if wall else "n/a",
+                fmt(top.value if top else None),
+            ]
+        )
         work.append((f"{name} trials", used["trials"], used["epochs"], used["seconds"]))
     work.append(("tuned model retraining", 1, _epochs_of(tuned), tuned.seconds))
-    comparison = (table(["search", "trials", "statuses", "epochs", "trial time", "wall time", "best validation loss"], rows)
-                  if random else "*Random search was not run for this run (its folder `random/` is absent).*")
+    comparison = (
+        table(["search", "trials", "statuses", "epochs", "trial time", "wall time", "best validation loss"], rows)
+        if random
+        else "*Random search was not run for this run (its folder `random/` is absent).*"
+    )
     compute_rows = [[name, n, f"{epochs:,}", fmt_seconds(seconds)] for name, n, epochs, seconds in work]
     totals = [sum(w[i] for w in work) for i in (1, 2, 3)]
     compute_rows.append(["**total**", f"**{totals[0]}**", f"**{totals[1]:,}**", f"**{fmt_seconds(totals[2])}**"])
     stamp = run.stamp
     return render(
-        "beyond", split_name=SPLIT_NAMES[split], split=data.get("split", run.settings.split),
-        split_counts=f"{counts.get('train', '?')} training, {counts.get('val', '?')} validation and {counts.get('test', '?')} test patches",
-        held_out_text=held_out, iou_table=table(["class", "baseline IoU", "tuned IoU"], iou_rows),
-        iou_figure=image(figures["iou"], "per-class IoU"), whole_images=section_whole_images(whole, figures),
-        R=run.settings.max_budget, comparison=comparison,
+        "beyond",
+        split_name=SPLIT_NAMES[split],
+        split=data.get("split", run.settings.split),
+        split_counts=(
+            f"{counts.get('train', '?')} training, {counts.get('val', '?')} validation "
+            f"and {counts.get('test', '?')} test patches"
+        ),
+        held_out_text=held_out,
+        iou_table=table(["class", "baseline IoU", "tuned IoU"], iou_rows),
+        iou_figure=image(figures["iou"], "per-class IoU"),
+        whole_images=section_whole_images(whole, figures),
+        R=run.settings.max_budget,
+        comparison=comparison,
         comparison_figure=image(figures["comparison"], "HyperBand vs random search"),
-        device="GPU" if stamp["hardware"].startswith("GPU") else "CPU", hardware=stamp["hardware"],
-        overlap_note="; trials that ran concurrently overlap in time" if hpo.summary.engine == "nni" and run.settings.concurrency > 1 else "",
+        device="GPU" if stamp["hardware"].startswith("GPU") else "CPU",
+        hardware=stamp["hardware"],
+        overlap_note="; trials that ran concurrently overlap in time"
+        if hpo.summary.engine == "nni" and run.settings.concurrency > 1
+        else "",
         compute_table=table(["work", "runs", "epochs", "seconds"], compute_rows),
-        data_label=stamp["data_label"], patches=_patches_text(data, run.settings.patch_size), profile=run.profile_text,
-        backend=stamp["backend"], python=stamp["python"], seglib=stamp["seglib"], started=stamp["started"],
+        data_label=stamp["data_label"],
+        patches=_patches_text(data, run.settings.patch_size),
+        profile=run.profile_text,
+        backend=stamp["backend"],
+        python=stamp["python"],
+        seglib=stamp["seglib"],
+        started=stamp["started"],
         rebuild=_rebuild(run),
     )
 
@@ -211,19 +330,27 @@ def _epochs_of(record: ModelRecord) -> int:
 def _rebuild(run: Run) -> str:
     command = run.stamp.get("command")
     if command:
-        return f"This report was made by the command below (notebooks 01→04, then the report):\n\n```bash\n{command}\n```"
-    return ("This report was made by running notebooks 01→04 one by one with these settings; "
-            f"`seglib run --profile {run.profile}" + "".join(f" -p {k}={v!r}" for k, v in run.overrides.items())
-            + " --out RUN_DIR` repeats the run headless.")
+        return (
+            f"This report was made by the command below (notebooks 01→04, then the report):\n\n```bash\n{command}\n```"
+        )
+    return (
+        "This report was made by running notebooks 01→04 one by one with these settings; "
+        f"`seglib run --profile {run.profile}"
+        + "".join(f" -p {k}={v!r}" for k, v in run.overrides.items())
+        + " --out RUN_DIR` repeats the run headless."
+    )
 
 
 def scope_note(run: Run) -> str:
     """Say plainly when the run is not the original's full settings on a GPU."""
     s, o = run.settings, original()
     device = "GPU" if run.stamp["hardware"].startswith("GPU") else "CPU"
-    differs = {k: v for k, v in s.to_dict().items()
-               if k in ("patch_size", "max_patches", "base_filters", "depth", "epochs", "max_budget", "eta")
-               and v != getattr(o, k)}
+    differs = {
+        k: v
+        for k, v in s.to_dict().items()
+        if k in ("patch_size", "max_patches", "base_filters", "depth", "epochs", "max_budget", "eta")
+        and v != getattr(o, k)
+    }
     if not differs:
         return ""
     return (

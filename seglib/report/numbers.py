@@ -32,8 +32,12 @@ def spent(trials: list[TrialRow]) -> dict:
     statuses: dict[str, int] = {}
     for t in trials:
         statuses[t.status] = statuses.get(t.status, 0) + 1
-    return {"trials": len(trials), "epochs": sum(t.epochs_trained for t in trials),
-            "seconds": sum(t.seconds for t in trials), "statuses": statuses}
+    return {
+        "trials": len(trials),
+        "epochs": sum(t.epochs_trained for t in trials),
+        "seconds": sum(t.seconds for t in trials),
+        "statuses": statuses,
+    }
 
 
 def statuses_text(statuses: dict) -> str:

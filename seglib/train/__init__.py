@@ -16,6 +16,16 @@ from seglib.train.loop import (
 )
 
 __all__ = [
-    "CHECKPOINT_PATTERN", "ModelPool", "POLICIES", "TrainResult", "compile_model", "enable_compile_cache", "epoch_order",
-    "latest_checkpoint", "load_model", "prune_checkpoints", "reset_dropout_seeds", "train",
+    "CHECKPOINT_PATTERN",
+    "POLICIES",
+    "ModelPool",
+    "TrainResult",
+    "compile_model",
+    "enable_compile_cache",
+    "epoch_order",
+    "latest_checkpoint",
+    "load_model",
+    "prune_checkpoints",
+    "reset_dropout_seeds",
+    "train",
 ]

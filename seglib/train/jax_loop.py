@@ -27,8 +27,18 @@ class JaxLoop:
     checkpoints, validation and hooks see the model as ``fit()`` would leave it.
     """
 
-    def __init__(self, model, x_train, y_train, validation, batch_size, verbose, steps_per_execution,
-                 on_device=None, pad_batches: bool | None = None):
+    def __init__(
+        self,
+        model,
+        x_train,
+        y_train,
+        validation,
+        batch_size,
+        verbose,
+        steps_per_execution,
+        on_device=None,
+        pad_batches: bool | None = None,
+    ):
         import jax
 
         self.model, self.validation, self.batch_size, self.verbose = model, validation, batch_size, verbose
@@ -39,7 +49,9 @@ class JaxLoop:
         # On a GPU a step's cost is mostly fixed (~7 ms + 0.19 ms per patch on an H200), so
         # padding a batch to a shared size costs little and saves compiling a program per batch
         # size; on a CPU the cost is per patch, so batches keep their own size there.
-        self.padded_size = padded_size(batch_size) if (not on_cpu if pad_batches is None else pad_batches) else batch_size
+        self.padded_size = (
+            padded_size(batch_size) if (not on_cpu if pad_batches is None else pad_batches) else batch_size
+        )
         self.x, self.y = (on_device or _device_put)(x_train, y_train)
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)

@@ -16,9 +16,9 @@ import os
 import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import keras
 import numpy as np
@@ -62,8 +62,8 @@ class TrainResult:
 
 def load_model(path: str | os.PathLike, compile: bool = True) -> keras.Model:
     """A saved seglib ``.keras`` model: seglib's model, loss and metric classes registered first."""
-    import seglib.losses  # noqa: F401  (each registers the classes a saved model names)
-    import seglib.metrics  # noqa: F401
+    import seglib.losses
+    import seglib.metrics
     import seglib.model  # noqa: F401
 
     return keras.models.load_model(str(path), compile=compile)
@@ -123,8 +123,9 @@ def reset_dropout_seeds(model: keras.Model, seed: int, epoch: int) -> int:
     return count
 
 
-def compile_model(model: keras.Model, learning_rate: float, steps_per_execution: int = 1,
-                  jit_compile: bool | str = "auto") -> keras.Model:
+def compile_model(
+    model: keras.Model, learning_rate: float, steps_per_execution: int = 1, jit_compile: bool | str = "auto"
+) -> keras.Model:
     """Compile with Adam, the original's Dice + focal loss and seglib's training metrics."""
     num_classes = int(model.output_shape[-1])
     model.compile(
@@ -139,6 +140,7 @@ def compile_model(model: keras.Model, learning_rate: float, steps_per_execution:
 
 # ---------------------------------------------------------------------------------------------
 # Checkpoints: epoch_NNNN.keras (model + optimizer) and epoch_NNNN.json (config + history).
+
 
 def _checkpoint_path(checkpoint_dir: Path, epoch: int) -> Path:
     return checkpoint_dir / f"epoch_{epoch:04d}.keras"
@@ -210,6 +212,7 @@ def _best_val_loss(history: dict[str, list[float]]) -> float | None:
 # ---------------------------------------------------------------------------------------------
 # Models kept between trainings of one process
 
+
 class ModelPool:
     """Compiled models kept between trainings in one process (the in-process search engine).
 
@@ -251,6 +254,7 @@ class ModelPool:
 
 # ---------------------------------------------------------------------------------------------
 # Training
+
 
 def train(
     x_train,
@@ -317,7 +321,7 @@ def train(
         "depth": settings.depth,
         "seed": settings.seed,
         "precision": policy,
-        "train_size": int(len(x_train)),
+        "train_size": len(x_train),
         "num_classes": NUM_CLASSES,
         "dropout_rng": dropout_rng,
     }
@@ -333,14 +337,25 @@ def train(
         _check_same_config(state_file, state["config"], config)
         history = {k: list(v) for k, v in state["history"].items()}
     # What a compiled model is made of: shapes, batch size and learning rate are the programs' inputs.
-    pool_key = (tuple(x_train.shape[1:]), loop,
-                *(config[k] for k in ("activation", "base_filters", "depth", "seed", "precision", "num_classes", "dropout_rng")))
+    pool_key = (
+        tuple(x_train.shape[1:]),
+        loop,
+        *(
+            config[k]
+            for k in ("activation", "base_filters", "depth", "seed", "precision", "num_classes", "dropout_rng")
+        ),
+    )
     initial = None
     if pool is not None and model is None:
         model, initial = pool.take(pool_key, settings.learning_rate)
         if model is None:
             model = _build(x_train, config, policy)
-            compile_model(model, settings.learning_rate, 1 if resolve_loop(loop, model) == "jax" else (steps_per_execution or 1), jit_compile)
+            compile_model(
+                model,
+                settings.learning_rate,
+                1 if resolve_loop(loop, model) == "jax" else (steps_per_execution or 1),
+                jit_compile,
+            )
             model.optimizer.build(model.trainable_variables)
             initial = model.get_weights()
         if initial_epoch:  # weights and optimizer state, into the compiled model
@@ -361,8 +376,18 @@ def train(
     message = ""
     last_checkpoint = str(_checkpoint_path(checkpoint_dir, initial_epoch)) if initial_epoch else None
     if initial_epoch < epochs:
-        runner = _make_loop(loop, model, x_train, y_train, validation, settings.batch_size, verbose, steps_per_execution,
-                            pool.on_device if pool is not None else None, pad_batches)
+        runner = _make_loop(
+            loop,
+            model,
+            x_train,
+            y_train,
+            validation,
+            settings.batch_size,
+            verbose,
+            steps_per_execution,
+            pool.on_device if pool is not None else None,
+            pad_batches,
+        )
     epoch = initial_epoch
     for epoch in range(initial_epoch, epochs):
         epoch_started = time.perf_counter()
@@ -483,8 +508,18 @@ class _TrainTimer(keras.callbacks.Callback):
             self.seconds = time.perf_counter() - self.started
 
 
-def _make_loop(loop, model, x_train, y_train, validation, batch_size, verbose, steps_per_execution,
-               on_device=None, pad_batches=None):
+def _make_loop(
+    loop,
+    model,
+    x_train,
+    y_train,
+    validation,
+    batch_size,
+    verbose,
+    steps_per_execution,
+    on_device=None,
+    pad_batches=None,
+):
     if loop == "jax":
         if keras.backend.backend() != "jax":
             raise ValueError(f"loop='jax' needs KERAS_BACKEND=jax; this process runs {keras.backend.backend()!r}")
@@ -492,5 +527,7 @@ def _make_loop(loop, model, x_train, y_train, validation, batch_size, verbose, s
             raise ValueError("loop='jax' does not scale losses: use precision='bf16' or loop='fit'")
         from seglib.train.jax_loop import JaxLoop
 
-        return JaxLoop(model, x_train, y_train, validation, batch_size, verbose, steps_per_execution, on_device, pad_batches)
+        return JaxLoop(
+            model, x_train, y_train, validation, batch_size, verbose, steps_per_execution, on_device, pad_batches
+        )
     return _FitLoop(model, x_train, y_train, validation, batch_size, verbose)

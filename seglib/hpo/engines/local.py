@@ -47,14 +47,18 @@ def run(paths: ExperimentPaths, record: dict, show=None, timeout: float | None =
     search = Search.load(paths.state_file)
     reconcile(paths, search)
     _, settings, runtime = read_trial_settings(paths.settings_file)
-    context = TrialContext(paths, settings, runtime.get("cache_dir"), runtime.get("compile_cache_dir"), share_models=True)
+    context = TrialContext(
+        paths, settings, runtime.get("cache_dir"), runtime.get("compile_cache_dir"), share_models=True
+    )
     deadline = None if timeout is None else time.time() + timeout
     while (job := search.next_job()) is not None:
         search.save(paths.state_file)  # handed out: written before the trial starts
         try:
             record = run_job(context, Job.of(search, job), LocalReporter())
         except BaseException as error:
-            settle(search, job["parameter_id"], getattr(error, "seglib_record", None), f"{type(error).__name__}: {error}")
+            settle(
+                search, job["parameter_id"], getattr(error, "seglib_record", None), f"{type(error).__name__}: {error}"
+            )
             search.save(paths.state_file)
             if isinstance(error, (KeyboardInterrupt, Interrupted)) or not isinstance(error, Exception):
                 raise
@@ -65,7 +69,9 @@ def run(paths: ExperimentPaths, record: dict, show=None, timeout: float | None =
         if show is not None:
             show(progress(paths.root))
         if deadline is not None and time.time() > deadline:
-            raise TimeoutError(f"the search in {paths.root} did not finish within {timeout} s; run it again to continue")
+            raise TimeoutError(
+                f"the search in {paths.root} did not finish within {timeout} s; run it again to continue"
+            )
 
 
 def reconcile(paths: ExperimentPaths, search: Search) -> None:

@@ -62,8 +62,17 @@ class ExperimentFailed(RuntimeError):
 # ---------------------------------------------------------------------------------------------
 # Running a search on NNI
 
-def run(paths: ExperimentPaths, record: dict, show=None, timeout: float | None = None, port: int | None = None,
-        training_service=None, nni_manager_ip: str | None = None, on_web_ui=None) -> None:
+
+def run(
+    paths: ExperimentPaths,
+    record: dict,
+    show=None,
+    timeout: float | None = None,
+    port: int | None = None,
+    training_service=None,
+    nni_manager_ip: str | None = None,
+    on_web_ui=None,
+) -> None:
     """Start (or resume) the NNI experiment of ``paths`` and wait for its search to end."""
     # NNI's own start/stop chatter, and its "Web portal URLs" line that lists addresses the
     # manager does not listen on: seglib's progress line and show_web_ui say what matters.
@@ -79,7 +88,7 @@ def run(paths: ExperimentPaths, record: dict, show=None, timeout: float | None =
         experiment.stop()
 
 
-def view(out_dir, port: int | None = None) -> "NNIExperiment":
+def view(out_dir, port: int | None = None) -> NNIExperiment:
     """Open a stopped or finished experiment's web UI read-only (stop it with ``.stop()``)."""
     paths = ExperimentPaths.of(out_dir)
     record = read_json_or(paths.experiment_file, None)
@@ -126,12 +135,14 @@ def _remote_python(service) -> str:
     """
     folders = {machine.python_path for machine in service.machine_list}
     if len(folders) != 1 or None in folders:
-        raise ValueError(f"remote machines' python_path: expected one folder for all, found {sorted(map(str, folders))}; "
-                         "NNI runs one trial command on every machine: install seglib's environment at the same path on each")
+        raise ValueError(
+            f"remote machines' python_path: expected one folder for all, found {sorted(map(str, folders))}; "
+            "NNI runs one trial command on every machine: install seglib's environment at the same path on each"
+        )
     return str(PurePosixPath(folders.pop()) / "python")
 
 
-def _create(paths, record, port, training_service, nni_manager_ip) -> "NNIExperiment":
+def _create(paths, record, port, training_service, nni_manager_ip) -> NNIExperiment:
     require_nni()
     from nni.experiment import Experiment
 
@@ -143,20 +154,23 @@ def _create(paths, record, port, training_service, nni_manager_ip) -> "NNIExperi
     return experiment
 
 
-def _reopen(paths, record, port, action: str) -> "NNIExperiment":
+def _reopen(paths, record, port, action: str) -> NNIExperiment:
     from nni.experiment import Experiment
     from nni.experiment.launcher import get_stopped_experiment_config
 
     experiment_id = record["nni"]["experiment_id"]
     if not (paths.nni_dir / experiment_id / "db").is_dir():
-        raise FileNotFoundError(f"NNI's records for experiment {experiment_id} are missing: expected "
-                                f"{paths.nni_dir / experiment_id / 'db'}; start the search in a new folder")
+        raise FileNotFoundError(
+            f"NNI's records for experiment {experiment_id} are missing: expected "
+            f"{paths.nni_dir / experiment_id / 'db'}; start the search in a new folder"
+        )
     config = get_stopped_experiment_config(experiment_id, str(paths.nni_dir))
     saved_root = (config.tuner.class_args or {}).get("out_dir")
     if saved_root and Path(saved_root) != paths.root:
         raise ValueError(
             f"experiment {experiment_id} was started in {saved_root} but is now at {paths.root}; NNI keeps "
-            "absolute paths, so mount or link the folder at its original path and resume from there")
+            "absolute paths, so mount or link the folder at its original path and resume from there"
+        )
     nni_experiment = Experiment(config, id=experiment_id)
     experiment = NNIExperiment(paths, record)
     paths.tuner_error_file.unlink(missing_ok=True)
@@ -164,8 +178,11 @@ def _reopen(paths, record, port, action: str) -> "NNIExperiment":
     return experiment
 
 
-def _launch(experiment: "NNIExperiment", nni_experiment, port: int, action: str) -> None:
-    """Start NNI's manager for ``action`` (create/resume/view), bound to 127.0.0.1 unless other machines must reach it."""
+def _launch(experiment: NNIExperiment, nni_experiment, port: int, action: str) -> None:
+    """Start NNI's manager for ``action`` (create/resume/view).
+
+    Bound to 127.0.0.1 unless other machines must reach it.
+    """
     from seglib.hpo.engines.nni_compat import patch_nni_file_lock
 
     patch_nni_file_lock()  # NNI 3.0's experiment-list lock hangs with filelock >= 3.12
@@ -190,8 +207,13 @@ def _launch(experiment: "NNIExperiment", nni_experiment, port: int, action: str)
     experiment.record["port"] = port
     experiment.record["sessions"].append({"action": action, "time": experiment.started, "port": port, "engine": "nni"})
     write_json(experiment.paths.experiment_file, experiment.record)
-    log.info("NNI %s: experiment %s, web UI on %s (%s: see docs/hpo.md)", action, experiment.id, experiment.url,
-             "localhost only" if loopback else "open to the trial machines: firewall it")
+    log.info(
+        "NNI %s: experiment %s, web UI on %s (%s: see docs/hpo.md)",
+        action,
+        experiment.id,
+        experiment.url,
+        "localhost only" if loopback else "open to the trial machines: firewall it",
+    )
 
 
 def _loopback_only(platform: str, manager_ip: str | None, action: str) -> bool:
@@ -209,8 +231,10 @@ def require_nni() -> None:
     try:
         import nni  # noqa: F401
     except ImportError:
-        raise ImportError("the nni engine needs NNI 3.0: `pip install --no-deps nni==3.0` (its requirements come "
-                          "with seglib), or use the in-process engine: --engine local / -p engine=local") from None
+        raise ImportError(
+            "the nni engine needs NNI 3.0: `pip install --no-deps nni==3.0` (its requirements come "
+            "with seglib), or use the in-process engine: --engine local / -p engine=local"
+        ) from None
 
 
 def free_port(start: int = DEFAULT_PORT, tries: int = 200) -> int:
@@ -228,6 +252,7 @@ def _port_free(port: int) -> bool:
 
 # ---------------------------------------------------------------------------------------------
 # A started experiment
+
 
 @dataclass
 class NNIExperiment:
@@ -264,8 +289,10 @@ class NNIExperiment:
         try:
             self._check()
         except ExperimentFailed as error:
-            raise ExperimentFailed(f"{error}{_disk_note(self.paths.root)}. Continue the search with "
-                                   f"`seglib hpo --out {self.paths.root} --resume`") from None
+            raise ExperimentFailed(
+                f"{error}{_disk_note(self.paths.root)}. Continue the search with "
+                f"`seglib hpo --out {self.paths.root} --resume`"
+            ) from None
 
     def _check(self) -> None:
         error_file = self.paths.tuner_error_file
@@ -273,7 +300,9 @@ class NNIExperiment:
             raise ExperimentFailed(f"the tuner crashed ({error_file}):\n{error_file.read_text()}")
         proc = getattr(self.nni, "_proc", None)
         if proc is not None and hasattr(proc, "poll") and proc.poll() is not None:
-            raise ExperimentFailed(f"the NNI manager exited with code {proc.returncode}; its log: {self.nni_log('nnimanager.log')}")
+            raise ExperimentFailed(
+                f"the NNI manager exited with code {proc.returncode}; its log: {self.nni_log('nnimanager.log')}"
+            )
         from nni.experiment import rest
 
         try:
@@ -292,13 +321,16 @@ class NNIExperiment:
         now = time.time()
         if beat is None or beat["time"] < self.started - 1:  # none yet, or the previous session's
             if now - self.started > STALE_HEARTBEAT_SECONDS:
-                raise ExperimentFailed(f"the tuner never started ({self.paths.heartbeat_file} not written in "
-                                       f"{STALE_HEARTBEAT_SECONDS:.0f} s); see {self.nni_log('dispatcher.log')}")
+                raise ExperimentFailed(
+                    f"the tuner never started ({self.paths.heartbeat_file} not written in "
+                    f"{STALE_HEARTBEAT_SECONDS:.0f} s); see {self.nni_log('dispatcher.log')}"
+                )
             return
         if not psutil.pid_exists(beat["pid"]) or now - beat["time"] > STALE_HEARTBEAT_SECONDS:
             raise ExperimentFailed(
                 f"the tuner process {beat['pid']} is gone (last heartbeat {now - beat['time']:.0f} s ago); "
-                f"NNI would wait forever. See {self.nni_log('dispatcher.log')} and {self.nni_log('nnimanager.log')}")
+                f"NNI would wait forever. See {self.nni_log('dispatcher.log')} and {self.nni_log('nnimanager.log')}"
+            )
 
     def wait(self, every: float = POLL_SECONDS, timeout: float | None = None, show=None) -> dict:
         """Block until the search is finished or halted (checking NNI is alive); return the progress.
@@ -317,7 +349,9 @@ class NNIExperiment:
             if (now["finished"] or now["halted"]) and not now["running"]:
                 return now
             if deadline is not None and time.time() > deadline:
-                raise TimeoutError(f"the search in {self.paths.root} did not finish within {timeout} s; run it again to continue")
+                raise TimeoutError(
+                    f"the search in {self.paths.root} did not finish within {timeout} s; run it again to continue"
+                )
             time.sleep(every)
 
     def stop(self) -> None:
@@ -352,9 +386,11 @@ def show_web_ui(port: int, height: int = 800, window: bool = False) -> str:
     try:
         from google.colab import output  # only importable inside Colab
     except ImportError:
-        message = (f"NNI web UI: http://localhost:{port} on this machine only. From elsewhere, forward it over "
-                   f"SSH: ssh -L {port}:localhost:{port} you@this-host, then open http://localhost:{port}. "
-                   "Never expose this port publicly (no authentication).")
+        message = (
+            f"NNI web UI: http://localhost:{port} on this machine only. From elsewhere, forward it over "
+            f"SSH: ssh -L {port}:localhost:{port} you@this-host, then open http://localhost:{port}. "
+            "Never expose this port publicly (no authentication)."
+        )
         print(message)
         return message
     if window:

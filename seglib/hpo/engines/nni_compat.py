@@ -12,6 +12,7 @@ This lock keeps NNI's on-disk protocol, which NNI's Node.js manager shares
 with O_EXCL; anyone seeing a peer's ``<file>.lock.*`` younger than ``stale`` seconds waits.
 It uses only ``os``/``glob``/``time``, so it works with any filelock version.
 """
+
 from __future__ import annotations
 
 import glob
@@ -39,7 +40,7 @@ class PreemptiveLock:
                 return True
         return False
 
-    def acquire(self) -> "PreemptiveLock":
+    def acquire(self) -> PreemptiveLock:
         if self._depth:
             self._depth += 1
             return self

@@ -69,7 +69,9 @@ class SeglibTuner(MsgDispatcherBase):
         try:
             super().process_command(command, data)
         except Exception:
-            write_text(self.paths.tuner_error_file, f"seglib tuner crashed handling {command}:\n{traceback.format_exc()}")
+            write_text(
+                self.paths.tuner_error_file, f"seglib tuner crashed handling {command}:\n{traceback.format_exc()}"
+            )
             raise
 
     def handle_ping(self, data):
@@ -212,14 +214,27 @@ class SeglibTuner(MsgDispatcherBase):
             if job is None:
                 break
             self._save()  # persisted before NNI hears of it
-            self.send(CommandType.NewTrialJob, nni.dump({
-                "parameter_id": job["parameter_id"], "parameter_source": "algorithm",
-                "parameters": Job.of(self.search, job).as_parameters(),
-            }))
+            self.send(
+                CommandType.NewTrialJob,
+                nni.dump(
+                    {
+                        "parameter_id": job["parameter_id"],
+                        "parameter_source": "algorithm",
+                        "parameters": Job.of(self.search, job).as_parameters(),
+                    }
+                ),
+            )
             self.credit -= 1
             sent = True
         if self.search.finished and not sent and not self.no_more_sent:
             self.no_more_sent = True
-            self.send(CommandType.NoMoreTrialJobs, nni.dump({
-                "parameter_id": None, "parameter_source": "algorithm", "parameters": "",
-            }))
+            self.send(
+                CommandType.NoMoreTrialJobs,
+                nni.dump(
+                    {
+                        "parameter_id": None,
+                        "parameter_source": "algorithm",
+                        "parameters": "",
+                    }
+                ),
+            )
