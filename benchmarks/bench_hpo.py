@@ -1,6 +1,6 @@
 """Trials side by side: seconds from a trial's start to the end of its first epoch, and patches/s.
 
-Runs ``--concurrency`` HPO trial processes at once (``python -m seglib.hpo.trial``, the
+Runs ``--concurrency`` HPO trial processes at once (``python -m seglib.hpo.trial_process``, the
 command NNI runs, here without NNI so only the trials are measured), each with its own
 configuration folder, after one warm-up trial that fills the shared compilation cache. Prints
 one JSON line: per-trial first-epoch seconds (cold and warm) and steady-state patches/s, and
@@ -36,7 +36,7 @@ from pathlib import Path
 
 from seglib.artifacts import ExperimentPaths
 from seglib.data import make_split, prepare, save_split
-from seglib.hpo.trial import write_trial_settings
+from seglib.hpo.runtime import write_trial_settings
 from seglib.settings import PRECISIONS, profile
 
 
@@ -46,7 +46,7 @@ def run_trials(settings: Path, configs: list[str], epochs: int, batch_size: int,
     procs = []
     for config in configs:
         params = json.dumps({"CONFIG_ID": config, "TRIAL_BUDGET": epochs, "batch_size": batch_size})
-        command = [sys.executable, "-m", "seglib.hpo.trial", "--settings", str(settings), "--params", params]
+        command = [sys.executable, "-m", "seglib.hpo.trial_process", "--settings", str(settings), "--params", params]
         procs.append(subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
     for proc in procs:
         _, err = proc.communicate()

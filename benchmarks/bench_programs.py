@@ -35,14 +35,14 @@ def main(argv=None) -> int:
     search = HyperBand(args.max_budget, args.eta, seed=args.seed)
     rng = random.Random(0)
     while (job := search.next_job()) is not None:
-        search.report(job["parameter_id"], rng.random())
+        search.report(job.parameter_id, rng.random())
     configs = [search.params(job) for job in search.jobs]
     result = {
         "max_budget": args.max_budget,
         "eta": args.eta,
         "seed": args.seed,
         "trials": len(configs),
-        "configurations": len({job["config_id"] for job in search.jobs}),
+        "configurations": len({job.config_id for job in search.jobs}),
         "processes": {
             "compiled_or_loaded": len(configs),
             "distinct": len({(c["activation"], c["batch_size"]) for c in configs}),

@@ -72,7 +72,7 @@ def main(argv=None) -> dict:
     import numpy as np
 
     from seglib.settings import Settings
-    from seglib.train import train
+    from seglib.train import TrainOptions, train
 
     if keras.backend.backend() != args.backend:
         sys.exit(
@@ -100,13 +100,15 @@ def main(argv=None) -> dict:
         y,
         settings=settings,
         epochs=args.epochs,
-        verbose=0,
-        loop=loop,
-        pad_batches={"auto": None, "yes": True, "no": False}[args.pad_batches],
-        dropout_rng=args.dropout_rng,
-        steps_per_execution=args.steps_per_execution,
-        compile_cache_dir=args.compile_cache,
         on_epoch_end=lambda epoch, logs: epoch_ends.append(time.perf_counter()),
+        options=TrainOptions(
+            verbose=0,
+            loop=loop,
+            pad_batches={"auto": None, "yes": True, "no": False}[args.pad_batches],
+            dropout_rng=args.dropout_rng,
+            steps_per_execution=args.steps_per_execution,
+            compile_cache_dir=args.compile_cache,
+        ),
     )
     if result.diverged or not epoch_ends:
         sys.exit(f"bench_train.py: training did not complete: {result.message}")

@@ -37,9 +37,10 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 
-from seglib.settings import Settings
+from seglib.settings import HYPERPARAMETERS, TUNERS, Settings
 
 
 class ArtifactError(ValueError):
@@ -198,14 +199,13 @@ class RunPaths:
         return self.model_dir(name) / "whole_images.npz"
 
     def search(self, tuner: str) -> Path:
-        """The experiment folder of ``tuner`` ("hyperband" or "random")."""
-        return self.root / SEARCH_FOLDERS[tuner]
+        """The experiment folder of ``tuner`` (one of ``seglib.settings.TUNERS``): HyperBand's is ``hpo/``."""
+        if tuner not in TUNERS:
+            raise ValueError(f"unknown tuner {tuner!r}; expected one of {list(TUNERS)}")
+        return self.root / ("hpo" if tuner == "hyperband" else tuner)
 
     def notebook(self, name: str) -> Path:
         return self.root / f"{name}.ipynb"
-
-
-SEARCH_FOLDERS = {"hyperband": "hpo", "random": "random"}
 
 
 @dataclass(frozen=True)
@@ -253,18 +253,32 @@ def trial_key(config_id: str, budget: int) -> str:
 # ---------------------------------------------------------------------------------------------
 # Records
 
-# One status vocabulary for every engine. A trial is SUCCEEDED (a finite validation loss),
-# DIVERGED (its loss became NaN: it ranks last), FAILED (an error of its own or of its
-# machine, recorded), INTERRUPTED (stopped from outside: it is handed out again on resume),
-# or, while a search runs, RUNNING or WAITING (handed out, not started yet).
-SUCCEEDED, DIVERGED, FAILED, INTERRUPTED, RUNNING, WAITING = (
-    "SUCCEEDED",
-    "DIVERGED",
-    "FAILED",
-    "INTERRUPTED",
-    "RUNNING",
-    "WAITING",
-)
+
+class Status(str, Enum):
+    """One status vocabulary, from the search's schedule to the export, for every engine.
+
+    The schedule holds a pair QUEUED (not handed out yet), RUNNING (handed out), or finished:
+    SUCCEEDED (a finite validation loss), DIVERGED (its loss became NaN: it ranks last) or
+    FAILED (an error of its own configuration, recorded; never retried). The export tells a
+    handed-out pair apart by its folder: RUNNING (its process is alive), WAITING (handed out
+    again, its process not started yet) or INTERRUPTED (stopped from outside: handed out again
+    when the search continues).
+    """
+
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    WAITING = "WAITING"
+    INTERRUPTED = "INTERRUPTED"
+    SUCCEEDED = "SUCCEEDED"
+    DIVERGED = "DIVERGED"
+    FAILED = "FAILED"
+
+    __str__ = str.__str__  # "SUCCEEDED" in f-strings and CSV, as in JSON
+
+
+SUCCEEDED, DIVERGED, FAILED = Status.SUCCEEDED, Status.DIVERGED, Status.FAILED
+INTERRUPTED, RUNNING, WAITING, QUEUED = Status.INTERRUPTED, Status.RUNNING, Status.WAITING, Status.QUEUED
+# What a trial row can show (the export never shows QUEUED: a pair not started is no trial yet).
 STATUSES = (SUCCEEDED, DIVERGED, FAILED, INTERRUPTED, RUNNING, WAITING)
 FINISHED = (SUCCEEDED, DIVERGED)  # a pair with one of these is never trained again
 
@@ -357,9 +371,7 @@ TRIAL_CSV_FIELDS = (
     "precision",
     "recall",
     "mean_iou",
-    "batch_size",
-    "learning_rate",
-    "activation",
+    *HYPERPARAMETERS,
     "seconds",
     "first_epoch_seconds",
     "start_time",
@@ -381,7 +393,7 @@ def write_experiment(folder, summary: SearchSummary, rows: list[TrialRow], best:
     writer.writeheader()
     for row in rows:
         flat = {name: getattr(row, name, None) for name in TRIAL_CSV_FIELDS}
-        flat.update({k: row.params.get(k) for k in ("batch_size", "learning_rate", "activation")})
+        flat.update({k: row.params.get(k) for k in HYPERPARAMETERS})
         flat["curve"] = json.dumps(_plain(row.curve))
         flat["trial_ids"] = " ".join(row.trial_ids)
         writer.writerow(flat)

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from seglib.noise import quiet_stderr
-from seglib.settings import PRECISIONS, PROFILES, SettingError, profile
+from seglib.settings import ENGINES, PRECISIONS, PROFILES, SPLITS, SettingError, profile
 
 DESCRIPTION = "U-Net segmentation of aerial imagery, tuned with HyperBand; notebooks 01-04 headless."
 INTERRUPTED_EXIT = 130
@@ -66,9 +66,7 @@ def _prepare_options(parser) -> None:
         "--prune-cache", action="store_true", help="after preparing, delete every other cached patch set"
     )
     parser.add_argument("--skip-mismatched", action="store_true", help="skip pairs whose image and mask sizes differ")
-    parser.add_argument(
-        "--split", choices=("seed", "tiles"), default=None, help="also print this split's sizes and class shares"
-    )
+    parser.add_argument("--split", choices=SPLITS, default=None, help="also print this split's sizes and class shares")
 
 
 def _prepare(args) -> int:
@@ -107,7 +105,7 @@ def _prepare(args) -> int:
 
 
 def _hpo_options(parser) -> None:
-    from seglib.hpo.search import TUNERS
+    from seglib.settings import TUNERS
 
     parser.add_argument(
         "--out", required=True, type=Path, help="search folder (trials.csv, trials.json, best.json, state)"
@@ -119,7 +117,7 @@ def _hpo_options(parser) -> None:
     )
     parser.add_argument(
         "--engine",
-        choices=("nni", "local"),
+        choices=ENGINES,
         default=None,
         help="nni (processes, web UI) or local (in-process); default: the profile's",
     )
@@ -237,16 +235,9 @@ def _hpo(args) -> int:
 
 
 def _search(args):
-    """``hpo.run``, or with --remote the same on those machines (checked over SSH first)."""
+    """``hpo.tune``, or with --remote the same on those machines (checked over SSH first)."""
     from seglib.hpo import remote
 
-    if not args.remote and (args.python_path or args.ssh_key or args.manager_ip):
-        raise ValueError("--python-path, --ssh-key and --manager-ip go with --remote USER@HOST[:PORT]")
-    if args.remote and not args.python_path:
-        raise ValueError(
-            "--remote needs --python-path: the bin folder of the Python with seglib and nni on every "
-            "machine, e.g. /opt/venv/bin"
-        )
     return remote.searcher(args.remote, python_path=args.python_path, ssh_key=args.ssh_key, manager_ip=args.manager_ip)
 
 

@@ -37,7 +37,7 @@ def record_model(paths: RunPaths, name: str, result: TrainResult, arrays: Arrays
     for split in ("train", "val", "test"):
         x, y = getattr(arrays, f"x_{split}"), getattr(arrays, f"y_{split}")
         setattr(record, split, evaluate(model, x, y) if len(x) else None)
-    probs = predict(model, arrays.x_val)
+    probs = probabilities(model, arrays.x_val)
     record.pr_curve = pr_curve(arrays.y_val, probs)
     write_model_record(paths.metrics_file(name), record)
     pick = subsample(len(arrays.x_val), N_SAMPLES)
@@ -54,7 +54,7 @@ def record_model(paths: RunPaths, name: str, result: TrainResult, arrays: Arrays
     return record
 
 
-def predict(model, x, batch_size: int = 16) -> np.ndarray:
+def probabilities(model, x, batch_size: int = 16) -> np.ndarray:
     """Softmax outputs in batches, as float32 numpy."""
     parts = [
         np.asarray(model.predict_on_batch(x[i : i + batch_size]), dtype=np.float32)

@@ -18,6 +18,8 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 ACTIVATIONS = ("relu", "tanh", "swish", None)  # None: linear
 SPLITS = ("seed", "tiles")
 ENGINES = ("nni", "local")
+# The searches seglib runs (seglib.hpo registers a class for each name).
+TUNERS = ("hyperband", "random")
 # What a search tunes; a trial's settings are the run's with these replaced.
 HYPERPARAMETERS = ("batch_size", "learning_rate", "activation")
 

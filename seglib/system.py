@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -48,3 +49,16 @@ def keras_backend() -> str:
         return json.loads(config.read_text()).get("backend", "tensorflow")
     except (OSError, ValueError):
         return "tensorflow"
+
+
+HOST_VARIABLE = "SEGLIB_HOST"  # names this machine in records when set
+COMPILE_CACHE_VARIABLE = "SEGLIB_COMPILE_CACHE"  # JAX's persistent compilation cache, shared by experiments
+
+
+def machine_name() -> str:
+    """This machine's name in trial and driver records: ``$SEGLIB_HOST`` if set, else its host name.
+
+    Machines can share a host name (containers, cloned VMs, SSH servers on one box); setting
+    SEGLIB_HOST on each (sshd_config ``SetEnv``, or the login environment) tells them apart.
+    """
+    return os.environ.get(HOST_VARIABLE) or socket.gethostname()

@@ -104,23 +104,24 @@ NO_TENSORFLOW = textwrap.dedent(
     import numpy as np
     import seglib, seglib.model, seglib.losses, seglib.metrics
     from seglib.settings import Settings
-    from seglib.train import load_model, train
+    from seglib.train import TrainOptions, load_model, train
     import keras
 
     rng = np.random.default_rng(0)
     x = rng.random((16, 32, 32, 3), dtype=np.float32)
     y = np.clip(x[..., 0] * 6, 0, 5).astype(np.uint8)
-    small = dict(settings=Settings(batch_size=4, base_filters=4, depth=2), verbose=0)
+    small = dict(settings=Settings(batch_size=4, base_filters=4, depth=2))
     data = (x[:12], y[:12], x[12:], y[12:])
     with tempfile.TemporaryDirectory() as folder:
-        straight = train(*data, epochs=2, loop="fit", **small)
-        scan = train(*data, epochs=2, loop="jax", steps_per_execution=0, **small)
-        train(*data, epochs=1, checkpoint_dir=folder, loop="jax", **small)
-        resumed = train(*data, epochs=2, checkpoint_dir=folder, **small)  # loop "auto"
+        straight = train(*data, epochs=2, options=TrainOptions(loop="fit", verbose=0), **small)
+        scan = train(*data, epochs=2, options=TrainOptions(loop="jax", steps_per_execution=0, verbose=0), **small)
+        train(*data, epochs=1, checkpoint_dir=folder, options=TrainOptions(loop="jax", verbose=0), **small)
+        resumed = train(*data, epochs=2, checkpoint_dir=folder, options=TrainOptions(verbose=0), **small)  # "auto"
         loaded = load_model(folder + "/epoch_0002.keras")
         same = float(np.abs(loaded.predict(x, verbose=0) - straight.model.predict(x, verbose=0)).max())
     with tempfile.TemporaryDirectory() as cache:
-        rbg = train(*data, epochs=1, loop="jax", dropout_rng="rbg", compile_cache_dir=cache, **small)
+        options = TrainOptions(loop="jax", dropout_rng="rbg", compile_cache_dir=cache, verbose=0)
+        rbg = train(*data, epochs=1, options=options, **small)
         import os
         cached = len(os.listdir(cache))
     print(json.dumps({"backend": keras.backend.backend(), "tensorflow_loaded": "tensorflow" in sys.modules

@@ -51,7 +51,8 @@ def space_file(tmp_path_factory):
 def reference(data, tmp_path_factory):
     """The same search, uninterrupted (in-process: the engines test shows it is NNI's search)."""
     settings = profile("quick", **TINY_OVERRIDES, data=str(data), max_budget=3, eta=3, seed=SEED, engine="local")
-    experiment = hpo.run(tmp_path_factory.mktemp("reference") / "hpo", settings, space=hpo.search_space(ONE_BATCH_SIZE))
+    folder = tmp_path_factory.mktemp("reference") / "hpo"
+    experiment = hpo.tune(folder, settings, space=hpo.search_space(ONE_BATCH_SIZE))
     return sorted((r.config_id, r.budget) for r in experiment.trials)
 
 

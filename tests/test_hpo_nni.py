@@ -59,7 +59,7 @@ def test_a_complete_hyperband_pass_warm_starts_and_survives_nan_and_crashes(tmp_
         "activation": {"_type": "choice", "_value": ["relu", "tanh", "swish", "no-such-activation"]},
     }
     t0 = time.time()
-    experiment = hpo.run(
+    experiment = hpo.tune(
         out,
         TINY.replace(max_budget=9, eta=3, data=str(env), seed=3),
         space=space,

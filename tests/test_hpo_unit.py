@@ -12,22 +12,22 @@ import pytest
 from seglib.artifacts import ExperimentPaths
 from seglib.hpo.engines.nni import TUNER_CLASS, build_config
 from seglib.hpo.hyperband import HyperBand, pass_epochs
+from seglib.hpo.outcome import MAX_LOST, classify, final_value, settle
 from seglib.hpo.remote import parse_host, remote_experiment_config
 from seglib.hpo.search import plan
 from seglib.hpo.space import search_space
-from seglib.hpo.trial import MAX_LOST, classify, final_value, settle
 from seglib.settings import profile
 
 
 def test_plans_hyperband_one_pass_and_random_search_at_equal_epochs():
     quick = profile("quick", max_budget=9, eta=3)
     hb = plan(quick, "hyperband")
-    assert (hb["max_trials"], hb["planned_epochs"]) == (22, 69)
+    assert (hb["trials"], hb["planned_epochs"]) == (22, 69)
     rnd = plan(quick, "random")
-    assert (rnd["max_trials"], rnd["planned_epochs"]) == (8, 69)  # 7 trials of 9 epochs and one of 6
-    assert plan(quick, "random", max_epochs=40)["max_trials"] == 5
+    assert (rnd["trials"], rnd["planned_epochs"]) == (8, 69)  # 7 trials of 9 epochs and one of 6
+    assert plan(quick, "random", max_epochs=40)["trials"] == 5
     full = plan(profile("full"), "hyperband")  # the original's 72-trial cap > one pass
-    assert (full["max_trials"], full["planned_epochs"]) == (pass_epochs(60, 3)["trials"], 780)
+    assert (full["trials"], full["planned_epochs"]) == (pass_epochs(60, 3)["trials"], 780)
     with pytest.raises(ValueError, match="unknown tuner"):
         plan(quick, "bohb")
 
@@ -83,7 +83,8 @@ def test_remote_config_from_hosts_passes_nni_validation(tmp_path):
         ("gpu3", 22, "carol"),
     ]
     assert all(m.max_trial_number_per_gpu == 4 and m.python_path == "/opt/venv/bin" for m in service.machine_list)
-    assert config.trial_command.startswith("/opt/venv/bin/python -m seglib.hpo.trial")  # the absolute interpreter
+    # the absolute interpreter
+    assert config.trial_command.startswith("/opt/venv/bin/python -m seglib.hpo.trial_process")
 
     missing = remote_experiment_config(
         tmp_path / "x",
@@ -110,7 +111,7 @@ def test_trial_runs_on_its_own_and_a_finished_pair_is_not_trained_again(tmp_path
     command = [
         sys.executable,
         "-m",
-        "seglib.hpo.trial",
+        "seglib.hpo.trial_process",
         "--out",
         str(out),
         "--data",
@@ -144,7 +145,7 @@ def test_trial_on_jax_trains_with_the_jax_loop_and_warm_starts(tmp_path, embedde
         command = [
             sys.executable,
             "-m",
-            "seglib.hpo.trial",
+            "seglib.hpo.trial_process",
             "--out",
             str(out),
             "--data",
@@ -163,7 +164,7 @@ def test_trial_on_jax_trains_with_the_jax_loop_and_warm_starts(tmp_path, embedde
 
 def test_trial_environment_names_one_gpu_memory_cap(monkeypatch):
     """jaxlib 0.11 refuses both memory-fraction names together and falls back to the CPU."""
-    from seglib.hpo.trial import configure_environment
+    from seglib.hpo.runtime import configure_environment
 
     for name in ("XLA_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_MEM_FRACTION", "XLA_FLAGS"):
         monkeypatch.delenv(name, raising=False)
@@ -183,35 +184,35 @@ def handed_out():
 
 def test_a_finished_trial_is_reported_and_its_own_error_fails_it():
     search, job = handed_out()
-    settle(search, job["parameter_id"], {"status": "SUCCEEDED", "final": {"default": 0.5}, "epochs_trained": 1})
-    assert (job["status"], job["value"]) == ("done", 0.5)
+    settle(search, job.parameter_id, {"status": "SUCCEEDED", "final": {"default": 0.5}, "epochs_trained": 1})
+    assert (job.status, job.value) == ("SUCCEEDED", 0.5)
     search, job = handed_out()
-    settle(search, job["parameter_id"], {"status": "FAILED", "cause": "trial", "error": "ValueError: bad"})
-    assert (job["status"], job["error"]) == ("failed", "ValueError: bad") and search.halted is None
+    settle(search, job.parameter_id, {"status": "FAILED", "cause": "trial", "error": "ValueError: bad"})
+    assert (job.status, job.error) == ("FAILED", "ValueError: bad") and search.halted is None
 
 
 def test_an_interrupted_trial_is_handed_out_again_and_the_machine_halts_the_search():
     search, job = handed_out()
-    settle(search, job["parameter_id"], {"status": "INTERRUPTED", "error": "Interrupted: stopped by SIGTERM"})
-    assert job["status"] == "queued" and search.halted is None
+    settle(search, job.parameter_id, {"status": "INTERRUPTED", "error": "Interrupted: stopped by SIGTERM"})
+    assert job.status == "QUEUED" and search.halted is None
     search.next_job()
     reason = settle(
         search,
-        job["parameter_id"],
+        job.parameter_id,
         {"status": "FAILED", "cause": "environment", "error": "OSError: [Errno 28] No space left on device (ENOSPC)"},
     )
-    assert job["status"] == "queued" and "ENOSPC" in reason and search.halted == reason
+    assert job.status == "QUEUED" and "ENOSPC" in reason and search.halted == reason
     assert search.next_job() is None
 
 
 def test_a_trial_that_dies_without_a_word_is_retried_then_failed():
     search, job = handed_out()
     for attempt in range(1, MAX_LOST + 1):
-        settle(search, job["parameter_id"], None, "NNI reported USER_CANCELED")
+        settle(search, job.parameter_id, None, "NNI reported USER_CANCELED")
         if attempt < MAX_LOST:
-            assert job["status"] == "queued"
-            assert search.next_job()["parameter_id"] == job["parameter_id"]
-    assert job["status"] == "failed" and "died 3 times" in job["error"] and "USER_CANCELED" in job["error"]
+            assert job.status == "QUEUED"
+            assert search.next_job().parameter_id == job.parameter_id
+    assert job.status == "FAILED" and "died 3 times" in job.error and "USER_CANCELED" in job.error
 
 
 @pytest.mark.parametrize(

@@ -65,33 +65,33 @@ def drain(hb: HyperBand, score, fail=lambda job: False) -> list[dict]:
     while (job := hb.next_job()) is not None:
         order.append(job)
         if fail(job):
-            hb.fail(job["parameter_id"], "boom", epochs_trained=0)
+            hb.fail(job.parameter_id, "boom", epochs_trained=0)
         else:
-            hb.report(job["parameter_id"], score(job))
+            hb.report(job.parameter_id, score(job))
     return order
 
 
 def test_a_full_pass_issues_the_schedule_and_trains_780_epochs_warm():
     hb = HyperBand(60, 3, seed=1)
-    jobs = drain(hb, lambda job: random.Random(job["config_id"]).random())
+    jobs = drain(hb, lambda job: random.Random(job.config_id).random())
     assert hb.finished and len(jobs) == 69
-    assert sum(job["budget"] - job["resume_from"] for job in jobs) == 780
-    pairs = [(job["config_id"], job["budget"]) for job in jobs]
+    assert sum(job.budget - job.resume_from for job in jobs) == 780
+    pairs = [(job.config_id, job.budget) for job in jobs]
     assert len(set(pairs)) == len(pairs)
-    assert sorted({job["budget"] for job in jobs}) == [2, 6, 20, 60]
+    assert sorted({job.budget for job in jobs}) == [2, 6, 20, 60]
 
 
 def test_promotion_takes_the_lowest_losses_and_resumes_from_the_previous_rung():
     hb = HyperBand(9, 3, seed=0)
     loss = {}
     first = [hb.next_job() for _ in range(9)]  # bracket s=2, rung 0
-    assert {job["budget"] for job in first} == {1}
+    assert {job.budget for job in first} == {1}
     for k, job in enumerate(first):
-        loss[job["config_id"]] = float(k)
-        hb.report(job["parameter_id"], float(k))
+        loss[job.config_id] = float(k)
+        hb.report(job.parameter_id, float(k))
     promoted = [hb.next_job() for _ in range(3)]
-    assert [job["config_id"] for job in promoted] == [first[k]["config_id"] for k in range(3)]
-    assert {(job["budget"], job["resume_from"]) for job in promoted} == {(3, 1)}
+    assert [job.config_id for job in promoted] == [first[k].config_id for k in range(3)]
+    assert {(job.budget, job.resume_from) for job in promoted} == {(3, 1)}
 
 
 def test_nan_missing_and_diverged_never_go_ahead_of_finite_results():
@@ -100,48 +100,46 @@ def test_nan_missing_and_diverged_never_go_ahead_of_finite_results():
     bad = {0: math.nan, 1: None, 2: 0.0}  # 2 reports a tiny loss but flagged diverged
     for k, job in enumerate(first):
         if k in (0, 1):
-            hb.report(job["parameter_id"], bad[k])
+            hb.report(job.parameter_id, bad[k])
         elif k == 2:
-            hb.report(job["parameter_id"], 0.0, diverged=True)
+            hb.report(job.parameter_id, 0.0, diverged=True)
         else:
-            hb.report(job["parameter_id"], 10.0 + k)
+            hb.report(job.parameter_id, 10.0 + k)
     promoted = [hb.next_job() for _ in range(3)]
-    assert [job["config_id"] for job in promoted] == [first[k]["config_id"] for k in (3, 4, 5)]
+    assert [job.config_id for job in promoted] == [first[k].config_id for k in (3, 4, 5)]
     json.dumps(hb.state, allow_nan=False)  # NaN never enters the state file
 
 
 def test_failures_leave_fewer_survivors_and_the_bracket_still_finishes():
     hb = HyperBand(9, 3, seed=0)
     # every rung-0 trial of bracket s=2 fails except one: one survivor, no IndexError
-    jobs = drain(
-        hb, lambda job: 1.0, fail=lambda job: job["bracket"] == 0 and job["rung"] == 0 and job["parameter_id"] > 0
-    )
+    jobs = drain(hb, lambda job: 1.0, fail=lambda job: job.bracket == 0 and job.rung == 0 and job.parameter_id > 0)
     assert hb.finished
-    rung1 = [job for job in jobs if job["bracket"] == 0 and job["rung"] == 1]
-    assert [job["config_id"] for job in rung1] == [jobs[0]["config_id"]]
+    rung1 = [job for job in jobs if job.bracket == 0 and job.rung == 1]
+    assert [job.config_id for job in rung1] == [jobs[0].config_id]
 
 
 def test_a_bracket_whose_rung_all_failed_ends_early():
     hb = HyperBand(9, 3, seed=0)
-    jobs = drain(hb, lambda job: 1.0, fail=lambda job: job["bracket"] == 0)
+    jobs = drain(hb, lambda job: 1.0, fail=lambda job: job.bracket == 0)
     assert hb.finished
-    assert [job for job in jobs if job["bracket"] == 0 and job["rung"] > 0] == []
+    assert [job for job in jobs if job.bracket == 0 and job.rung > 0] == []
 
 
 def test_state_round_trip_mid_run_continues_exactly(tmp_path):
     reference = HyperBand(9, 3, seed=5)
-    expected = drain(reference, lambda job: random.Random(job["config_id"]).random())
+    expected = drain(reference, lambda job: random.Random(job.config_id).random())
 
     hb = HyperBand(9, 3, seed=5)
     handed = []
     for _ in range(12):
         job = hb.next_job()
         handed.append(job)
-        hb.report(job["parameter_id"], random.Random(job["config_id"]).random())
+        hb.report(job.parameter_id, random.Random(job.config_id).random())
         hb.save(tmp_path / "state.json")
         hb = HyperBand.load(tmp_path / "state.json")
-    handed += drain(hb, lambda job: random.Random(job["config_id"]).random())
-    strip = lambda jobs: [(j["config_id"], j["budget"], j["resume_from"]) for j in jobs]
+    handed += drain(hb, lambda job: random.Random(job.config_id).random())
+    strip = lambda jobs: [(j.config_id, j.budget, j.resume_from) for j in jobs]
     assert strip(handed) == strip(expected)
     assert hb.state["configs"] == reference.state["configs"]
 
@@ -149,8 +147,8 @@ def test_state_round_trip_mid_run_continues_exactly(tmp_path):
 def test_requeued_job_is_handed_out_again_with_the_same_id():
     hb = HyperBand(9, 3, seed=0)
     job = hb.next_job()
-    hb.requeue(job["parameter_id"])
-    assert hb.next_job()["parameter_id"] == job["parameter_id"]
+    hb.requeue(job.parameter_id)
+    assert hb.next_job().parameter_id == job.parameter_id
 
 
 def test_sampling_follows_nni_semantics():
@@ -172,29 +170,29 @@ def test_search_space_keys_are_the_settings_names():
 def test_halted_search_hands_out_nothing_until_unhalted():
     hb = HyperBand(9, 3, seed=0)
     job = hb.next_job()
-    hb.requeue(job["parameter_id"], "disk full")
+    hb.requeue(job.parameter_id, "disk full")
     hb.halt("disk full")
     assert hb.next_job() is None and not hb.finished
     hb.unhalt()
     again = hb.next_job()
-    assert again["parameter_id"] == job["parameter_id"] and again["attempts"] == 2
-    assert again["interruptions"] == ["disk full"]
+    assert again.parameter_id == job.parameter_id and again.attempts == 2
+    assert again.interruptions == ["disk full"]
 
 
 @pytest.mark.parametrize("epochs, budget, expected", [(11, 3, [3, 3, 3, 2]), (9, 3, [3, 3, 3]), (2, 3, [2])])
 def test_random_search_spends_exactly_the_epochs_it_is_given(epochs, budget, expected):
     rs = RandomSearch(epochs, budget, seed=0)
     jobs = drain(rs, lambda job: 1.0)
-    assert [job["budget"] for job in jobs] == expected and rs.finished
-    assert all(job["resume_from"] == 0 and job["rung"] == 0 for job in jobs)
+    assert [job.budget for job in jobs] == expected and rs.finished
+    assert all(job.resume_from == 0 and job.rung == 0 for job in jobs)
 
 
 def test_random_search_draws_more_when_a_trial_stops_early_and_ends_on_failures():
     rs = RandomSearch(9, 3, seed=0)
     first = rs.next_job()
-    rs.report(first["parameter_id"], None, diverged=True, epochs_trained=1)  # diverged after 1 epoch
+    rs.report(first.parameter_id, None, diverged=True, epochs_trained=1)  # diverged after 1 epoch
     rest = drain(rs, lambda job: 1.0)
-    assert [job["budget"] for job in rest] == [3, 3, 2]  # 1 + 3 + 3 + 2 = 9 epochs in all
+    assert [job.budget for job in rest] == [3, 3, 2]  # 1 + 3 + 3 + 2 = 9 epochs in all
     failing = RandomSearch(4, 3, seed=0)
     assert len(drain(failing, lambda job: 1.0, fail=lambda job: True)) == 4  # each failure counts one epoch
     assert failing.finished
@@ -216,3 +214,26 @@ def test_a_damaged_state_file_names_itself(tmp_path):
     state.write_text(state.read_text()[:40])
     with pytest.raises(ArtifactError, match=r"search_state\.json is not valid JSON"):
         Search.load(state)
+
+
+def test_a_version_2_state_is_read_in_version_3_words(tmp_path):
+    """A search started by an earlier seglib (its own job words) goes on after an upgrade."""
+    hb = HyperBand(9, 3, seed=0)
+    done, sent = hb.next_job(), hb.next_job()
+    hb.report(done.parameter_id, 0.5)
+    hb.report(hb.next_job().parameter_id, float("nan"))
+    old = hb.to_state()
+    old["version"] = 2
+    for job in old["jobs"]:
+        job["diverged"] = job["status"] == "DIVERGED"
+        job["status"] = {"SUCCEEDED": "done", "DIVERGED": "done", "RUNNING": "sent", "QUEUED": "queued"}[job["status"]]
+    (tmp_path / "state.json").write_text(json.dumps(old))
+    loaded = Search.load(tmp_path / "state.json")
+    assert [j.status for j in loaded.jobs[:3]] == ["SUCCEEDED", "RUNNING", "DIVERGED"]
+    assert loaded.job(sent.parameter_id).status == "RUNNING" and loaded.to_state()["version"] == 3
+
+
+def test_every_tuner_name_has_one_registered_search():
+    from seglib.settings import TUNERS
+
+    assert sorted(Search.registry) == sorted(TUNERS)

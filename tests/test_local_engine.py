@@ -44,8 +44,8 @@ def comparable(experiment) -> list[tuple]:
 @pytest.mark.nni
 def test_local_and_nni_engines_run_the_same_search_with_the_same_exports(tmp_path, env):
     settings = TINY.replace(data=str(env), seed=3)
-    local = hpo.run(tmp_path / "local", settings.replace(engine="local"), space=SPACE)
-    nni = hpo.run(
+    local = hpo.tune(tmp_path / "local", settings.replace(engine="local"), space=SPACE)
+    nni = hpo.tune(
         tmp_path / "nni",
         settings.replace(engine="nni"),
         space=SPACE,
@@ -65,11 +65,11 @@ def test_local_and_nni_engines_run_the_same_search_with_the_same_exports(tmp_pat
 
 def test_a_second_run_of_a_finished_search_trains_nothing(tmp_path, env):
     settings = TINY.replace(data=str(env), engine="local", max_budget=1)
-    first = hpo.run(tmp_path / "s", settings, space=SPACE)
-    again = hpo.run(tmp_path / "s", settings, space=SPACE)  # resume="auto": the export, at once
+    first = hpo.tune(tmp_path / "s", settings, space=SPACE)
+    again = hpo.tune(tmp_path / "s", settings, space=SPACE)  # resume="auto": the export, at once
     assert comparable(again) == comparable(first) and first.summary.finished
     with pytest.raises(hpo.search.SearchExists, match="--resume"):
-        hpo.run(tmp_path / "s", settings, space=SPACE, resume=False)
+        hpo.tune(tmp_path / "s", settings, space=SPACE, resume=False)
 
 
 @pytest.mark.slow
@@ -93,7 +93,7 @@ def test_killed_mid_pass_then_resumed_trains_no_pair_twice_and_loses_no_finished
     _, err = resumed.communicate(timeout=900)
     assert resumed.returncode == 0, err[-3000:]
 
-    reference = hpo.run(
+    reference = hpo.tune(
         tmp_path / "uninterrupted",
         TINY.replace(data=str(env), engine="local", max_budget=3, seed=3),
         space=hpo.search_space(ONE_BATCH_SIZE),

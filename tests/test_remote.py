@@ -356,7 +356,7 @@ def test_a_lost_machine_hands_its_trial_out_again_and_the_search_ends_on_the_oth
     state = json.loads((out / "search_state.json").read_text())
     job = next(j for j in state["jobs"] if f"{j['config_id']}-b{j['budget']:03d}" == folder.name)
     print(f"{folder.name}: lost on machine-2 ({lost_trial}), handed out again: {job.get('interruptions')}")
-    assert job.get("lost") == 1 and job["status"] == "done", job
+    assert job.get("lost") == 1 and job["status"] == "SUCCEEDED", job
     history = json.loads((folder / "history.json").read_text())
     first, last = history["attempts"][0], history["attempts"][-1]
     assert (first["trial_id"], first["host"]) == (lost_trial, "machine-2") and "ended" not in first

@@ -88,8 +88,8 @@ def fake_experiment(folder: Path, search, tuner: str, seed: int, fail_one: bool 
     rng = np.random.default_rng(seed)
     rows = []
     while (job := search.next_job()) is not None:
-        epochs = job["budget"] - job["resume_from"]
-        order = job["parameter_id"] + 1
+        epochs = job.budget - job.resume_from
+        order = job.parameter_id + 1
         timing = {
             "epochs_trained": epochs,
             "seconds": 3.0 * epochs,
@@ -97,23 +97,23 @@ def fake_experiment(folder: Path, search, tuner: str, seed: int, fail_one: bool 
             "end_time": 1.7e9 + 30.0 * order + 3.0 * epochs,
         }
         row = TrialRow(
-            config_id=job["config_id"],
-            budget=job["budget"],
+            config_id=job.config_id,
+            budget=job.budget,
             status="SUCCEEDED",
             params=search.params(job),
-            parameter_id=job["parameter_id"],
-            bracket=job["s"],
-            rung=job["rung"],
-            resumed_from=job["resume_from"],
+            parameter_id=job.parameter_id,
+            bracket=job.s,
+            rung=job.rung,
+            resumed_from=job.resume_from,
             curve=[1.0] * epochs,
             **timing,
         )
         if fail_one and order == 2:
-            search.fail(job["parameter_id"], error="boom", epochs_trained=epochs)
+            search.fail(job.parameter_id, error="boom", epochs_trained=epochs)
             row.status, row.error = "FAILED", "boom"
         else:
-            row.value = float(1.5 / job["budget"] ** 0.3 + rng.uniform(0, 0.2))
-            search.report(job["parameter_id"], value=row.value, epochs_trained=epochs)
+            row.value = float(1.5 / job.budget**0.3 + rng.uniform(0, 0.2))
+            search.report(job.parameter_id, value=row.value, epochs_trained=epochs)
         rows.append(row)
     best = min((r for r in rows if r.value is not None), key=lambda r: r.value)
     statuses = {s: sum(r.status == s for r in rows) for s in {r.status for r in rows}}

@@ -11,7 +11,9 @@ import pytest
 
 from seglib.metrics import evaluate
 from seglib.settings import Settings
-from seglib.train import TrainResult, epoch_order, latest_checkpoint, load_model, train
+from seglib.train import TrainOptions, TrainResult, epoch_order, latest_checkpoint, load_model, train
+
+QUIET = TrainOptions(verbose=0)
 
 
 def small(**changes) -> Settings:
@@ -54,7 +56,7 @@ def test_train_returns_history_and_result_fields():
         settings=small(),
         epochs=2,
         on_epoch_end=lambda e, logs: seen.append((e, logs)),
-        verbose=0,
+        options=QUIET,
     )
     assert isinstance(result, TrainResult) and not result.diverged
     assert (result.epochs_trained, result.initial_epoch) == (2, 0)
@@ -69,8 +71,8 @@ def test_train_returns_history_and_result_fields():
 
 def test_same_seed_same_run_and_order_depends_on_seed_and_epoch():
     x, y = random_arrays()
-    a = train(x, y, settings=small(seed=3), epochs=1, verbose=0)
-    b = train(x, y, settings=small(seed=3), epochs=1, verbose=0)
+    a = train(x, y, settings=small(seed=3), epochs=1, options=QUIET)
+    b = train(x, y, settings=small(seed=3), epochs=1, options=QUIET)
     same_history(a.history, b.history)
     assert np.array_equal(epoch_order(10, 3, 1), epoch_order(10, 3, 1))
     assert not np.array_equal(epoch_order(100, 3, 1), epoch_order(100, 3, 2))
@@ -80,8 +82,8 @@ def test_resume_k_then_n_equals_zero_to_n(tmp_path):
     """HyperBand's warm start: 0->2 then 2->4 from the checkpoint gives what 0->4 gives."""
     x, y = random_arrays()
     args = (x[:16], y[:16], x[16:], y[16:])
-    straight = train(*args, settings=small(), epochs=4, verbose=0)
-    first = train(*args, settings=small(), epochs=2, checkpoint_dir=tmp_path, verbose=0)
+    straight = train(*args, settings=small(), epochs=4, options=QUIET)
+    first = train(*args, settings=small(), epochs=2, checkpoint_dir=tmp_path, options=QUIET)
     hooks = []
     resumed = train(
         *args,
@@ -89,7 +91,7 @@ def test_resume_k_then_n_equals_zero_to_n(tmp_path):
         epochs=4,
         checkpoint_dir=tmp_path,
         on_epoch_end=lambda epoch, logs: hooks.append(epoch),
-        verbose=0,
+        options=QUIET,
     )
     assert (first.epochs_trained, resumed.initial_epoch, resumed.epochs_trained) == (2, 2, 4)
     assert straight.metadata["loop"] == ("jax" if keras.backend.backend() == "jax" else "fit")  # "auto"
@@ -98,7 +100,7 @@ def test_resume_k_then_n_equals_zero_to_n(tmp_path):
     np.testing.assert_allclose(resumed.model.predict(x, verbose=0), straight.model.predict(x, verbose=0), atol=1e-5)
     assert latest_checkpoint(tmp_path, 3) == 3 and latest_checkpoint(tmp_path, 99) == 4
     # Asking for fewer epochs than checkpointed returns that epoch's model without training.
-    again = train(*args, settings=small(), epochs=3, checkpoint_dir=tmp_path, verbose=0)
+    again = train(*args, settings=small(), epochs=3, checkpoint_dir=tmp_path, options=QUIET)
     assert (again.initial_epoch, again.epochs_trained, len(again.history["loss"])) == (3, 3, 3)
     state = json.loads((tmp_path / "epoch_0004.json").read_text())
     assert state["epoch"] == 4 and len(state["history"]["loss"]) == 4
@@ -107,16 +109,16 @@ def test_resume_k_then_n_equals_zero_to_n(tmp_path):
 
 def test_incomplete_checkpoint_is_ignored_and_other_config_is_refused(tmp_path):
     x, y = random_arrays(n=16)
-    train(x, y, settings=small(), epochs=1, checkpoint_dir=tmp_path, verbose=0)
+    train(x, y, settings=small(), epochs=1, checkpoint_dir=tmp_path, options=QUIET)
     (tmp_path / "epoch_0002.keras").write_bytes(b"half-written")  # no state file: not a checkpoint
     assert latest_checkpoint(tmp_path, 5) == 1
     with pytest.raises(ValueError, match=r"epoch_0001\.json.*learning_rate: saved 0\.007, now 0\.001"):
-        train(x, y, settings=small(learning_rate=0.001), epochs=2, checkpoint_dir=tmp_path, verbose=0)
+        train(x, y, settings=small(learning_rate=0.001), epochs=2, checkpoint_dir=tmp_path, options=QUIET)
 
 
 def test_checkpoint_loads_with_optimizer_state(tmp_path):
     x, y = random_arrays(n=16)
-    result = train(x, y, settings=small(), epochs=1, checkpoint_dir=tmp_path, verbose=0)
+    result = train(x, y, settings=small(), epochs=1, checkpoint_dir=tmp_path, options=QUIET)
     loaded = load_model(tmp_path / "epoch_0001.keras")
     assert int(loaded.optimizer.iterations.numpy()) == 2  # 16 patches / batch 8
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), result.model.predict(x, verbose=0))
@@ -140,7 +142,7 @@ def test_diverging_run_stops_with_flag_and_no_exception(tmp_path, caplog):
         epochs=3,
         checkpoint_dir=tmp_path,
         on_epoch_end=lambda epoch, logs: seen.append(epoch),
-        verbose=0,
+        options=QUIET,
     )
     assert result.diverged and result.epochs_trained == 0
     assert "diverged in epoch 1 of 3" in result.message and "diverged" in caplog.text
@@ -151,7 +153,7 @@ def test_diverging_run_stops_with_flag_and_no_exception(tmp_path, caplog):
 
 def test_mixed_precision_trains_and_keeps_float32_outputs():
     x, y = random_arrays(n=8, size=16)
-    result = train(x, y, settings=small(precision="bf16"), epochs=1, verbose=0)
+    result = train(x, y, settings=small(precision="bf16"), epochs=1, options=QUIET)
     assert result.model.get_layer("down0_conv1").compute_dtype == "bfloat16"
     assert result.model.output.dtype == "float32"
     assert math.isfinite(result.history["loss"][0])
@@ -161,7 +163,7 @@ def test_training_beats_the_majority_class_on_learnable_data():
     x, y = learnable_arrays()
     majority = np.bincount(y.ravel()).max() / y.size
     result = train(
-        x[:40], y[:40], x[40:], y[40:], settings=small(base_filters=8, learning_rate=0.01), epochs=8, verbose=0
+        x[:40], y[:40], x[40:], y[40:], settings=small(base_filters=8, learning_rate=0.01), epochs=8, options=QUIET
     )
     scores = evaluate(result.model, x[40:], y[40:])
     assert scores["accuracy"] > majority + 0.2, (scores["accuracy"], majority)
@@ -190,7 +192,7 @@ def test_short_real_data_baseline_beats_the_majority_class(real_data_root):
         y_val,
         settings=Settings(batch_size=16, learning_rate=0.003, base_filters=8, depth=3),
         epochs=8,
-        verbose=0,
+        options=QUIET,
     )
     scores = evaluate(result.model, x_val, y_val)
     shares = np.bincount(y_val.ravel(), minlength=6) / y_val.size
@@ -202,9 +204,9 @@ def test_short_real_data_baseline_beats_the_majority_class(real_data_root):
 
 def test_checkpoint_from_before_a_setting_existed_still_resumes(tmp_path):
     """A checkpoint written before ``dropout_rng`` existed was trained with its default."""
-    from seglib.train.loop import _check_same_config
+    from seglib.train.checkpoints import check_same_config
 
     current = {"batch_size": 4, "dropout_rng": "keras"}
-    _check_same_config(tmp_path / "epoch_0002.json", {"batch_size": 4}, current)
+    check_same_config(tmp_path / "epoch_0002.json", {"batch_size": 4}, current)
     with pytest.raises(ValueError, match="dropout_rng: saved 'keras', now 'rbg'"):
-        _check_same_config(tmp_path / "epoch_0002.json", {"batch_size": 4}, {**current, "dropout_rng": "rbg"})
+        check_same_config(tmp_path / "epoch_0002.json", {"batch_size": 4}, {**current, "dropout_rng": "rbg"})

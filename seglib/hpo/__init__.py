@@ -5,7 +5,7 @@ or in-process (``engine="local"``: one process, nothing to install, fastest on o
 In a notebook::
 
     from seglib import hpo
-    experiment = hpo.run("runs/quick/hpo", settings)      # runs to the end; resumes if interrupted
+    experiment = hpo.tune("runs/quick/hpo", settings)      # runs to the end; resumes if interrupted
     experiment.best.params, experiment.trials             # the export (seglib.artifacts.Experiment)
 
 ``hpo.progress(out_dir)`` reads a search's state at any time; ``hpo.export(out_dir)`` rewrites
@@ -14,15 +14,15 @@ In a notebook::
 
 from seglib.hpo.driver import SearchRunning, stop
 from seglib.hpo.export import export, format_progress, progress
-from seglib.hpo.hyperband import Bracket, HyperBand, RandomSearch, Rung, Search, brackets, pass_epochs
-from seglib.hpo.search import TUNERS, SearchHalted, plan, run
+from seglib.hpo.hyperband import Bracket, HyperBand, Job, RandomSearch, Rung, Search, brackets, pass_epochs
+from seglib.hpo.search import SearchHalted, plan, tune
 from seglib.hpo.space import DEFAULT_SEARCH_SPACE, search_space
 
 __all__ = [
     "DEFAULT_SEARCH_SPACE",
-    "TUNERS",
     "Bracket",
     "HyperBand",
+    "Job",
     "RandomSearch",
     "Rung",
     "Search",
@@ -34,7 +34,7 @@ __all__ = [
     "pass_epochs",
     "plan",
     "progress",
-    "run",
     "search_space",
     "stop",
+    "tune",
 ]

@@ -1,6 +1,6 @@
 """Who runs a folder's search: one driver at a time, recorded in ``driver.lock``.
 
-The driver is the process that called ``seglib.hpo.run`` (the CLI, a notebook's kernel).
+The driver is the process that called ``seglib.hpo.tune`` (the CLI, a notebook's kernel).
 The lock file holds its pid and host, so a second driver is refused with a message naming
 the first, ``stop`` can ask it to end, and the NNI tuner can stop the experiment when its
 driver is gone.
@@ -13,11 +13,11 @@ import fcntl
 import json
 import os
 import signal
-import socket
 import time
 from pathlib import Path
 
 from seglib.artifacts import ExperimentPaths
+from seglib.system import machine_name
 
 STOP_WAIT_SECONDS = 120.0
 
@@ -48,7 +48,7 @@ class DriverLock:
             holder = driver(self.paths)
             if holder is not None:
                 self._refuse(holder)
-        record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+        record = {"pid": os.getpid(), "host": machine_name(), "started": time.time()}
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, (json.dumps(record) + "\n").encode(), 0)
         return self
@@ -83,7 +83,7 @@ def driver(paths: ExperimentPaths) -> dict | None:
         holder = json.loads(text)
     except ValueError:
         return None
-    if holder.get("host") != socket.gethostname():
+    if holder.get("host") != machine_name():
         return holder  # another machine's: cannot be checked from here
     try:
         os.kill(int(holder["pid"]), 0)
@@ -104,7 +104,7 @@ def stop(out_dir, wait: float = STOP_WAIT_SECONDS) -> dict | None:
     holder = driver(paths)
     if holder is None:
         return None
-    if holder.get("host") != socket.gethostname():
+    if holder.get("host") != machine_name():
         raise SearchRunning(f"the search in {paths.root} runs on {holder['host']}: stop it there")
     os.kill(int(holder["pid"]), signal.SIGTERM)
     deadline = time.time() + wait

@@ -9,24 +9,27 @@ sibling's parameters in its own records, so those are not read).
 from __future__ import annotations
 
 from seglib.artifacts import (
-    DIVERGED,
     FAILED,
+    FINISHED,
     INTERRUPTED,
+    QUEUED,
     RUNNING,
+    STATUSES,
     SUCCEEDED,
     WAITING,
     Best,
     Experiment,
     ExperimentPaths,
     SearchSummary,
+    Status,
     TrialRow,
     finite_or_none,
     read_json,
     read_json_or,
     write_experiment,
 )
-from seglib.hpo.hyperband import QUEUED, SENT, Search
-from seglib.hpo.trial import process_alive, read_history
+from seglib.hpo.hyperband import Job, Search
+from seglib.hpo.records import process_alive, read_history
 
 
 def load_search(paths: ExperimentPaths) -> Search | None:
@@ -40,31 +43,31 @@ def collect_trials(paths: ExperimentPaths, search: Search | None = None) -> list
         return []
     rows = []
     for job in search.jobs:
-        folder = paths.trial_dir(job["config_id"], job["budget"])
+        folder = paths.trial_dir(job.config_id, job.budget)
         history = read_history(folder)
-        if job["status"] == QUEUED and not history["attempts"]:
+        if job.status == QUEUED and not history["attempts"]:
             continue  # never started: not a trial yet
         rows.append(_row(search, job, read_json_or(folder / "result.json", None) or {}, history))
     return rows
 
 
-def _row(search: Search, job: dict, result: dict, history: dict) -> TrialRow:
+def _row(search: Search, job: Job, result: dict, history: dict) -> TrialRow:
     attempts = history.get("attempts", [])
     status = _status(job, result, attempts)
     metrics = result.get("metrics") or {}
     epochs = history.get("epochs", [])
     finished = [a.get("ended") for a in attempts if a.get("ended")]
     return TrialRow(
-        config_id=job["config_id"],
-        budget=job["budget"],
+        config_id=job.config_id,
+        budget=job.budget,
         status=status,
         params=search.params(job),
         value=finite_or_none((result.get("final") or {}).get("default")) if status == SUCCEEDED else None,
-        parameter_id=job["parameter_id"],
-        bracket=job["s"],
-        rung=job["rung"],
+        parameter_id=job.parameter_id,
+        bracket=job.s,
+        rung=job.rung,
         resumed_from=result.get(
-            "resumed_from", next((a["initial_epoch"] for a in attempts if "initial_epoch" in a), job["resume_from"])
+            "resumed_from", next((a["initial_epoch"] for a in attempts if "initial_epoch" in a), job.resume_from)
         ),
         epochs_trained=len(epochs),
         curve=[e.get("val_loss") for e in epochs],
@@ -88,23 +91,23 @@ def _row(search: Search, job: dict, result: dict, history: dict) -> TrialRow:
     )
 
 
-def _status(job: dict, result: dict, attempts: list[dict]) -> str:
-    """The one status vocabulary (seglib.artifacts.STATUSES) for a job and its folder."""
-    if job["status"] == "done":
-        return result.get("status") or (DIVERGED if job.get("diverged") else SUCCEEDED)
-    if job["status"] == "failed":
+def _status(job: Job, result: dict, attempts: list[dict]) -> Status:
+    """A trial row's status (seglib.artifacts.Status) from its job and its folder."""
+    if job.status in FINISHED:
+        return Status(result.get("status") or job.status)
+    if job.status == FAILED:
         return FAILED
-    if job["status"] == SENT:
+    if job.status == RUNNING:
         if any(a.get("status") == RUNNING and process_alive(a) for a in attempts):
             return RUNNING
-        if job.get("attempts", 0) > len(attempts) and all(a.get("status") != RUNNING for a in attempts):
+        if job.attempts > len(attempts) and all(a.get("status") != RUNNING for a in attempts):
             return WAITING  # handed out (again), its process not started yet
     return INTERRUPTED  # stopped before it finished; handed out again by the search
 
 
-def _error(job: dict, result: dict) -> str | None:
+def _error(job: Job, result: dict) -> str | None:
     """The trial's own last error, else the search's record of why it ended or was handed out again."""
-    return result.get("error") or job.get("error") or (job.get("interruptions") or [None])[-1]
+    return result.get("error") or job.error or (job.interruptions or [None])[-1]
 
 
 def best_row(rows: list[TrialRow]) -> TrialRow | None:
@@ -117,15 +120,9 @@ def progress(out_dir) -> dict:
     paths = ExperimentPaths.of(out_dir)
     search = load_search(paths)
     rows = collect_trials(paths, search)
-    counts = {s: sum(r.status == s for r in rows) for s in (SUCCEEDED, DIVERGED, FAILED, INTERRUPTED, RUNNING, WAITING)}
     best = best_row(rows)
     return {
-        "succeeded": counts[SUCCEEDED],
-        "diverged": counts[DIVERGED],
-        "failed": counts[FAILED],
-        "interrupted": counts[INTERRUPTED],
-        "running": counts[RUNNING],
-        "waiting": counts[WAITING],
+        **{status.lower(): sum(r.status == status for r in rows) for status in STATUSES},
         "trials": len(rows),
         "planned": search.planned_trials() if search else None,
         "epochs": sum(r.epochs_trained for r in rows),

@@ -9,11 +9,26 @@ the same machine with one bracket of one rung: n configurations at R epochs each
 
 from __future__ import annotations
 
+import dataclasses
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import ClassVar
 
-from seglib.artifacts import ArtifactError, finite_or_none, read_json, write_json
+from seglib.artifacts import (
+    DIVERGED,
+    FAILED,
+    FINISHED,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    ArtifactError,
+    Status,
+    finite_or_none,
+    read_json,
+    write_json,
+)
 from seglib.hpo.space import check_search_space, sample, search_space
+from seglib.settings import TUNERS, Settings
 
 
 @dataclass(frozen=True)
@@ -85,19 +100,53 @@ def pass_epochs(max_budget: int, eta: int) -> dict[str, int]:
 # ---------------------------------------------------------------------------------------------
 # The algorithm as a state machine whose whole state is one JSON document.
 
-QUEUED, SENT, DONE, FAILED = "queued", "sent", "done", "failed"
-STATE_VERSION = 2
+STATE_VERSION = 3
+# Version 2 named a job's state in its own words; version 3 uses seglib.artifacts.Status.
+_V2_STATUS = {"queued": QUEUED, "sent": RUNNING, "failed": FAILED}
 
 
-def rank_key(job: dict) -> tuple:
-    """Sort key: finite, non-diverged results by value; NaN, missing, diverged and failed last."""
-    value = finite_or_none(job.get("value"))
-    usable = job["status"] == DONE and not job.get("diverged") and value is not None
-    return (0, value, job["parameter_id"]) if usable else (1, 0.0, job["parameter_id"])
+@dataclass
+class Job:
+    """One (configuration, budget) pair of a search, as the schedule holds it.
+
+    ``resume_from`` is the previous rung's budget: the pair's trial trains only the epochs
+    above it. ``parameter_id`` is the order the search handed pairs out in.
+    """
+
+    parameter_id: int
+    config_id: str
+    bracket: int  # index into the search's brackets
+    s: int  # HyperBand's s of that bracket
+    rung: int
+    budget: int
+    resume_from: int
+    status: Status = QUEUED
+    value: float | None = None  # the trial's best validation loss (SUCCEEDED only)
+    error: str | None = None
+    attempts: int = 0  # times handed out
+    lost: int = 0  # times its trial process died without a word
+    epochs_trained: int | None = None
+    trial_id: str | None = None
+    interruptions: list[str] = field(default_factory=list)
+
+    @property
+    def handed_out(self) -> bool:
+        return self.status in (QUEUED, RUNNING)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Job:
+        return cls(**{**values, "status": Status(values["status"])})
+
+
+def rank_key(job: Job) -> tuple:
+    """Sort key: SUCCEEDED with a finite value, by value; diverged, failed and unfinished last."""
+    value = finite_or_none(job.value)
+    usable = job.status == SUCCEEDED and value is not None
+    return (0, value, job.parameter_id) if usable else (1, 0.0, job.parameter_id)
 
 
 class Search:
-    """A search whose whole state is one JSON document (``self.state``).
+    """A search whose whole state is one JSON document (:meth:`to_state`).
 
     A job is one (configuration, budget) pair; each is handed out once, with ``resume_from``
     = the previous rung's budget so its trial trains only the increment. Callers (the
@@ -106,16 +155,28 @@ class Search:
     hand out), as NNI's own HyperBand in its default ``parallelism`` mode. A job handed out
     but never finished (its trial was interrupted) is put back in the queue with
     :meth:`requeue`; :meth:`halt` stops handing out jobs until :meth:`unhalt`.
+
+    Each search joins the registry by subclassing with its name (``class X(Search,
+    kind="x")``); the names themselves are ``seglib.settings.TUNERS``.
     """
 
-    def __init__(
-        self, kind: str, schedule: list[Bracket], max_budget: int, eta: int | None, space: dict | None, seed: int
-    ):
+    registry: ClassVar[dict[str, type[Search]]] = {}
+    kind: ClassVar[str]
+
+    def __init_subclass__(cls, kind: str | None = None, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if kind is not None:
+            if kind not in TUNERS:
+                raise ValueError(f"search kind {kind!r} is not in seglib.settings.TUNERS {TUNERS}: add it there")
+            cls.kind = kind
+            Search.registry[kind] = cls
+
+    def __init__(self, schedule: list[Bracket], max_budget: int, eta: int | None, space: dict | None, seed: int):
         space = search_space() if space is None else space
         check_search_space(space)
         self.state = {
             "version": STATE_VERSION,
-            "kind": kind,
+            "kind": self.kind,
             "max_budget": max_budget,
             "eta": eta,
             "seed": seed,
@@ -125,26 +186,52 @@ class Search:
                 for k, b in enumerate(schedule)
             ],
             "configs": {},
-            "jobs": [],
             "halted": None,
         }
+        self.jobs: list[Job] = []
+
+    # -- what a search of this kind plans, and how one is made from settings ------------------
+    @classmethod
+    def planned(cls, settings: Settings, max_epochs: int | None = None) -> tuple[int, int]:
+        """(trials, epochs) a search of this kind plans under ``settings`` (``max_epochs``: a budget cap)."""
+        raise NotImplementedError
+
+    @classmethod
+    def create(cls, settings: Settings, space: dict, epochs: int) -> Search:
+        """A new search of this kind under ``settings``, planned to train ``epochs`` in all."""
+        raise NotImplementedError
 
     # -- persistence ------------------------------------------------------------------------
     @classmethod
     def from_state(cls, state: dict, source: str = "search state") -> Search:
-        if not isinstance(state, dict) or state.get("version") != STATE_VERSION or state.get("kind") not in KINDS:
-            found = state.get("version") if isinstance(state, dict) else type(state).__name__
+        version = state.get("version") if isinstance(state, dict) else type(state).__name__
+        if version == 2 and isinstance(state, dict):
+            state = _from_version_2(state)
+        elif version != STATE_VERSION:
             raise ArtifactError(
                 f"{source}: expected a seglib search state of version {STATE_VERSION}, "
-                f"found version {found!r}; start the search in a new folder"
+                f"found version {version!r}; start the search in a new folder"
             )
-        self = KINDS[state["kind"]].__new__(KINDS[state["kind"]])
-        self.state = state
+        kind = state.get("kind")
+        if kind not in cls.registry:
+            raise ArtifactError(f"{source}: unknown search kind {kind!r}; expected one of {sorted(cls.registry)}")
+        self = cls.registry[kind].__new__(cls.registry[kind])
+        self.state = {k: v for k, v in state.items() if k != "jobs"}
+        try:
+            self.jobs = [Job.from_dict(job) for job in state.get("jobs", [])]
+        except (TypeError, ValueError, KeyError) as error:
+            raise ArtifactError(
+                f"{source}: a job is not a seglib job record ({error}); restore the file or start in a new folder"
+            ) from None
         return self
+
+    def to_state(self) -> dict:
+        """The whole state as plain JSON values."""
+        return {**self.state, "jobs": [dataclasses.asdict(job) for job in self.jobs]}
 
     def save(self, path) -> None:
         """Write the state atomically, so a kill never leaves half a file."""
-        write_json(path, self.state)
+        write_json(path, self.to_state())
 
     @classmethod
     def load(cls, path) -> Search:
@@ -152,42 +239,32 @@ class Search:
 
     # -- queries ----------------------------------------------------------------------------
     @property
-    def kind(self) -> str:
-        return self.state["kind"]
-
-    @property
-    def jobs(self) -> list[dict]:
-        return self.state["jobs"]
-
-    @property
     def halted(self) -> str | None:
         return self.state.get("halted")
 
-    def job(self, parameter_id: int) -> dict:
+    def job(self, parameter_id: int) -> Job:
         return self.jobs[int(parameter_id)]
 
-    def params(self, job: dict) -> dict:
+    def params(self, job: Job) -> dict:
         """The hyperparameters of ``job``'s configuration."""
-        return dict(self.state["configs"][job["config_id"]]["params"])
+        return dict(self.state["configs"][job.config_id]["params"])
 
-    def find(self, config_id: str, budget: int) -> dict | None:
-        for job in self.jobs:
-            if job["config_id"] == config_id and job["budget"] == int(budget):
-                return job
-        return None
+    def find(self, config_id: str, budget: int) -> Job | None:
+        return next((j for j in self.jobs if j.config_id == config_id and j.budget == int(budget)), None)
 
     @property
     def finished(self) -> bool:
         """True when every bracket has run its last rung (or ran out of survivors)."""
         return all(self._bracket_done(b) for b in self.state["brackets"])
 
-    def counts(self) -> dict[str, int]:
-        result = {QUEUED: 0, SENT: 0, DONE: 0, FAILED: 0}
+    def counts(self) -> dict[Status, int]:
+        """Jobs per schedule status (QUEUED, RUNNING, SUCCEEDED, DIVERGED, FAILED)."""
+        result = dict.fromkeys((QUEUED, RUNNING, SUCCEEDED, DIVERGED, FAILED), 0)
         for job in self.jobs:
-            result[job["status"]] += 1
+            result[job.status] += 1
         return result
 
-    def best(self) -> dict | None:
+    def best(self) -> Job | None:
         """The job with the lowest finite validation loss over all budgets, or None."""
         done = [job for job in self.jobs if rank_key(job)[0] == 0]
         return min(done, key=rank_key) if done else None
@@ -196,46 +273,49 @@ class Search:
         return sum(n for b in self.state["brackets"] for n, _ in b["rungs"])
 
     # -- transitions ------------------------------------------------------------------------
-    def next_job(self) -> dict | None:
-        """Hand out the next job (marked sent), opening a new bracket if none has one queued."""
+    def next_job(self) -> Job | None:
+        """Hand out the next job (marked RUNNING), opening a new bracket if none has one queued."""
         if self.halted:
             return None
-        queued = [job for job in self.jobs if job["status"] == QUEUED]
+        queued = [job for job in self.jobs if job.status == QUEUED]
         if not queued:
             bracket = next((b for b in self.state["brackets"] if b["rung"] < 0), None)
             if bracket is None:
                 return None
             self._open_bracket(bracket)
-            queued = [job for job in self.jobs if job["status"] == QUEUED]
-        job = min(queued, key=lambda j: (j["bracket"], j["parameter_id"]))
-        job["status"] = SENT
-        job["attempts"] = job.get("attempts", 0) + 1
+            queued = [job for job in self.jobs if job.status == QUEUED]
+        job = min(queued, key=lambda j: (j.bracket, j.parameter_id))
+        job.status = RUNNING
+        job.attempts += 1
         return job
 
-    def report(self, parameter_id: int, value, diverged: bool = False, **extra) -> list[dict]:
+    def report(
+        self, parameter_id: int, value, diverged: bool = False, *, trial_id=None, epochs_trained=None
+    ) -> list[Job]:
         """Record a trial's final result; finishes the job and may promote the rung's best."""
         job = self.job(parameter_id)
-        job.update(extra)
-        job["value"] = finite_or_none(value)
-        job["diverged"] = bool(diverged) or job["value"] is None
-        return self._finish(job, DONE)
+        job.trial_id, job.epochs_trained = trial_id, epochs_trained
+        job.value = finite_or_none(value)
+        if diverged or job.value is None:
+            job.value = None
+            return self._finish(job, DIVERGED)
+        return self._finish(job, SUCCEEDED)
 
-    def fail(self, parameter_id: int, error: str | None = None, **extra) -> list[dict]:
+    def fail(self, parameter_id: int, error: str | None = None, *, epochs_trained=None) -> list[Job]:
         """Record a trial that ended without a result; its rung goes on with fewer survivors."""
         job = self.job(parameter_id)
-        if job["status"] == DONE:
+        if job.status in FINISHED:
             return []
-        job.update(extra)
-        job["error"] = error
+        job.error, job.epochs_trained = error, epochs_trained
         return self._finish(job, FAILED)
 
     def requeue(self, parameter_id: int, reason: str | None = None) -> None:
-        """Hand a sent job out again (its trial was interrupted before it finished)."""
+        """Hand a running job out again (its trial was interrupted before it finished)."""
         job = self.job(parameter_id)
-        if job["status"] == SENT:
-            job["status"] = QUEUED
+        if job.status == RUNNING:
+            job.status = QUEUED
             if reason:
-                job.setdefault("interruptions", []).append(reason)
+                job.interruptions.append(reason)
 
     def halt(self, reason: str) -> None:
         """Hand out nothing more (e.g. the disk is full) until :meth:`unhalt`."""
@@ -249,14 +329,14 @@ class Search:
         if bracket["rung"] < 0:
             return False
         jobs = self._rung_jobs(bracket, bracket["rung"])
-        if any(job["status"] in (QUEUED, SENT) for job in jobs):
+        if any(job.handed_out for job in jobs):
             return False
         return bracket["rung"] == len(bracket["rungs"]) - 1 or not self._survivors(bracket)
 
-    def _rung_jobs(self, bracket: dict, rung: int) -> list[dict]:
-        return [j for j in self.jobs if j["bracket"] == bracket["index"] and j["rung"] == rung]
+    def _rung_jobs(self, bracket: dict, rung: int) -> list[Job]:
+        return [j for j in self.jobs if j.bracket == bracket["index"] and j.rung == rung]
 
-    def _survivors(self, bracket: dict) -> list[dict]:
+    def _survivors(self, bracket: dict) -> list[Job]:
         """The rung's best, at most the next rung's n_configs, finite results only."""
         rung = bracket["rung"]
         if rung + 1 >= len(bracket["rungs"]):
@@ -280,32 +360,26 @@ class Search:
         configs[config_id] = {"bracket": bracket_index, "params": sample(self.state["search_space"], rng)}
         return config_id
 
-    def _add_job(self, bracket: dict, config_id: str, budget: int, resume_from: int) -> dict:
-        job = {
-            "parameter_id": len(self.jobs),
-            "config_id": config_id,
-            "bracket": bracket["index"],
-            "s": bracket["s"],
-            "rung": bracket["rung"],
-            "budget": budget,
-            "resume_from": resume_from,
-            "status": QUEUED,
-            "value": None,
-            "diverged": False,
-            "error": None,
-            "attempts": 0,
-        }
+    def _add_job(self, bracket: dict, config_id: str, budget: int, resume_from: int) -> Job:
+        job = Job(
+            parameter_id=len(self.jobs),
+            config_id=config_id,
+            bracket=bracket["index"],
+            s=bracket["s"],
+            rung=bracket["rung"],
+            budget=budget,
+            resume_from=resume_from,
+        )
         self.jobs.append(job)
         return job
 
-    def _finish(self, job: dict, status: str) -> list[dict]:
-        job["status"] = status
+    def _finish(self, job: Job, status: Status) -> list[Job]:
+        job.status = status
         touched = [job]
-        bracket = self.state["brackets"][job["bracket"]]
-        if job["rung"] != bracket["rung"]:
+        bracket = self.state["brackets"][job.bracket]
+        if job.rung != bracket["rung"]:
             return touched
-        jobs = self._rung_jobs(bracket, bracket["rung"])
-        if any(j["status"] in (QUEUED, SENT) for j in jobs):
+        if any(j.handed_out for j in self._rung_jobs(bracket, bracket["rung"])):
             return touched
         survivors = self._survivors(bracket)
         if survivors:
@@ -313,18 +387,46 @@ class Search:
             bracket["rung"] += 1
             budget = bracket["rungs"][bracket["rung"]][1]
             for survivor in survivors:
-                touched.append(self._add_job(bracket, survivor["config_id"], budget, previous_budget))
+                touched.append(self._add_job(bracket, survivor.config_id, budget, previous_budget))
         return touched
 
 
-class HyperBand(Search):
+def _from_version_2(state: dict) -> dict:
+    """A version-2 state in version 3's words (a search started by an earlier seglib goes on)."""
+    jobs = []
+    for job in state.get("jobs", []):
+        job = dict(job)
+        old, diverged = job.pop("status"), job.pop("diverged", False)
+        job["status"] = (DIVERGED if diverged else SUCCEEDED) if old == "done" else _V2_STATUS[old]
+        job.setdefault("interruptions", [])
+        jobs.append(job)
+    return {**state, "version": STATE_VERSION, "jobs": jobs}
+
+
+class HyperBand(Search, kind="hyperband"):
     """One HyperBand pass at R = ``max_budget`` epochs and ``eta``, with warm start."""
 
     def __init__(self, max_budget: int, eta: int, space: dict | None = None, seed: int = 0):
-        super().__init__("hyperband", brackets(max_budget, eta), max_budget, eta, space, seed)
+        super().__init__(brackets(max_budget, eta), max_budget, eta, space, seed)
+
+    @classmethod
+    def planned(cls, settings: Settings, max_epochs: int | None = None) -> tuple[int, int]:
+        totals = pass_epochs(settings.max_budget, settings.eta)
+        cap = settings.max_trials
+        return (totals["trials"] if cap is None else min(cap, totals["trials"])), totals["warm_start"]
+
+    @classmethod
+    def create(cls, settings: Settings, space: dict, epochs: int) -> HyperBand:
+        return cls(settings.max_budget, settings.eta, space, settings.seed)
 
 
-class RandomSearch(Search):
+def random_trials(epochs: int, budget: int, cap: int | None) -> int:
+    """Trials a random search of ``epochs`` in all at ``budget`` epochs each plans (at most ``cap``)."""
+    planned = -(-int(epochs) // int(budget))
+    return planned if cap is None else min(cap, planned)
+
+
+class RandomSearch(Search, kind="random"):
     """Configurations drawn at random and trained ``budget`` epochs each, until ``epochs`` are spent.
 
     Trials are drawn one by one while epochs remain, the last one trained only what is left,
@@ -333,12 +435,21 @@ class RandomSearch(Search):
     trial that failed counts one epoch, so a space of failing configurations still ends.
     """
 
+    @classmethod
+    def planned(cls, settings: Settings, max_epochs: int | None = None) -> tuple[int, int]:
+        epochs = int(max_epochs or pass_epochs(settings.max_budget, settings.eta)["warm_start"])
+        return random_trials(epochs, settings.max_budget, settings.max_trials), epochs
+
+    @classmethod
+    def create(cls, settings: Settings, space: dict, epochs: int) -> RandomSearch:
+        return cls(epochs, settings.max_budget, space, settings.seed, settings.max_trials)
+
     def __init__(
         self, epochs: int, budget: int, space: dict | None = None, seed: int = 0, max_trials: int | None = None
     ):
         if int(epochs) != epochs or epochs < 1 or int(budget) != budget or budget < 1:
             raise ValueError(f"random search needs epochs >= 1 and a budget >= 1, got {epochs!r} and {budget!r}")
-        super().__init__("random", [], int(budget), None, space, seed)
+        super().__init__([], int(budget), None, space, seed)
         self.state.update(
             epochs=int(epochs),
             max_trials=max_trials,
@@ -348,20 +459,19 @@ class RandomSearch(Search):
     def _committed(self) -> int:
         """Epochs handed out: in full for jobs not finished, as trained (at least 1) for the rest."""
 
-        def used(job: dict) -> int:
-            trained = job.get("epochs_trained")
-            return job["budget"] if trained is None else max(1, trained)
+        def used(job: Job) -> int:
+            return job.budget if job.epochs_trained is None else max(1, job.epochs_trained)
 
-        return sum(job["budget"] if job["status"] in (QUEUED, SENT) else used(job) for job in self.jobs)
+        return sum(job.budget if job.handed_out else used(job) for job in self.jobs)
 
     def _can_draw(self) -> bool:
         cap = self.state["max_trials"]
         return self.state["epochs"] - self._committed() >= 1 and (cap is None or len(self.jobs) < cap)
 
-    def next_job(self) -> dict | None:
+    def next_job(self) -> Job | None:
         if self.halted:
             return None
-        if not any(job["status"] == QUEUED for job in self.jobs) and self._can_draw():
+        if not any(job.status == QUEUED for job in self.jobs) and self._can_draw():
             bracket = self.state["brackets"][0]
             budget = min(self.state["max_budget"], self.state["epochs"] - self._committed())
             bracket["rungs"][0][0] += 1
@@ -370,16 +480,12 @@ class RandomSearch(Search):
 
     @property
     def finished(self) -> bool:
-        return not any(job["status"] in (QUEUED, SENT) for job in self.jobs) and not self._can_draw()
+        return not any(job.handed_out for job in self.jobs) and not self._can_draw()
 
     def planned_trials(self) -> int:
-        planned = -(-self.state["epochs"] // self.state["max_budget"])
-        cap = self.state["max_trials"]
-        return max(len(self.jobs), planned if cap is None else min(cap, planned))
+        planned = random_trials(self.state["epochs"], self.state["max_budget"], self.state["max_trials"])
+        return max(len(self.jobs), planned)
 
-    def _finish(self, job: dict, status: str) -> list[dict]:
-        job["status"] = status
+    def _finish(self, job: Job, status: Status) -> list[Job]:
+        job.status = status
         return [job]
-
-
-KINDS = {"hyperband": HyperBand, "random": RandomSearch}

@@ -7,10 +7,10 @@ on the machine that runs the experiment and on every trial machine. seglib does 
 files between machines: it checks the machines and lets NNI start trials over SSH.
 
     service = remote_training_service(["alice@gpu1", "alice@gpu2:2222"], python_path="/opt/venv/bin")
-    remote.run("/shared/runs/hpo", settings, service=service, nni_manager_ip="10.0.0.5")
+    remote.tune_remote("/shared/runs/hpo", settings, service=service, nni_manager_ip="10.0.0.5")
 
 NNI reports a refused key, a missing Python or a failed ``pip install nni`` without naming
-the machine, and the whole experiment dies; :func:`run` first logs in to each machine itself
+the machine, and the whole experiment dies; :func:`tune_remote` first logs in to each machine itself
 (:func:`check_machines`) and refuses with one line per machine that cannot run trials.
 
 The web UI of a remote experiment must be reachable by the trial machines (NNI's manager
@@ -41,7 +41,7 @@ CHECK_SCRIPT = r"""python="$1/python" out="$2" mark="$3"
 probe="$out/.seglib-probe-$$"
 ( : > "$probe" ) 2>/dev/null || { echo READ_ONLY "$(id -un)"; exit 0; }
 rm -f "$probe"
-error=$("$python" -c 'import nni, seglib.hpo.trial' 2>&1) ||
+error=$("$python" -c 'import nni, seglib.hpo.trial_process' 2>&1) ||
     { echo IMPORT "$(printf '%s' "$error" | tail -n 1)"; exit 0; }
 echo OK
 """
@@ -132,11 +132,13 @@ def remote_experiment_config(
     return build_config(paths, record, remote_training_service(hosts, **service_args), nni_manager_ip)
 
 
-def run(out_dir, settings=None, tuner: str = "hyperband", *, service, nni_manager_ip: str | None = None, **run_args):
-    """:func:`seglib.hpo.run` with its trials on the machines of ``service``, each checked first.
+def tune_remote(
+    out_dir, settings=None, tuner: str = "hyperband", *, service, nni_manager_ip: str | None = None, **run_args
+):
+    """:func:`seglib.hpo.tune` with its trials on the machines of ``service``, each checked first.
 
     ``nni_manager_ip`` is this machine's address as the trial machines reach it (NNI guesses
-    one if None). ``run_args`` go to :func:`seglib.hpo.run` (resume, space, timeout, ...).
+    one if None). ``run_args`` go to :func:`seglib.hpo.tune` (resume, space, timeout, ...).
     """
     if settings is not None and settings.engine != "nni":
         raise ValueError(
@@ -144,23 +146,29 @@ def run(out_dir, settings=None, tuner: str = "hyperband", *, service, nni_manage
         )
     root = check_shared_path(out_dir)
     check_machines(service, root)
-    return search.run(root, settings, tuner, training_service=service, nni_manager_ip=nni_manager_ip, **run_args)
+    return search.tune(root, settings, tuner, training_service=service, nni_manager_ip=nni_manager_ip, **run_args)
 
 
 def searcher(hosts, *, python_path: str | None, ssh_key: str | None = None, manager_ip: str | None = None):
-    """:func:`seglib.hpo.run`, or with ``hosts`` :func:`run` on those machines: one place for the
-    CLI's ``--remote`` and notebook 03's ``REMOTE_HOSTS``."""
+    """:func:`seglib.hpo.tune`, or with ``hosts`` :func:`tune_remote` on those machines.
+
+    The one place that checks the CLI's ``--remote`` and notebook 03's ``REMOTE_HOSTS``, so the
+    messages name both spellings.
+    """
     if not hosts:
         if python_path or ssh_key or manager_ip:
-            raise ValueError("python_path, ssh_key and manager_ip go with remote hosts USER@HOST[:PORT]; none given")
-        return search.run
+            raise ValueError(
+                "--python-path, --ssh-key and --manager-ip (notebook 03: REMOTE_PYTHON_PATH, SSH_KEY, MANAGER_IP) "
+                "go with --remote USER@HOST[:PORT] (REMOTE_HOSTS); none given"
+            )
+        return search.tune
     if not python_path:
         raise ValueError(
-            "remote hosts need a python_path: the bin folder of the Python with seglib and nni on every "
-            "machine, e.g. /opt/venv/bin"
+            "--remote (notebook 03: REMOTE_HOSTS) needs --python-path (REMOTE_PYTHON_PATH): the bin folder of "
+            "the Python with seglib and nni on every machine, e.g. /opt/venv/bin"
         )
     service = remote_training_service(hosts, python_path=python_path, **({"ssh_key_file": ssh_key} if ssh_key else {}))
-    return partial(run, service=service, nni_manager_ip=manager_ip)
+    return partial(tune_remote, service=service, nni_manager_ip=manager_ip)
 
 
 def check_shared_path(out_dir) -> Path:

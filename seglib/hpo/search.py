@@ -1,6 +1,6 @@
 """Run a search (HyperBand, or random search at equal epochs) in one folder, on an engine.
 
-``run`` decides what the search will do (:func:`plan`), prepares the folder once (split,
+``tune`` decides what the search will do (:func:`plan`), prepares the folder once (split,
 search state, the settings every trial reads), runs it on the settings' engine — NNI
 (``seglib.hpo.engines.nni``) or in-process (``seglib.hpo.engines.local``) — and exports it.
 Run again on the same folder it continues where the last run stopped, whichever process
@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import time
 
-from seglib.artifacts import Experiment, ExperimentPaths, read_experiment, read_json, read_json_or, write_json
+from seglib.artifacts import Experiment, ExperimentPaths, read_json, read_json_or, write_json
 from seglib.hpo.driver import DriverLock
 from seglib.hpo.export import export, progress
-from seglib.hpo.hyperband import HyperBand, RandomSearch, brackets, pass_epochs
+from seglib.hpo.hyperband import Search, brackets, pass_epochs
+from seglib.hpo.runtime import write_trial_settings
 from seglib.hpo.space import search_space
-from seglib.hpo.trial import write_trial_settings
 from seglib.settings import Settings
-
-TUNERS = ("hyperband", "random")
 
 
 class SearchHalted(RuntimeError):
@@ -41,21 +39,15 @@ def plan(settings: Settings, tuner: str = "hyperband", max_epochs: int | None = 
     gets the epochs that pass trains with warm start, or ``max_epochs`` (what HyperBand
     really spent, as notebook 03 passes): equal epochs, R per trial, no warm start.
     """
-    if tuner not in TUNERS:
-        raise ValueError(f"unknown tuner {tuner!r}; expected one of {TUNERS}")
+    if tuner not in Search.registry:
+        raise ValueError(f"unknown tuner {tuner!r}; expected one of {sorted(Search.registry)}")
     totals = pass_epochs(settings.max_budget, settings.eta)
-    cap = settings.max_trials
-    if tuner == "hyperband":
-        trials, epochs = (totals["trials"] if cap is None else min(cap, totals["trials"])), totals["warm_start"]
-    else:
-        epochs = int(max_epochs or totals["warm_start"])
-        planned = -(-epochs // settings.max_budget)
-        trials = planned if cap is None else min(cap, planned)
+    trials, epochs = Search.registry[tuner].planned(settings, max_epochs)
     return {
         "tuner": tuner,
         "max_budget": settings.max_budget,
         "eta": settings.eta,
-        "max_trials": trials,
+        "trials": trials,
         "planned_epochs": epochs,
         "concurrency": settings.concurrency,
         "seed": settings.seed,
@@ -64,7 +56,7 @@ def plan(settings: Settings, tuner: str = "hyperband", max_epochs: int | None = 
     }
 
 
-def run(
+def tune(
     out_dir,
     settings: Settings | None = None,
     tuner: str = "hyperband",
@@ -80,39 +72,36 @@ def run(
 ) -> Experiment:
     """Run the search in ``out_dir`` to its end and return its export.
 
-    ``resume``: "auto" continues a search already in the folder (and returns a finished one's
-    export at once), True requires one, False refuses one. A new search needs ``settings``;
+    ``resume``: "auto" continues a search already in the folder (and re-exports a finished
+    one at once), True requires one, False refuses one. A new search needs ``settings``;
     ``split_file`` (a run's ``data/split.npz``) gives the patches' split, else it is made
     here. ``show(progress)`` is called as the search advances. ``engine_args`` go to the
     engine (NNI: ``port``, ``training_service``, ``nni_manager_ip``, ``on_web_ui``).
     Raises SearchHalted (after exporting) when the machine stopped the search.
+
+    The folder's lock is taken before anything is written into it, so two commands started
+    at once on one new folder cannot both prepare it: the second is refused.
     """
     paths = ExperimentPaths.of(out_dir)
-    if paths.experiment_file.is_file():
-        if resume is False:
-            raise SearchExists(
-                f"{paths.root} already holds a search ({_state_line(paths)}); continue it "
-                "with --resume (hpo.run(..., resume=True)), or choose a new folder"
-            )
-        if _finished(paths):
-            return read_experiment(paths.root)
-    elif resume is True:
-        raise FileNotFoundError(f"{paths.experiment_file} not found: {paths.root} holds no search to resume")
-    else:
-        if settings is None:
-            raise ValueError("a new search needs settings (seglib.settings.profile(...))")
-        _prepare(paths, settings, tuner, split_file, max_epochs, space, backend)
-    record = read_json(paths.experiment_file)
+    _check_resume(paths, resume)  # refused before anything is written
+    if not paths.experiment_file.is_file() and settings is None:
+        raise ValueError("a new search needs settings (seglib.settings.profile(...))")
     with DriverLock(paths):
+        _check_resume(paths, resume)  # another command may have prepared it meanwhile
+        if not paths.experiment_file.is_file():
+            _prepare(paths, settings, tuner, split_file, max_epochs, space, backend)
+        elif _finished(paths):
+            return export(paths.root)  # rewritten: a damaged export is made whole again
+        record = read_json(paths.experiment_file)
         try:
             if record["engine"] == "local":
                 from seglib.hpo.engines import local
 
-                local.run(paths, record, show=show, timeout=timeout)
+                local.run_trials(paths, record, show=show, timeout=timeout)
             else:
                 from seglib.hpo.engines import nni
 
-                nni.run(paths, record, show=show, timeout=timeout, **engine_args)
+                nni.run_experiment(paths, record, show=show, timeout=timeout, **engine_args)
         finally:
             experiment = export(paths.root)
     halted = progress(paths.root)["halted"]
@@ -123,6 +112,16 @@ def run(
             f"`seglib hpo --out {paths.root} --resume` (or run the notebook again)"
         )
     return experiment
+
+
+def _check_resume(paths: ExperimentPaths, resume) -> None:
+    if paths.experiment_file.is_file() and resume is False:
+        raise SearchExists(
+            f"{paths.root} already holds a search ({_state_line(paths)}); continue it with "
+            f"`seglib hpo --out {paths.root} --resume`, or choose a new folder"
+        )
+    if not paths.experiment_file.is_file() and resume is True:
+        raise FileNotFoundError(f"{paths.experiment_file} not found: {paths.root} holds no search to resume")
 
 
 def _prepare(paths: ExperimentPaths, settings: Settings, tuner, split_file, max_epochs, space, backend) -> None:
@@ -136,12 +135,7 @@ def _prepare(paths: ExperimentPaths, settings: Settings, tuner, split_file, max_
     else:
         index = make_split(prepare(settings.data, settings.patch_size), settings)
     save_split(paths.split_file, index)
-    if tuner == "hyperband":
-        search = HyperBand(settings.max_budget, settings.eta, space, settings.seed)
-    else:
-        search = RandomSearch(
-            the_plan["planned_epochs"], settings.max_budget, space, settings.seed, settings.max_trials
-        )
+    search = Search.registry[tuner].create(settings, space, the_plan["planned_epochs"])
     search.save(paths.state_file)
     write_trial_settings(paths, settings, backend=backend, concurrency=settings.concurrency)
     write_json(

@@ -10,11 +10,13 @@ import copy
 import math
 import random
 
+from seglib.settings import ACTIVATIONS
+
 # The original's search space. NNI's randint excludes its upper bound: batch sizes 1..31.
 DEFAULT_SEARCH_SPACE: dict = {
     "batch_size": {"_type": "randint", "_value": [1, 32]},
     "learning_rate": {"_type": "loguniform", "_value": [1e-4, 0.1]},
-    "activation": {"_type": "choice", "_value": ["relu", "tanh", "swish", None]},
+    "activation": {"_type": "choice", "_value": list(ACTIVATIONS)},
 }
 
 

@@ -1,24 +1,24 @@
-"""Training from prepared arrays (``loop``), and seglib's own loop on JAX (``jax_loop``)."""
+"""Training from prepared arrays (``loop``), its checkpoints, models kept between trainings
+(``pool``), and seglib's own loop on JAX (``jax_loop``)."""
 
+from seglib.train.checkpoints import CHECKPOINT_PATTERN, latest_checkpoint, load_model, prune_checkpoints
 from seglib.train.loop import (
-    CHECKPOINT_PATTERN,
     POLICIES,
-    ModelPool,
+    TrainOptions,
     TrainResult,
     compile_model,
     enable_compile_cache,
     epoch_order,
-    latest_checkpoint,
-    load_model,
-    prune_checkpoints,
     reset_dropout_seeds,
     train,
 )
+from seglib.train.pool import ModelPool
 
 __all__ = [
     "CHECKPOINT_PATTERN",
     "POLICIES",
     "ModelPool",
+    "TrainOptions",
     "TrainResult",
     "compile_model",
     "enable_compile_cache",

@@ -12,6 +12,8 @@ import time
 
 import numpy as np
 
+from seglib.train.pool import device_put
+
 
 class JaxLoop:
     """Backend-specific (JAX): data on the device; one jitted call per step, or ``lax.scan``.
@@ -52,7 +54,7 @@ class JaxLoop:
         self.padded_size = (
             padded_size(batch_size) if (not on_cpu if pad_batches is None else pad_batches) else batch_size
         )
-        self.x, self.y = (on_device or _device_put)(x_train, y_train)
+        self.x, self.y = (on_device or device_put)(x_train, y_train)
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
         self._run, self._run_one = programs(model, padded=self.padded_size != batch_size)
@@ -96,12 +98,6 @@ class JaxLoop:
             shown = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
             print(f"Epoch {epoch + 1}/{epochs} - {shown}", flush=True)
         return logs
-
-
-def _device_put(x_train, y_train):
-    import jax
-
-    return jax.device_put(np.asarray(x_train)), jax.device_put(np.asarray(y_train))
 
 
 def padded_size(batch_size: int, smallest: int = 8) -> int:

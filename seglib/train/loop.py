@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 import sys
 import time
 from collections.abc import Callable
@@ -25,15 +24,23 @@ import numpy as np
 
 from seglib import losses as seglib_losses
 from seglib import metrics as seglib_metrics
-from seglib.artifacts import atomic_write, read_json, write_json
+from seglib.artifacts import read_json
 from seglib.model import build_unet
 from seglib.palette import NUM_CLASSES
 from seglib.settings import Settings
+from seglib.system import COMPILE_CACHE_VARIABLE
+from seglib.train.checkpoints import (
+    check_same_config,
+    checkpoint_path,
+    latest_checkpoint,
+    load_model,
+    save_checkpoint,
+    state_path,
+)
+from seglib.train.pool import ModelPool
 
 log = logging.getLogger(__name__)
 
-COMPILE_CACHE_ENV = "SEGLIB_COMPILE_CACHE"
-CHECKPOINT_PATTERN = re.compile(r"^epoch_(\d{4,})\.keras$")
 # Keras' dtype policy for each of seglib's precision names.
 POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 LOOPS = ("auto", "fit", "jax")
@@ -60,22 +67,13 @@ class TrainResult:
     metadata: dict = field(default_factory=dict)
 
 
-def load_model(path: str | os.PathLike, compile: bool = True) -> keras.Model:
-    """A saved seglib ``.keras`` model: seglib's model, loss and metric classes registered first."""
-    import seglib.losses
-    import seglib.metrics
-    import seglib.model  # noqa: F401
-
-    return keras.models.load_model(str(path), compile=compile)
-
-
 def enable_compile_cache(cache_dir: str | os.PathLike | None = None) -> str | None:
     """Turn on JAX's persistent compilation cache in ``cache_dir`` (or ``$SEGLIB_COMPILE_CACHE``).
 
     With the cache warm a U-Net training step loads in about a second instead of 30-40 s of
     XLA compilation. Only JAX has such a cache; on other backends this does nothing.
     """
-    cache_dir = cache_dir or os.environ.get(COMPILE_CACHE_ENV)
+    cache_dir = cache_dir or os.environ.get(COMPILE_CACHE_VARIABLE)
     if not cache_dir or keras.backend.backend() != "jax":
         return None
     import jax  # backend-specific: JAX's persistent compilation cache
@@ -138,67 +136,6 @@ def compile_model(
     return model
 
 
-# ---------------------------------------------------------------------------------------------
-# Checkpoints: epoch_NNNN.keras (model + optimizer) and epoch_NNNN.json (config + history).
-
-
-def _checkpoint_path(checkpoint_dir: Path, epoch: int) -> Path:
-    return checkpoint_dir / f"epoch_{epoch:04d}.keras"
-
-
-def _state_path(checkpoint_dir: Path, epoch: int) -> Path:
-    return checkpoint_dir / f"epoch_{epoch:04d}.json"
-
-
-def latest_checkpoint(checkpoint_dir: str | os.PathLike, max_epoch: int) -> int:
-    """The highest epoch <= ``max_epoch`` with a complete checkpoint (model and state), else 0."""
-    checkpoint_dir = Path(checkpoint_dir)
-    if not checkpoint_dir.is_dir():
-        return 0
-    best = 0
-    for path in checkpoint_dir.iterdir():
-        match = CHECKPOINT_PATTERN.match(path.name)
-        if match:
-            epoch = int(match.group(1))
-            if best < epoch <= max_epoch and _state_path(checkpoint_dir, epoch).is_file():
-                best = epoch
-    return best
-
-
-def save_checkpoint(checkpoint_dir: Path, epoch: int, model: keras.Model, state: dict) -> Path:
-    """Model with optimizer state as ``epoch_NNNN.keras`` and ``state`` as ``epoch_NNNN.json``.
-
-    The JSON is written last: a checkpoint counts only when both files exist.
-    """
-    path = atomic_write(_checkpoint_path(checkpoint_dir, epoch), model.save)
-    write_json(_state_path(checkpoint_dir, epoch), state)
-    return path
-
-
-def prune_checkpoints(checkpoint_dir: Path, keep_epoch: int) -> None:
-    """Delete every checkpoint but ``keep_epoch``'s (a next rung resumes from that one only)."""
-    for path in Path(checkpoint_dir).glob("epoch_*"):
-        match = CHECKPOINT_PATTERN.match(path.with_suffix(".keras").name)
-        if match and int(match.group(1)) != keep_epoch:
-            path.unlink(missing_ok=True)
-
-
-# Settings added to the checkpoint's config after its first release, with the value every
-# older checkpoint was trained with: an experiment resumed across a seglib upgrade goes on.
-_CONFIG_ADDED = {"dropout_rng": "keras"}
-
-
-def _check_same_config(state_file: Path, saved: dict, current: dict) -> None:
-    saved = {**_CONFIG_ADDED, **saved}
-    differing = {k: (saved.get(k), v) for k, v in current.items() if saved.get(k) != v}
-    if differing:
-        details = ", ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in differing.items())
-        raise ValueError(
-            f"{state_file}: checkpoint was written by a different training configuration "
-            f"({details}); use a new checkpoint_dir for a new configuration"
-        )
-
-
 def _is_finite(logs: dict) -> bool:
     return all(math.isfinite(v) for k, v in logs.items() if k in ("loss", "val_loss"))
 
@@ -210,50 +147,43 @@ def _best_val_loss(history: dict[str, list[float]]) -> float | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Models kept between trainings of one process
+# Training
 
 
-class ModelPool:
-    """Compiled models kept between trainings in one process (the in-process search engine).
+@dataclass(frozen=True)
+class TrainOptions:
+    """How :func:`train` runs, as opposed to what it trains (``Settings``).
 
-    A training whose architecture, precision, input shape and seed match an earlier one's
-    takes that model back with the initial weights it was built with and a fresh optimizer
-    (zeroed state, its own learning rate), so it trains exactly as a new model would, but
-    without building and compiling its training, validation and prediction programs again.
-    Arrays put on the device (the JAX loop) are kept too: the trials of a search share them.
+    ``loop``: "auto" (the default) is "jax" on the JAX backend (except fp16, which needs
+    fit()'s loss scaling) and "fit" elsewhere: measured 2.0x fit() on an H200 and 1.06x on a
+    2-core CPU, with the same losses (tests/test_backends.py). "jax" (JAX only,
+    ``seglib.train.jax_loop``) keeps the training data on the device; its history has
+    ``loss`` and the validation metrics but no training-set metrics.
+    ``verbose``: Keras' verbosity (None: a bar in a terminal or notebook, a line otherwise).
+    ``steps_per_execution``, ``jit_compile`` and ``compile_cache_dir`` (JAX's persistent
+    cache; also ``$SEGLIB_COMPILE_CACHE``) are speed options that do not change the result.
+    ``drop_remainder``: each epoch trains ``len(x_train) // batch_size`` full batches of a
+    fresh permutation; a smaller last batch would make XLA compile the step a second time
+    (30-40 s on a GPU), and every sample is still seen across epochs.
+    ``dropout_rng="rbg"`` draws dropout masks with JAX's RBG generator instead of threefry
+    (``seglib.model.RbgDropout``; the same on other backends): a speed option to measure.
+    ``pad_batches`` (jax loop; default: on a GPU) pads each batch to a power of two with
+    masked samples, so batch sizes share training programs with each one's own loss and
+    gradient. ``pool`` (a :class:`ModelPool`) lends and takes back the compiled model, so
+    trainings of one architecture in one process compile their programs once. ``model``
+    replaces the built U-Net (compiled here unless it already is).
     """
 
-    def __init__(self):
-        self._models: dict[tuple, tuple[keras.Model, list]] = {}
-        self._on_device: dict[tuple, tuple] = {}
-
-    def take(self, key: tuple, learning_rate: float) -> tuple[keras.Model | None, list | None]:
-        """The kept model for ``key`` reset to its initial weights and a fresh optimizer, or (None, None)."""
-        entry = self._models.pop(key, None)
-        if entry is None:
-            return None, None
-        model, initial = entry
-        model.set_weights(initial)
-        for variable in model.optimizer.variables:
-            variable.assign(np.zeros(variable.shape, dtype=variable.dtype))
-        model.optimizer.learning_rate = learning_rate
-        return model, initial
-
-    def keep(self, key: tuple, model: keras.Model, initial: list) -> None:
-        self._models[key] = (model, initial)
-
-    def on_device(self, x_train, y_train):
-        """``x_train`` and ``y_train`` on the JAX device, put there once per pair of arrays."""
-        key = (id(x_train), id(y_train))
-        if key not in self._on_device:
-            from seglib.train.jax_loop import _device_put
-
-            self._on_device[key] = (x_train, y_train, *_device_put(x_train, y_train))
-        return self._on_device[key][2:]
-
-
-# ---------------------------------------------------------------------------------------------
-# Training
+    loop: str = "auto"
+    verbose: int | None = None
+    steps_per_execution: int | None = None
+    jit_compile: bool | str = "auto"
+    compile_cache_dir: str | os.PathLike | None = None
+    drop_remainder: bool = True
+    dropout_rng: str = "keras"
+    pad_batches: bool | None = None
+    pool: ModelPool | None = None
+    model: keras.Model | None = None
 
 
 def train(
@@ -266,16 +196,7 @@ def train(
     epochs: int | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
     on_epoch_end: Callable[[int, dict], None] | None = None,
-    verbose: int | None = None,
-    model: keras.Model | None = None,
-    steps_per_execution: int | None = None,
-    jit_compile: bool | str = "auto",
-    compile_cache_dir: str | os.PathLike | None = None,
-    drop_remainder: bool = True,
-    loop: str = "auto",
-    dropout_rng: str = "keras",
-    pool: ModelPool | None = None,
-    pad_batches: bool | None = None,
+    options: TrainOptions | None = None,
 ) -> TrainResult:
     """Train the U-Net of ``settings`` on float32 images ``(N, H, W, 3)`` and labels ``(N, H, W)``.
 
@@ -287,31 +208,17 @@ def train(
     configuration. ``on_epoch_end(epoch, logs)`` is called after each finite epoch with the
     0-based epoch index and plain-float logs (``loss``, ``val_loss``, metrics), after that
     epoch's checkpoint is on disk. A non-finite loss stops training: the result has
-    ``diverged=True`` and a message, and no exception is raised. ``model`` replaces the
-    built U-Net (compiled here unless it already is). ``steps_per_execution``,
-    ``jit_compile`` and ``compile_cache_dir`` (JAX's persistent cache; also
-    ``$SEGLIB_COMPILE_CACHE``) are speed settings that do not change the result.
-
-    Each epoch trains on ``len(x_train) // batch_size`` full batches of a fresh permutation
-    (``drop_remainder``): a smaller last batch would make XLA compile the training step a
-    second time (30-40 s on a GPU) and every sample is still seen across epochs.
-    ``loop="auto"`` (the default) is "jax" on the JAX backend (except fp16, which needs
-    fit()'s loss scaling) and "fit" elsewhere: measured 2.0x fit() on an H200 and 1.06x on
-    a 2-core CPU, with the same losses (tests/test_backends.py). ``loop="jax"`` (JAX only,
-    ``seglib.train.jax_loop``) keeps the training data on the device; its history has ``loss``
-    and the validation metrics but no training-set metrics.
-    ``dropout_rng="rbg"`` draws dropout masks with JAX's RBG generator instead of threefry
-    (``seglib.model.RbgDropout``; the same on other backends): a speed option to measure.
-    ``pool`` (a :class:`ModelPool`) lends and takes back the compiled model, so trainings of
-    one architecture in one process compile their programs once. ``pad_batches`` (jax loop;
-    default: on a GPU) pads each batch to a power of two with masked samples, so batch sizes
-    share training programs with each one's own loss and gradient.
+    ``diverged=True`` and a message, and no exception is raised. ``options``
+    (:class:`TrainOptions`) say how to run it.
     """
+    options = options or TrainOptions()
+    model, pool, loop = options.model, options.pool, options.loop
+    dropout_rng = options.dropout_rng
     started = time.perf_counter()
     epochs = settings.epochs if epochs is None else int(epochs)
     policy = POLICIES[settings.precision]
-    enable_compile_cache(compile_cache_dir)
-    verbose = auto_verbose(verbose)
+    enable_compile_cache(options.compile_cache_dir)
+    verbose = auto_verbose(options.verbose)
     keras.utils.set_random_seed(settings.seed)
     config = {
         "batch_size": settings.batch_size,
@@ -332,9 +239,9 @@ def train(
     initial_epoch = latest_checkpoint(checkpoint_dir, epochs) if checkpoint_dir else 0
     history: dict[str, list[float]] = {}
     if initial_epoch:
-        state_file = _state_path(checkpoint_dir, initial_epoch)
+        state_file = state_path(checkpoint_dir, initial_epoch)
         state = read_json(state_file)
-        _check_same_config(state_file, state["config"], config)
+        check_same_config(state_file, state["config"], config)
         history = {k: list(v) for k, v in state["history"].items()}
     # What a compiled model is made of: shapes, batch size and learning rate are the programs' inputs.
     pool_key = (
@@ -353,28 +260,29 @@ def train(
             compile_model(
                 model,
                 settings.learning_rate,
-                1 if resolve_loop(loop, model) == "jax" else (steps_per_execution or 1),
-                jit_compile,
+                1 if resolve_loop(loop, model) == "jax" else (options.steps_per_execution or 1),
+                options.jit_compile,
             )
             model.optimizer.build(model.trainable_variables)
             initial = model.get_weights()
         if initial_epoch:  # weights and optimizer state, into the compiled model
-            model.load_weights(_checkpoint_path(checkpoint_dir, initial_epoch))
+            model.load_weights(checkpoint_path(checkpoint_dir, initial_epoch))
     elif initial_epoch:
-        model = load_model(_checkpoint_path(checkpoint_dir, initial_epoch))
+        model = load_model(checkpoint_path(checkpoint_dir, initial_epoch))
     elif model is None:
         model = _build(x_train, config, policy)
     if initial_epoch:
-        log.info("resumed from %s", _checkpoint_path(checkpoint_dir, initial_epoch))
+        log.info("resumed from %s", checkpoint_path(checkpoint_dir, initial_epoch))
     loop = resolve_loop(loop, model)
     if getattr(model, "optimizer", None) is None or not model.compiled:
         # Keras' own steps_per_execution only applies to fit(); the jax loop reads it itself.
-        compile_model(model, settings.learning_rate, (steps_per_execution or 1) if loop == "fit" else 1, jit_compile)
+        steps = (options.steps_per_execution or 1) if loop == "fit" else 1
+        compile_model(model, settings.learning_rate, steps, options.jit_compile)
 
     validation = (x_val, y_val) if x_val is not None else None
     diverged = False
     message = ""
-    last_checkpoint = str(_checkpoint_path(checkpoint_dir, initial_epoch)) if initial_epoch else None
+    last_checkpoint = str(checkpoint_path(checkpoint_dir, initial_epoch)) if initial_epoch else None
     if initial_epoch < epochs:
         runner = _make_loop(
             loop,
@@ -384,15 +292,15 @@ def train(
             validation,
             settings.batch_size,
             verbose,
-            steps_per_execution,
+            options.steps_per_execution,
             pool.on_device if pool is not None else None,
-            pad_batches,
+            options.pad_batches,
         )
     epoch = initial_epoch
     for epoch in range(initial_epoch, epochs):
         epoch_started = time.perf_counter()
         order = epoch_order(len(x_train), settings.seed, epoch)
-        if drop_remainder and len(order) >= settings.batch_size:
+        if options.drop_remainder and len(order) >= settings.batch_size:
             order = order[: len(order) // settings.batch_size * settings.batch_size]
         reset_dropout_seeds(model, settings.seed, epoch)
         try:

@@ -18,10 +18,13 @@ import logging
 import os
 import time
 
-from seglib.artifacts import ExperimentPaths
+from seglib.artifacts import RUNNING, ExperimentPaths
 from seglib.hpo.export import progress
-from seglib.hpo.hyperband import SENT, Search
-from seglib.hpo.trial import Interrupted, Job, TrialContext, close_dead_attempts, read_trial_settings, run_job, settle
+from seglib.hpo.hyperband import Search
+from seglib.hpo.outcome import Interrupted, settle
+from seglib.hpo.records import close_dead_attempts
+from seglib.hpo.runtime import read_trial_settings
+from seglib.hpo.trial import Assignment, TrialContext, run_job
 
 log = logging.getLogger("seglib.hpo.local")
 
@@ -42,7 +45,7 @@ class LocalReporter:
         pass
 
 
-def run(paths: ExperimentPaths, record: dict, show=None, timeout: float | None = None) -> None:
+def run_trials(paths: ExperimentPaths, record: dict, show=None, timeout: float | None = None) -> None:
     """Run the search in ``paths`` until it is finished or halted (the caller holds the driver lock)."""
     search = Search.load(paths.state_file)
     reconcile(paths, search)
@@ -54,17 +57,15 @@ def run(paths: ExperimentPaths, record: dict, show=None, timeout: float | None =
     while (job := search.next_job()) is not None:
         search.save(paths.state_file)  # handed out: written before the trial starts
         try:
-            record = run_job(context, Job.of(search, job), LocalReporter())
+            record = run_job(context, Assignment.of(search, job), LocalReporter())
         except BaseException as error:
-            settle(
-                search, job["parameter_id"], getattr(error, "seglib_record", None), f"{type(error).__name__}: {error}"
-            )
+            settle(search, job.parameter_id, getattr(error, "seglib_record", None), f"{type(error).__name__}: {error}")
             search.save(paths.state_file)
             if isinstance(error, (KeyboardInterrupt, Interrupted)) or not isinstance(error, Exception):
                 raise
-            log.info("trial %s-b%03d failed: %s", job["config_id"], job["budget"], error)  # the progress line counts it
+            log.info("trial %s-b%03d failed: %s", job.config_id, job.budget, error)  # the progress line counts it
         else:
-            settle(search, job["parameter_id"], record)
+            settle(search, job.parameter_id, record)
             search.save(paths.state_file)
         if show is not None:
             show(progress(paths.root))
@@ -81,9 +82,9 @@ def reconcile(paths: ExperimentPaths, search: Search) -> None:
     running; attempts left RUNNING by a killed process are closed as INTERRUPTED.
     """
     for job in search.jobs:
-        folder = paths.trial_dir(job["config_id"], job["budget"])
+        folder = paths.trial_dir(job.config_id, job.budget)
         close_dead_attempts(folder, "the search's process was stopped")
-        if job["status"] == SENT:
-            search.requeue(job["parameter_id"], "the search's process was stopped")
+        if job.status == RUNNING:
+            search.requeue(job.parameter_id, "the search's process was stopped")
     search.unhalt()
     search.save(paths.state_file)

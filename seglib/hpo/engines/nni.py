@@ -63,7 +63,7 @@ class ExperimentFailed(RuntimeError):
 # Running a search on NNI
 
 
-def run(
+def run_experiment(
     paths: ExperimentPaths,
     record: dict,
     show=None,
@@ -108,7 +108,7 @@ def build_config(paths: ExperimentPaths, record: dict, training_service=None, nn
         config.training_service = training_service
     python = shlex.quote(sys.executable if training_service is None else _remote_python(training_service))
     config.experiment_name = f"seglib-{plan['tuner']}"
-    config.trial_command = f"{python} -m seglib.hpo.trial --settings settings.json"
+    config.trial_command = f"{python} -m seglib.hpo.trial_process --settings settings.json"
     config.trial_code_directory = str(paths.trial_code)
     config.experiment_working_directory = str(paths.nni_dir)
     config.search_space = record["search_space"]

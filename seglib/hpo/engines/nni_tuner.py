@@ -8,7 +8,7 @@ random search) and this class only translates NNI's commands to it:
 * every state change is written to ``OUT/search_state.json`` before NNI hears of it, and a
   resumed experiment (``NNI_MODE=resume``) reloads it, reconciles it with what NNI re-runs
   and what the trials wrote to disk, and continues exactly;
-* a trial's outcome goes through ``seglib.hpo.trial.settle``, the rule every engine follows;
+* a trial's outcome goes through ``seglib.hpo.outcome.settle``, the rule every engine follows;
 * all commands go through one queue (NNI splits them over two threads, so a trial's end
   could overtake its final metric);
 * a heartbeat file and, on any exception, ``OUT/tuner_error.txt`` let the driver fail
@@ -31,10 +31,12 @@ from nni.runtime.env_vars import dispatcher_env_vars
 from nni.runtime.msg_dispatcher_base import MsgDispatcherBase
 from nni.runtime.tuner_command_channel import CommandType
 
-from seglib.artifacts import ExperimentPaths, read_json_or, write_json, write_text
+from seglib.artifacts import FINISHED, RUNNING, ExperimentPaths, read_json_or, write_json, write_text
 from seglib.hpo.driver import driver
-from seglib.hpo.hyperband import SENT, Search
-from seglib.hpo.trial import Job, attempt_ids, close_dead_attempts, settle
+from seglib.hpo.hyperband import Job, Search
+from seglib.hpo.outcome import settle
+from seglib.hpo.records import attempt_ids, close_dead_attempts
+from seglib.hpo.trial import Assignment
 
 log = logging.getLogger("seglib.hpo.nni_tuner")
 
@@ -147,8 +149,8 @@ class SeglibTuner(MsgDispatcherBase):
         self.trial_jobs[data.get("trial_job_id")] = data["parameter_id"]
         job = self.search.job(data["parameter_id"])
         record = self._record(job, data.get("trial_job_id"))
-        if job["status"] == SENT and record is not None:
-            settle(self.search, job["parameter_id"], record)
+        if job.status == RUNNING and record is not None:
+            settle(self.search, job.parameter_id, record)
             self._save()
         self._send_jobs()
 
@@ -156,23 +158,23 @@ class SeglibTuner(MsgDispatcherBase):
         hyper = nni.load(data["hyper_params"]) if isinstance(data.get("hyper_params"), str) else {}
         trial_id, event = data.get("trial_job_id"), data.get("event")
         job = self._job_of_trial(trial_id, hyper.get("parameter_id"))
-        if job is not None and job["status"] == SENT:
-            folder = self.paths.trial_dir(job["config_id"], job["budget"])
+        if job is not None and job.status == RUNNING:
+            folder = self.paths.trial_dir(job.config_id, job.budget)
             close_dead_attempts(folder, f"its process ended ({event}) without a result", trial_id)
-            settle(self.search, job["parameter_id"], self._record(job, trial_id), f"NNI reported {event}")
+            settle(self.search, job.parameter_id, self._record(job, trial_id), f"NNI reported {event}")
             self._save()
         self._send_jobs()
 
-    def _record(self, job: dict, trial_id: str | None) -> dict | None:
+    def _record(self, job: Job, trial_id: str | None) -> dict | None:
         """The job's result.json, if this trial wrote it (or it is a finished result to reuse)."""
-        record = read_json_or(self.paths.trial_dir(job["config_id"], job["budget"]) / "result.json", None)
+        record = read_json_or(self.paths.trial_dir(job.config_id, job.budget) / "result.json", None)
         if record is None:
             return None
-        if record.get("status") in ("SUCCEEDED", "DIVERGED") or trial_id in (record.get("trial_ids") or []):
+        if record.get("status") in FINISHED or trial_id in (record.get("trial_ids") or []):
             return record
         return None  # an earlier attempt's record: this trial ended without writing its own
 
-    def _job_of_trial(self, trial_id: str | None, nni_parameter_id) -> dict | None:
+    def _job_of_trial(self, trial_id: str | None, nni_parameter_id) -> Job | None:
         """The job a trial really ran.
 
         NNI 3.0's local training service hands queued parameters to whichever new trial asks
@@ -183,11 +185,11 @@ class SeglibTuner(MsgDispatcherBase):
         if trial_id in self.trial_jobs:
             return self.search.job(self.trial_jobs[trial_id])
         for job in self.search.jobs:
-            if job["status"] == SENT and trial_id in attempt_ids(self.paths.trial_dir(job["config_id"], job["budget"])):
+            if job.status == RUNNING and trial_id in attempt_ids(self.paths.trial_dir(job.config_id, job.budget)):
                 return job
         if isinstance(nni_parameter_id, int) and 0 <= nni_parameter_id < len(self.search.jobs):
             job = self.search.job(nni_parameter_id)
-            if not attempt_ids(self.paths.trial_dir(job["config_id"], job["budget"])):
+            if not attempt_ids(self.paths.trial_dir(job.config_id, job.budget)):
                 return job
         return None  # another trial is running that job: its own end will settle it
 
@@ -196,15 +198,15 @@ class SeglibTuner(MsgDispatcherBase):
         """After a resume: a job sent before the stop is finished on disk, re-run by NNI, or handed out again."""
         self.search.unhalt()
         for job in self.search.jobs:
-            if job["status"] != SENT:
+            if job.status != RUNNING:
                 continue
-            folder = self.paths.trial_dir(job["config_id"], job["budget"])
+            folder = self.paths.trial_dir(job.config_id, job.budget)
             close_dead_attempts(folder, "the experiment was stopped")
             record = read_json_or(folder / "result.json", None)
-            if record is not None and record.get("status") in ("SUCCEEDED", "DIVERGED"):
-                settle(self.search, job["parameter_id"], record)
-            elif job["parameter_id"] not in self.rerun_by_nni:
-                self.search.requeue(job["parameter_id"], "the experiment was stopped")
+            if record is not None and record.get("status") in FINISHED:
+                settle(self.search, job.parameter_id, record)
+            elif job.parameter_id not in self.rerun_by_nni:
+                self.search.requeue(job.parameter_id, "the experiment was stopped")
         self._save()
 
     def _send_jobs(self) -> None:
@@ -218,9 +220,9 @@ class SeglibTuner(MsgDispatcherBase):
                 CommandType.NewTrialJob,
                 nni.dump(
                     {
-                        "parameter_id": job["parameter_id"],
+                        "parameter_id": job.parameter_id,
                         "parameter_source": "algorithm",
-                        "parameters": Job.of(self.search, job).as_parameters(),
+                        "parameters": Assignment.of(self.search, job).as_parameters(),
                     }
                 ),
             )
