@@ -3,7 +3,8 @@
 ``seglib.data.pairs`` finds which image goes with which mask; ``seglib.data.dataset`` reads
 and labels the files and cuts patches; ``seglib.data.cache`` keeps prepared patches on disk;
 ``seglib.data.split`` chooses and saves a run's split; ``seglib.data.embedded`` writes the
-embedded default dataset. The names below are the ones other modules and the notebooks use.
+embedded default dataset; ``seglib.data.model_file`` checks a saved model file before Keras
+reads it. The names below are the ones other modules and the notebooks use.
 """
 
 from seglib.data.cache import cache_root
@@ -20,6 +21,7 @@ from seglib.data.dataset import (
     scale_patches,
 )
 from seglib.data.errors import DataError, DatasetNotFoundError
+from seglib.data.model_file import check_model_file
 from seglib.data.pairs import Pair, find_pairs, natural_key
 from seglib.data.split import (
     SPLIT_NAMES,
@@ -46,6 +48,7 @@ __all__ = [
     "Pair",
     "Patches",
     "cache_root",
+    "check_model_file",
     "class_counts",
     "class_shares",
     "describe_off_palette",
