@@ -342,6 +342,12 @@ COMMANDS = {
     "run": ("execute notebooks 01->04 with papermill and rebuild the report", _run_options),
     "predict": ("segment whole images with a trained model", _predict_options),
 }
+# What is true after Ctrl-C, per command: the others keep their state and continue where they stopped.
+INTERRUPTED_HINTS = {
+    "predict": "the images reported above are complete and no partial file was left; "
+    "run it again with the images not reported",
+}
+CONTINUE_HINT = "run the same command again to continue"
 
 
 class Parser(argparse.ArgumentParser):
@@ -351,11 +357,25 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message}; see `{self.prog} --help`\n")
 
 
+class CommandParser(Parser):
+    """A sub-command's parser: it refuses the arguments it does not know itself.
+
+    argparse leaves them to the top-level parser, whose message would point to ``seglib
+    --help``; this one names the sub-command and its own ``--help``.
+    """
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser; every sub-command's options import only what parsing needs (no Keras)."""
     parser = Parser(prog="seglib", description=DESCRIPTION)
     parser.add_argument("--debug", action="store_true", help="show tracebacks (also SEGLIB_DEBUG=1)")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=CommandParser)
     for name, (help_text, options) in COMMANDS.items():
         options(sub.add_parser(name, help=help_text, description=help_text))
     return parser
@@ -376,7 +396,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args, command_argv)
         return _predict(args)
     except KeyboardInterrupt:
-        print(f"seglib {args.command}: interrupted; run the same command again to continue", file=sys.stderr)
+        hint = INTERRUPTED_HINTS.get(args.command, CONTINUE_HINT)
+        print(f"seglib {args.command}: interrupted; {hint}", file=sys.stderr)
         return INTERRUPTED_EXIT
     except Exception as error:
         if debug:

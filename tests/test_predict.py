@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -327,6 +328,39 @@ def test_an_images_outputs_appear_together_or_not_at_all(tmp_path, stop):
         publish_together(writers)
     assert sorted(tmp_path.iterdir()) == sorted(paths)
     assert [path.read_text() for path in paths] == ["earlier run"] * 3
+
+
+def test_ctrl_c_says_which_images_are_complete(tmp_path, model_file):
+    """Interrupted while the second image is predicted: the first's files stay, the second has none."""
+    small, _ = pattern(20, 30)
+    large, _ = pattern(1500, 1500)  # minutes with --tta: still running when the signal comes
+    Image.fromarray(small).save(tmp_path / "small.png")
+    Image.fromarray(large).save(tmp_path / "large.png")
+    command = [sys.executable, "-m", "seglib.cli", "predict", str(model_file), "--out", str(tmp_path / "out"), "--tta"]
+    process = subprocess.Popen(
+        [*command, str(tmp_path / "small.png"), str(tmp_path / "large.png")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        first = process.stdout.readline()  # the small image's summary: it is written
+        assert first.startswith(str(tmp_path / "small.png")), process.communicate(timeout=60)[1][-3000:]
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err[-3000:]
+    assert err.strip().splitlines()[-1] == (
+        "seglib predict: interrupted; the images reported above are complete and no partial file was left; "
+        "run it again with the images not reported"
+    )
+    assert "continue" not in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "small_areas.json",
+        "small_classes.png",
+        "small_overlay.jpg",
+    ]
 
 
 def test_same_stem_twice_is_refused_rather_than_overwritten(tmp_path, model_file, capsys):
