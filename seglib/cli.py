@@ -309,14 +309,36 @@ def _run(args, argv: list[str]) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# seglib predict
+
+
+def _predict_options(parser) -> None:
+    from seglib.predict.cli import configure_cli
+
+    configure_cli(parser)
+
+
+def _predict(args) -> int:
+    from seglib.predict.cli import cli
+
+    return int(cli(args) or 0)
+
+
+# ---------------------------------------------------------------------------------------------
 # The command
 
 COMMANDS = {
     "prepare": ("prepare the dataset's patches and print their summary", _prepare_options),
     "hpo": ("run a HyperBand (or random) search and export its trials", _hpo_options),
     "run": ("execute notebooks 01->04 with papermill and rebuild the report", _run_options),
-    "predict": ("segment whole images with a trained model", None),
+    "predict": ("segment whole images with a trained model", _predict_options),
 }
+# What is true after Ctrl-C, per command: the others keep their state and continue where they stopped.
+INTERRUPTED_HINTS = {
+    "predict": "the images reported above are complete and no partial file was left; "
+    "run it again with the images not reported",
+}
+CONTINUE_HINT = "run the same command again to continue"
 
 
 class Parser(argparse.ArgumentParser):
@@ -326,26 +348,33 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message}; see `{self.prog} --help`\n")
 
 
-def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
-    """The parser; ``predict``'s options (which import Keras) only when it is the command."""
+class CommandParser(Parser):
+    """A sub-command's parser: it refuses the arguments it does not know itself.
+
+    argparse leaves them to the top-level parser, whose message would point to ``seglib
+    --help``; this one names the sub-command and its own ``--help``.
+    """
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser; every sub-command's options import only what parsing needs (no Keras)."""
     parser = Parser(prog="seglib", description=DESCRIPTION)
     parser.add_argument("--debug", action="store_true", help="show tracebacks (also SEGLIB_DEBUG=1)")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=CommandParser)
     for name, (help_text, options) in COMMANDS.items():
-        command = sub.add_parser(name, help=help_text, description=help_text)
-        if options is not None:
-            options(command)
-        elif name == chosen:
-            from seglib import predict
-
-            predict.configure_cli(command)
+        options(sub.add_parser(name, help=help_text, description=help_text))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(next((a for a in argv if not a.startswith("-")), None))
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get("SEGLIB_DEBUG") == "1"
     command_argv = [a for a in argv if a != "--debug"]
     _stop_on_signals(interrupt_kernels=args.command == "run")
@@ -356,11 +385,10 @@ def main(argv: list[str] | None = None) -> int:
             return _hpo(args)
         if args.command == "run":
             return _run(args, command_argv)
-        from seglib import predict
-
-        return int(predict.cli(args) or 0)
+        return _predict(args)
     except KeyboardInterrupt:
-        print(f"seglib {args.command}: interrupted; run the same command again to continue", file=sys.stderr)
+        hint = INTERRUPTED_HINTS.get(args.command, CONTINUE_HINT)
+        print(f"seglib {args.command}: interrupted; {hint}", file=sys.stderr)
         return INTERRUPTED_EXIT
     except Exception as error:
         if debug:

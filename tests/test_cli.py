@@ -78,8 +78,29 @@ MISTAKES = [
     (["hpo", "--out", "/proc/no-such/folder", "-p", "max_budget=1"], 1, "seglib hpo: ", False),
     (["hpo"], 2, "seglib hpo: the following arguments are required: --out", True),
     (["prepare", "{tmp}/nowhere"], 1, "seglib prepare: dataset folder {tmp}/nowhere does not exist", True),
-    (["predict"], 2, "seglib predict: the following arguments are required", False),
+    (["predict"], 2, "seglib predict: the following arguments are required", True),
+    (
+        ["predict", "m.keras", "a.png", "--out", "{tmp}/p", "--batch-size", "0"],
+        2,
+        "seglib predict: argument --batch-size: expected a whole number >= 1, found '0'",
+        True,
+    ),
     (["frobnicate"], 2, "seglib: argument COMMAND: invalid choice: 'frobnicate'", True),
+    # An unknown option is refused by the sub-command it was given to, which points to its own --help.
+    *(
+        (
+            [command, *required, "--bogus"],
+            2,
+            f"seglib {command}: unrecognized arguments: --bogus; see `seglib {command} --help`",
+            True,
+        )
+        for command, required in [
+            ("predict", ["m.keras", "a.png", "--out", "{tmp}/p"]),
+            ("hpo", ["--out", "{tmp}/h"]),
+            ("run", ["--out", "{tmp}/r"]),
+            ("prepare", []),
+        ]
+    ),
 ]
 
 
@@ -109,3 +130,21 @@ def test_help_lists_the_profiles_and_says_what_seglib_is():
     assert "U-Net segmentation of aerial imagery" in done.stdout and "Every mistake" not in done.stdout
     done = subprocess.run([sys.executable, "-m", "seglib.cli", "hpo", "--help"], capture_output=True, text=True)
     assert "{full,quick}" in done.stdout
+
+
+def test_parsing_predicts_command_line_imports_no_numpy_or_keras():
+    """``seglib predict --help`` and its usage mistakes are answered before Keras (6-15 s) is imported."""
+    script = (
+        "import sys\n"
+        "from seglib.cli import main\n"
+        "for argv in (['predict', '--help'], ['predict', 'm.keras', 'a.png', '--out', 'o', '--bogus']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print(sorted(m for m in ('numpy', 'PIL', 'keras', 'tensorflow', 'jax') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "seglib predict: unrecognized arguments: --bogus" in done.stderr
+    assert done.stdout.splitlines()[-1] == "[]", done.stdout[-3000:]

@@ -9,8 +9,10 @@ right mask is then known for any padding, blending and flipping.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -28,15 +30,14 @@ from seglib.data import CLASS_NAMES, NUM_CLASSES, PALETTE, scale_patches
 from seglib.model import build_unet
 from seglib.predict import (
     DIHEDRAL,
-    _reflect,
-    _turned,
-    _unturned,
     figure_arrays,
     predict_image,
     predict_probabilities,
     predict_strips,
     score_whole_images,
 )
+from seglib.predict.files import publish_together
+from seglib.predict.tiling import _reflect, _turned, _unturned
 
 PATCH = 32
 COLOURS = np.array([(1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0), (0, 1, 1), (1, 0, 1)], dtype=np.float32)
@@ -189,7 +190,7 @@ def test_cli_writes_palette_png_overlay_and_area_shares(tmp_path, model_file, ca
 
 
 def test_large_image_gets_a_subsampled_overlay_and_a_full_class_map(tmp_path, model_file, monkeypatch):
-    monkeypatch.setattr("seglib.predict.OVERLAY_MAX_PIXELS", 1000)
+    monkeypatch.setattr("seglib.predict.images.OVERLAY_MAX_PIXELS", 1000)
     image, truth = pattern(60, 70)
     Image.fromarray(image).save(tmp_path / "big.png")
     assert run_cli(model_file, [tmp_path / "big.png"], tmp_path / "out") == 0
@@ -271,6 +272,97 @@ def test_bad_inputs_are_named_and_the_other_images_still_run(tmp_path, model_fil
     assert notes["good.png"] == []
 
 
+SMALL_DISK = "64k"  # holds a small image's outputs and a grainy image's class map (1 kB), not its overlay (150 kB)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 kB tmpfs (mounting needs root; skipped elsewhere), unmounted afterwards."""
+    disk = tmp_path / "small"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={SMALL_DISK}", "tmpfs", str(disk)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.strip() or mounted.returncode}): needs root")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def test_a_full_disk_leaves_no_empty_or_partial_file_and_stops(tmp_path, model_file, small_disk, capsys):
+    image, truth = pattern(20, 30)
+    grainy = pattern(400, 400)[0] + np.random.default_rng(0).integers(-30, 31, (400, 400, 3))
+    for name, pixels in (
+        ("small.png", image),
+        ("grainy.png", grainy.clip(0, 255).astype(np.uint8)),
+        ("after.png", image),
+    ):
+        Image.fromarray(pixels).save(tmp_path / name)
+    names = ["small.png", "grainy.png", "after.png"]
+    assert run_cli(model_file, [tmp_path / n for n in names], small_disk) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"seglib predict: cannot write the outputs of {tmp_path / 'grainy.png'} in {small_disk}: ")
+    assert "(ENOSPC)" in line and "no partial file" in line and f"2 image(s) from {tmp_path / 'grainy.png'}" in line
+    assert sorted(p.name for p in small_disk.iterdir()) == [
+        "small_areas.json",
+        "small_classes.png",
+        "small_overlay.jpg",
+    ]
+    np.testing.assert_array_equal(read_classes(small_disk / "small_classes.png"), truth)
+    assert json.loads((small_disk / "small_areas.json").read_text())["width"] == 30
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt(), OSError(errno.ENOSPC, "No space left on device")])
+def test_an_images_outputs_appear_together_or_not_at_all(tmp_path, stop):
+    """A stop while writing the second file leaves the earlier run's three files as they were."""
+    paths = [tmp_path / name for name in ("scene_classes.png", "scene_overlay.jpg", "scene_areas.json")]
+    for path in paths:
+        path.write_text("earlier run")
+
+    def half_written(temporary: Path) -> None:
+        temporary.write_text("half")
+        raise stop
+
+    writers = dict(zip(paths, [lambda t: t.write_text("new"), half_written, lambda t: t.write_text("new")]))
+    with pytest.raises(type(stop)):
+        publish_together(writers)
+    assert sorted(tmp_path.iterdir()) == sorted(paths)
+    assert [path.read_text() for path in paths] == ["earlier run"] * 3
+
+
+def test_ctrl_c_says_which_images_are_complete(tmp_path, model_file):
+    """Interrupted while the second image is predicted: the first's files stay, the second has none."""
+    small, _ = pattern(20, 30)
+    large, _ = pattern(1500, 1500)  # minutes with --tta: still running when the signal comes
+    Image.fromarray(small).save(tmp_path / "small.png")
+    Image.fromarray(large).save(tmp_path / "large.png")
+    command = [sys.executable, "-m", "seglib.cli", "predict", str(model_file), "--out", str(tmp_path / "out"), "--tta"]
+    process = subprocess.Popen(
+        [*command, str(tmp_path / "small.png"), str(tmp_path / "large.png")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        first = process.stdout.readline()  # the small image's summary: it is written
+        assert first.startswith(str(tmp_path / "small.png")), process.communicate(timeout=60)[1][-3000:]
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err[-3000:]
+    assert err.strip().splitlines()[-1] == (
+        "seglib predict: interrupted; the images reported above are complete and no partial file was left; "
+        "run it again with the images not reported"
+    )
+    assert "continue" not in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "small_areas.json",
+        "small_classes.png",
+        "small_overlay.jpg",
+    ]
+
+
 def test_same_stem_twice_is_refused_rather_than_overwritten(tmp_path, model_file, capsys):
     image, _ = pattern(20, 20)
     for folder in ("a", "b"):
@@ -289,19 +381,52 @@ def test_same_stem_twice_is_refused_rather_than_overwritten(tmp_path, model_file
             lambda: keras.Sequential([keras.Input((32, 16, 3)), layers.Conv2D(6, 1, activation="softmax")]),
             "expected one input of shape (batch, P, P, 3)",
         ),
-        (None, "File not found"),
     ],
-    ids=["five-classes", "four-channels", "not-square", "missing-file"],
+    ids=["five-classes", "four-channels", "not-square"],
 )
 def test_model_that_does_not_fit_the_palette_is_refused(tmp_path, make_model, found, capsys):
     path = tmp_path / "model.keras"
-    if make_model is not None:
-        make_model().save(path)
+    make_model().save(path)
     image, _ = pattern(20, 20)
     Image.fromarray(image).save(tmp_path / "scene.png")
     assert run_cli(path, [tmp_path / "scene.png"], tmp_path / "out") == 1
     error = capsys.readouterr().err
     assert f"cannot use model {path}" in error and found in error
+    assert not (tmp_path / "out").exists()
+
+
+def damaged(whole: bytes, kind: str) -> bytes | None:
+    """A saved model's bytes damaged as a disk, a copy or a download damages them (None: no file)."""
+    at = len(whole) // 3  # inside the weights, the archive's largest member
+    return {
+        "truncated": whole[: len(whole) // 2],
+        "empty": b"",
+        "text": b"<html>404 Not Found</html>\n",
+        "flipped": whole[:at] + bytes(b ^ 0xFF for b in whole[at : at + 4]) + whole[at + 4 :],
+    }.get(kind)
+
+
+@pytest.mark.parametrize(
+    "kind, found, hint",
+    [
+        ("truncated", "truncated zip", "retrain it or restore the file"),
+        ("empty", "empty file (0 bytes)", "retrain it or restore the file"),
+        ("text", "not a Keras archive", "retrain it or restore the file"),
+        ("flipped", "damaged zip (model.weights.h5 fails its CRC check)", "retrain it or restore the file"),
+        ("missing", "no such file", "check the path"),
+    ],
+)
+def test_damaged_model_file_is_named_with_what_is_wrong(tmp_path, model_file, kind, found, hint, capsys):
+    path = tmp_path / "model.keras"
+    content = damaged(model_file.read_bytes(), kind)
+    if content is not None:
+        path.write_bytes(content)
+    image, _ = pattern(20, 20)
+    Image.fromarray(image).save(tmp_path / "scene.png")
+    assert run_cli(path, [tmp_path / "scene.png"], tmp_path / "out") == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"seglib predict: cannot read model {path}: ") and line.endswith(f"; {hint}"), line
+    assert found in line, line
     assert not (tmp_path / "out").exists()
 
 
@@ -369,7 +494,7 @@ def test_bad_geotiffs_are_named_and_the_good_one_still_runs(tmp_path, model_file
 
 
 def test_georeferenced_tiff_without_rasterio_says_how_to_get_the_extra(tmp_path, model_file, monkeypatch, capsys):
-    monkeypatch.setattr("seglib.predict._rasterio", lambda: None)
+    monkeypatch.setattr("seglib.predict.images._rasterio", lambda: None)
     image, truth = pattern(30, 40)
     tiepoint = (0.0, 0.0, 0.0, 553_000.0, 2_787_000.0, 0.0)
     Image.fromarray(image).save(tmp_path / "geo.tif", tiffinfo={33550: (0.5, 0.5, 0.0), 33922: tiepoint})
@@ -383,7 +508,7 @@ def test_georeferenced_tiff_without_rasterio_says_how_to_get_the_extra(tmp_path,
 def test_16_bit_tiff_without_rasterio_says_how_to_get_the_extra(tmp_path, model_file, monkeypatch, capsys):
     image, _ = pattern(30, 40)
     write_geotiff(tmp_path / "scene16.tif", image.astype(np.uint16) * 257)
-    monkeypatch.setattr("seglib.predict._rasterio", lambda: None)
+    monkeypatch.setattr("seglib.predict.images._rasterio", lambda: None)
     assert run_cli(model_file, [tmp_path / "scene16.tif"], tmp_path / "out") == 1
     assert "Pillow reads 8-bit RGB TIFFs only" in capsys.readouterr().err
 

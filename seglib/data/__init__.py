@@ -1,29 +1,28 @@
 """The data path's first room: dataset (pairs, labels, patches), its disk cache, the split.
 
-``seglib.data.dataset`` reads and labels the files and cuts patches; ``seglib.data.cache``
-keeps prepared patches on disk; ``seglib.data.split`` chooses and saves a run's split;
-``seglib.data.embedded`` writes the embedded default dataset. The names below are the ones
-other modules and the notebooks use.
+``seglib.data.pairs`` finds which image goes with which mask; ``seglib.data.dataset`` reads
+and labels the files and cuts patches; ``seglib.data.cache`` keeps prepared patches on disk;
+``seglib.data.split`` chooses and saves a run's split; ``seglib.data.embedded`` writes the
+embedded default dataset; ``seglib.data.model_file`` checks a saved model file before Keras
+reads it. The names below are the ones other modules and the notebooks use.
 """
 
 from seglib.data.cache import cache_root
 from seglib.data.cache import prune as prune_cache
 from seglib.data.dataset import (
-    DataError,
-    DatasetNotFoundError,
-    Pair,
     Patches,
     class_counts,
     class_shares,
     describe_off_palette,
-    find_pairs,
     labels_from_codes,
-    natural_key,
     prepare,
     read_rgb,
     rgb_to_labels,
     scale_patches,
 )
+from seglib.data.errors import DataError, DatasetNotFoundError
+from seglib.data.model_file import check_model_file
+from seglib.data.pairs import Pair, find_pairs, natural_key
 from seglib.data.split import (
     SPLIT_NAMES,
     Arrays,
@@ -49,6 +48,7 @@ __all__ = [
     "Pair",
     "Patches",
     "cache_root",
+    "check_model_file",
     "class_counts",
     "class_shares",
     "describe_off_palette",

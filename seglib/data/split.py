@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from seglib.artifacts import ArtifactError, ArtifactMissing, atomic_write
-from seglib.data.dataset import DataError, Patches, class_counts, class_shares, natural_key
+from seglib.data.dataset import Patches, class_counts, class_shares
+from seglib.data.errors import DataError
+from seglib.data.pairs import natural_key
 
 SPLIT_NAMES = ("train", "val", "test")
 SUBSAMPLE_SEED = 0

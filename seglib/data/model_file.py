@@ -1,0 +1,80 @@
+"""Whether a saved model file can be read at all, said in words before Keras is asked to load it.
+
+Keras answers a truncated, empty or non-zip ``.keras`` file with "File not found", and a
+damaged one with a bare ``BadZipFile``. A ``.keras`` model is a zip archive holding
+``config.json``, ``metadata.json`` and the weights, so its integrity can be checked with the
+standard library (the zip directory and every member's CRC) without importing Keras.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+from seglib.data.errors import DataError
+
+KERAS_SUFFIX = ".keras"
+LEGACY_SUFFIXES = (".h5", ".hdf5")  # Keras 2's HDF5 format, which Keras 3 still loads
+ARCHIVE_MEMBERS = ("config.json", "metadata.json")  # what every Keras 3 archive holds
+ZIP_MAGIC = b"PK\x03\x04"
+DAMAGED_HINT = "retrain it or restore the file"
+
+
+def check_model_file(path: str | os.PathLike) -> Path:
+    """``path`` if it looks like a complete Keras model, else a DataError saying what is wrong.
+
+    A ``.keras`` file must be a complete zip archive whose members pass their CRC check and
+    which holds Keras' ``config.json`` (a folder holding it is Keras' unzipped form); a legacy
+    ``.h5`` file is only checked to exist and not be empty. The message reads
+    ``cannot read model PATH: WHAT; WHAT TO DO``.
+    """
+    path = Path(path)
+
+    def refuse(problem: str, hint: str = DAMAGED_HINT) -> DataError:
+        return DataError(f"cannot read model {path}: {problem}; {hint}")
+
+    if path.is_dir():
+        if (path / ARCHIVE_MEMBERS[0]).is_file():
+            return path  # an unzipped archive, which Keras reads as well
+        raise refuse(f"a folder, expected a {KERAS_SUFFIX} file", "pass the model file inside it")
+    suffix = path.suffix.lower()
+    if suffix != KERAS_SUFFIX and suffix not in LEGACY_SUFFIXES:
+        raise refuse(
+            f"expected a {KERAS_SUFFIX} file (or a legacy {' or '.join(LEGACY_SUFFIXES)}), found the suffix "
+            f"{path.suffix or '(none)'!r}",
+            "pass the model.keras that seglib saved",
+        )
+    if not path.exists():
+        raise refuse("no such file", "check the path")
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as file:
+            head = file.read(len(ZIP_MAGIC))
+    except OSError as exc:
+        raise refuse(exc.strerror or str(exc), "check its permissions") from None
+    if size == 0:
+        raise refuse("empty file (0 bytes)")
+    if suffix in LEGACY_SUFFIXES:
+        return path
+    if head != ZIP_MAGIC:
+        raise refuse(
+            f"not a Keras archive (a {KERAS_SUFFIX} model is a zip file; found {size:,} bytes starting {head!r})"
+        )
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            missing = [name for name in ARCHIVE_MEMBERS if name not in names]
+            if missing:
+                found = ", ".join(names) or "nothing"
+                raise refuse(f"a zip file but not a Keras archive (no {', '.join(missing)}; found {found})")
+            damaged = archive.testzip()
+    except zipfile.BadZipFile as exc:
+        if not zipfile.is_zipfile(path):
+            raise refuse(f"truncated zip ({size:,} bytes; the end of the archive is missing)") from None
+        raise refuse(f"damaged zip ({exc})") from None
+    except (OSError, EOFError) as exc:
+        raise refuse(f"damaged zip ({exc})") from None
+    if damaged is not None:
+        raise refuse(f"damaged zip ({damaged} fails its CRC check)")
+    return path
