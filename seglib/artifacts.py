@@ -42,6 +42,8 @@ from pathlib import Path
 
 from seglib.settings import HYPERPARAMETERS, TUNERS, Settings
 
+DAMAGED_SUFFIX = ".damaged"  # a damaged artefact set aside (kept for a look, never read again)
+
 
 class ArtifactError(ValueError):
     """An artefact that exists but cannot be used; the message names it and what to do."""
@@ -69,6 +71,18 @@ def atomic_write(path, write: Callable[[Path], None]) -> Path:
     finally:
         temporary.unlink(missing_ok=True)
     return path
+
+
+def set_aside(path) -> Path:
+    """Rename a damaged artefact to ``NAME.damaged`` (``.damaged-2``, ... if taken): kept, never read again."""
+    path = Path(path)
+    target = path.with_name(path.name + DAMAGED_SUFFIX)
+    count = 1
+    while target.exists():
+        count += 1
+        target = path.with_name(f"{path.name}{DAMAGED_SUFFIX}-{count}")
+    os.replace(path, target)
+    return target
 
 
 def write_json(path, value) -> Path:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
 
 import keras
 import numpy as np
@@ -122,6 +124,75 @@ def test_checkpoint_loads_with_optimizer_state(tmp_path):
     loaded = load_model(tmp_path / "epoch_0001.keras")
     assert int(loaded.optimizer.iterations.numpy()) == 2  # 16 patches / batch 8
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), result.model.predict(x, verbose=0))
+
+
+def test_a_damaged_checkpoint_is_set_aside_and_training_resumes_from_the_one_before(tmp_path, caplog):
+    """A truncated latest checkpoint costs its epoch, not the result: 0->1, then 1->3, equals 0->3."""
+    x, y = random_arrays(n=16)
+    args = (x, y, x[:8], y[:8])
+    straight = train(*args, settings=small(), epochs=3, options=QUIET)
+    train(*args, settings=small(), epochs=2, checkpoint_dir=tmp_path, options=QUIET)
+    damaged = tmp_path / "epoch_0002.keras"
+    half = damaged.stat().st_size // 2
+    os.truncate(damaged, half)
+    with caplog.at_level(logging.WARNING, logger="seglib.train.checkpoints"):
+        resumed = train(*args, settings=small(), epochs=3, checkpoint_dir=tmp_path, options=QUIET)
+    assert (resumed.initial_epoch, resumed.epochs_trained) == (1, 3)
+    assert f"cannot read model {damaged}: truncated zip" in caplog.text, caplog.text
+    assert "sets it aside as epoch_0002.keras.damaged: training resumes from epoch 1" in caplog.text, caplog.text
+    assert (tmp_path / "epoch_0002.keras.damaged").stat().st_size == half  # kept for a look, never read again
+    same_history(resumed.history, straight.history)
+    assert latest_checkpoint(tmp_path, 3) == 3  # written anew
+
+
+def test_when_no_checkpoint_can_be_read_training_starts_again(tmp_path, caplog):
+    x, y = random_arrays(n=16)
+    train(x, y, settings=small(), epochs=2, checkpoint_dir=tmp_path, options=QUIET)
+    (tmp_path / "epoch_0002.json").write_text('{"epoch": 2, "con')
+    (tmp_path / "epoch_0001.keras").write_bytes(b"")
+    with caplog.at_level(logging.WARNING, logger="seglib.train.checkpoints"):
+        result = train(x, y, settings=small(), epochs=2, checkpoint_dir=tmp_path, options=QUIET)
+    assert (result.initial_epoch, result.epochs_trained, len(result.history["loss"])) == (0, 2, 2)
+    assert sorted(p.name for p in tmp_path.glob("*.damaged")) == ["epoch_0001.keras.damaged", "epoch_0002.json.damaged"]
+    assert f"cannot read checkpoint state {tmp_path / 'epoch_0002.json'}: not valid JSON" in caplog.text
+    assert f"cannot read model {tmp_path / 'epoch_0001.keras'}: empty file" in caplog.text
+    assert caplog.text.count("training starts again from epoch 0") == 2
+
+
+def test_load_model_names_a_damaged_file_instead_of_file_not_found(tmp_path):
+    from seglib.data import DataError
+
+    x, y = random_arrays(n=16)
+    train(x, y, settings=small(), epochs=1, checkpoint_dir=tmp_path, options=QUIET)
+    path = tmp_path / "epoch_0001.keras"
+    os.truncate(path, 1000)
+    with pytest.raises(DataError, match=f"cannot read model {path}: truncated zip .*; retrain it or restore the file"):
+        load_model(path)
+
+
+def test_pruning_keeps_later_checkpoints_and_forgetting_takes_a_range(tmp_path):
+    """A next rung resumes from the kept one; a later rung's (a pair trained again after it) stay."""
+    from seglib.train import forget_checkpoints, prune_checkpoints
+
+    for epoch in (1, 2, 3, 9):
+        for suffix in (".keras", ".json"):
+            (tmp_path / f"epoch_{epoch:04d}{suffix}").write_text("")
+    (tmp_path / "epoch_0001.keras.damaged").write_text("")
+    prune_checkpoints(tmp_path, 2)
+    assert sorted(p.name for p in tmp_path.glob("epoch_*.keras*")) == [
+        "epoch_0001.keras.damaged",
+        "epoch_0002.keras",
+        "epoch_0003.keras",
+        "epoch_0009.keras",
+    ]
+    assert forget_checkpoints(tmp_path, 2, 3) == [3]
+    assert sorted(p.name for p in tmp_path.glob("epoch_*")) == [
+        "epoch_0001.keras.damaged",
+        "epoch_0002.json",
+        "epoch_0002.keras",
+        "epoch_0009.json",
+        "epoch_0009.keras",
+    ]
 
 
 def test_diverging_run_stops_with_flag_and_no_exception(tmp_path, caplog):

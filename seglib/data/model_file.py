@@ -21,17 +21,18 @@ ZIP_MAGIC = b"PK\x03\x04"
 DAMAGED_HINT = "retrain it or restore the file"
 
 
-def check_model_file(path: str | os.PathLike) -> Path:
+def check_model_file(path: str | os.PathLike, damaged_hint: str = DAMAGED_HINT) -> Path:
     """``path`` if it looks like a complete Keras model, else a DataError saying what is wrong.
 
     A ``.keras`` file must be a complete zip archive whose members pass their CRC check and
     which holds Keras' ``config.json`` (a folder holding it is Keras' unzipped form); a legacy
     ``.h5`` file is only checked to exist and not be empty. The message reads
-    ``cannot read model PATH: WHAT; WHAT TO DO``.
+    ``cannot read model PATH: WHAT; WHAT TO DO``; ``damaged_hint`` is what to do about an
+    empty, truncated or damaged file (a caller that knows how the file was made says how).
     """
     path = Path(path)
 
-    def refuse(problem: str, hint: str = DAMAGED_HINT) -> DataError:
+    def refuse(problem: str, hint: str = damaged_hint) -> DataError:
         return DataError(f"cannot read model {path}: {problem}; {hint}")
 
     if path.is_dir():

@@ -1,7 +1,13 @@
 """Training from prepared arrays (``loop``), its checkpoints, models kept between trainings
 (``pool``), and seglib's own loop on JAX (``jax_loop``)."""
 
-from seglib.train.checkpoints import CHECKPOINT_PATTERN, latest_checkpoint, load_model, prune_checkpoints
+from seglib.train.checkpoints import (
+    CHECKPOINT_PATTERN,
+    forget_checkpoints,
+    latest_checkpoint,
+    load_model,
+    prune_checkpoints,
+)
 from seglib.train.loop import (
     POLICIES,
     TrainOptions,
@@ -23,6 +29,7 @@ __all__ = [
     "compile_model",
     "enable_compile_cache",
     "epoch_order",
+    "forget_checkpoints",
     "latest_checkpoint",
     "load_model",
     "prune_checkpoints",

@@ -3,28 +3,42 @@
 The JSON (the training's configuration and history so far) is written after the model, so a
 checkpoint counts only when both exist; training resumes from the latest complete one at or
 below the epochs asked for, and refuses one written by another configuration.
+
+A checkpoint that cannot be read (a truncated or damaged file: a disk, a sync or a copy gone
+wrong; seglib's own writes are atomic) is set aside as ``epoch_NNNN.keras.damaged``, with a
+warning naming it, and training resumes from the previous readable one or starts again: a
+damaged file costs epochs, never the training's result.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
 
 import keras
 
-from seglib.artifacts import atomic_write, write_json
+from seglib.artifacts import ArtifactError, atomic_write, read_json, set_aside, write_json
+from seglib.data import DataError, check_model_file
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_PATTERN = re.compile(r"^epoch_(\d{4,})\.keras$")
+SET_ASIDE = "seglib sets it aside"  # the end of a damaged checkpoint's warning: "... as NAME.damaged"
 
 
 def load_model(path: str | os.PathLike, compile: bool = True) -> keras.Model:
-    """A saved seglib ``.keras`` model: seglib's model, loss and metric classes registered first."""
+    """A saved seglib ``.keras`` model: seglib's model, loss and metric classes registered first.
+
+    A file Keras cannot read is refused first with a DataError naming it and what is wrong
+    (Keras itself says "File not found" for a truncated one).
+    """
     import seglib.losses
     import seglib.metrics
     import seglib.model  # noqa: F401
 
-    return keras.models.load_model(str(path), compile=compile)
+    return keras.models.load_model(str(check_model_file(path)), compile=compile)
 
 
 def checkpoint_path(checkpoint_dir: Path, epoch: int) -> Path:
@@ -36,18 +50,50 @@ def state_path(checkpoint_dir: Path, epoch: int) -> Path:
 
 
 def latest_checkpoint(checkpoint_dir: str | os.PathLike, max_epoch: int) -> int:
-    """The highest epoch <= ``max_epoch`` with a complete checkpoint (model and state), else 0."""
+    """The highest epoch <= ``max_epoch`` with a complete, readable checkpoint, else 0.
+
+    Complete: both files exist. Readable: the model file is a whole Keras archive and the
+    state is JSON. The complete ones above it that are not readable are set aside
+    (``NAME.damaged``) with a warning naming each.
+    """
     checkpoint_dir = Path(checkpoint_dir)
     if not checkpoint_dir.is_dir():
         return 0
-    best = 0
+    epochs = []
     for path in checkpoint_dir.iterdir():
         match = CHECKPOINT_PATTERN.match(path.name)
-        if match:
-            epoch = int(match.group(1))
-            if best < epoch <= max_epoch and state_path(checkpoint_dir, epoch).is_file():
-                best = epoch
-    return best
+        if match and int(match.group(1)) <= max_epoch and state_path(checkpoint_dir, int(match.group(1))).is_file():
+            epochs.append(int(match.group(1)))
+    damaged, found = [], 0
+    for epoch in sorted(epochs, reverse=True):
+        problem = _unreadable(checkpoint_dir, epoch)
+        if problem is None:
+            found = epoch
+            break
+        damaged.append(problem)
+    for path, problem in damaged:
+        log.warning(
+            "%s as %s: training %s",
+            problem,
+            set_aside(path).name,
+            f"resumes from epoch {found}" if found else "starts again from epoch 0",
+        )
+    return found
+
+
+def _unreadable(checkpoint_dir: Path, epoch: int) -> tuple[Path, str] | None:
+    """(file, what is wrong with it) for a checkpoint that cannot be read, else None."""
+    model = checkpoint_path(checkpoint_dir, epoch)
+    try:
+        check_model_file(model, damaged_hint=SET_ASIDE)
+    except DataError as error:
+        return model, str(error)
+    state = state_path(checkpoint_dir, epoch)
+    try:
+        read_json(state)
+    except ArtifactError:
+        return state, f"cannot read checkpoint state {state}: not valid JSON; {SET_ASIDE}"
+    return None
 
 
 def save_checkpoint(checkpoint_dir: Path, epoch: int, model: keras.Model, state: dict) -> Path:
@@ -61,11 +107,29 @@ def save_checkpoint(checkpoint_dir: Path, epoch: int, model: keras.Model, state:
 
 
 def prune_checkpoints(checkpoint_dir: Path, keep_epoch: int) -> None:
-    """Delete every checkpoint but ``keep_epoch``'s (a next rung resumes from that one only)."""
+    """Delete the checkpoints below ``keep_epoch`` (a next rung resumes from that one only).
+
+    Later ones stay: they are a later rung's, when a pair is trained again after it ran.
+    """
     for path in Path(checkpoint_dir).glob("epoch_*"):
         match = CHECKPOINT_PATTERN.match(path.with_suffix(".keras").name)
-        if match and int(match.group(1)) != keep_epoch:
+        if match and int(match.group(1)) < keep_epoch:
             path.unlink(missing_ok=True)
+
+
+def forget_checkpoints(checkpoint_dir: Path, after: int, up_to: int) -> list[int]:
+    """Delete the checkpoints of epochs ``after`` < epoch <= ``up_to``; return those epochs.
+
+    A trial calls this for epochs its own records do not hold (its folder was deleted, or it
+    was stopped between a checkpoint and its record): it trains them again, writing them anew.
+    """
+    forgotten = set()
+    for path in Path(checkpoint_dir).glob("epoch_*"):
+        match = CHECKPOINT_PATTERN.match(path.with_suffix(".keras").name)
+        if match and after < int(match.group(1)) <= up_to:
+            path.unlink(missing_ok=True)
+            forgotten.add(int(match.group(1)))
+    return sorted(forgotten)
 
 
 # Settings added to the checkpoint's config after its first release, with the value every
