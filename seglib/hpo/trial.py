@@ -12,6 +12,9 @@ validation loss after every epoch and, at the end, ``{"default": best validation
   below the budget); a trial interrupted after k epochs resumes from epoch k the same way;
 * a pair whose ``result.json`` says SUCCEEDED or DIVERGED reports that result again without
   training, so a resumed search never trains a finished pair twice;
+* a trial resumes only from epochs its pair's folder records (a pair whose folder was deleted
+  trains its rung again), and a checkpoint that does not load is set aside as ``.damaged``
+  and the trial resumes from the one before it;
 * a diverged run reports the finite ``PENALTY_LOSS`` (NaN would break NNI's ranking and web
   UI); an error of the trial's own is FAILED with its traceback; an interruption (a signal,
   the manager or driver gone) is INTERRUPTED and the pair is handed out again; an error of
@@ -32,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from seglib.artifacts import (
+    DAMAGED_SUFFIX,
     DIVERGED,
     RUNNING,
     SUCCEEDED,
@@ -52,6 +56,7 @@ log = logging.getLogger("seglib.hpo.trial")
 BUDGET_KEY = "TRIAL_BUDGET"  # NNI's HyperBand name for the budget; 1 unit = 1 epoch
 CONFIG_KEY = "CONFIG_ID"  # which configuration (its checkpoint folder)
 PARAMETER_KEY = "PARAMETER_ID"  # which job of the search state
+RESUME_KEY = "RESUME_FROM"  # the epoch its rung starts from (the previous rung's budget)
 PENALTY_LOSS = 100.0  # reported for a diverged trial: above any real Dice + focal loss
 
 
@@ -63,21 +68,36 @@ class Assignment:
     budget: int
     params: dict
     parameter_id: int | None = None
+    resume_from: int | None = None  # None: from the latest checkpoint at or below the budget
 
     @classmethod
     def of(cls, search: Search, job: Job) -> Assignment:
-        return cls(job.config_id, int(job.budget), search.params(job), job.parameter_id)
+        return cls(job.config_id, int(job.budget), search.params(job), job.parameter_id, int(job.resume_from))
 
     def as_parameters(self) -> dict:
         """The parameters an engine hands the trial process (NNI's ``get_next_parameter``)."""
-        return {**self.params, CONFIG_KEY: self.config_id, BUDGET_KEY: self.budget, PARAMETER_KEY: self.parameter_id}
+        return {
+            **self.params,
+            CONFIG_KEY: self.config_id,
+            BUDGET_KEY: self.budget,
+            PARAMETER_KEY: self.parameter_id,
+            RESUME_KEY: self.resume_from,
+        }
 
     @classmethod
     def from_parameters(cls, parameters: dict, default_budget: int, trial_id: str) -> Assignment:
         budget = int(parameters.get(BUDGET_KEY) or default_budget)
         config_id = parameters.get(CONFIG_KEY) or ("standalone" if trial_id == "STANDALONE" else f"t-{trial_id}")
-        params = {k: v for k, v in parameters.items() if k not in (CONFIG_KEY, BUDGET_KEY, PARAMETER_KEY)}
-        return cls(str(config_id), budget, params, parameters.get(PARAMETER_KEY))
+        keys = (CONFIG_KEY, BUDGET_KEY, PARAMETER_KEY, RESUME_KEY)
+        params = {k: v for k, v in parameters.items() if k not in keys}
+        resume_from = parameters.get(RESUME_KEY)
+        return cls(
+            str(config_id),
+            budget,
+            params,
+            parameters.get(PARAMETER_KEY),
+            None if resume_from is None else int(resume_from),
+        )
 
 
 class TrialContext:
@@ -183,10 +203,10 @@ def run_job(context: TrialContext, job: Assignment, reporter) -> dict:
         )
         x_train, y_train, x_val, y_val = context.arrays()
         attempt["data_seconds"] = time.perf_counter() - started
-        from seglib.train import TrainOptions, latest_checkpoint, train
+        from seglib.train import TrainOptions, train
 
         checkpoint_dir = paths.checkpoint_dir(job.config_id)
-        attempt["initial_epoch"] = latest_checkpoint(checkpoint_dir, job.budget)
+        attempt.update(_resume_point(job, checkpoint_dir, history))
         write_json(history_file, history)
         result = train(
             x_train,
@@ -240,6 +260,31 @@ def run_job(context: TrialContext, job: Assignment, reporter) -> dict:
     return record
 
 
+def _resume_point(job: Assignment, checkpoint_dir: Path, history: dict) -> dict:
+    """Where this attempt starts: the latest readable checkpoint its pair's records account for.
+
+    Epochs above the rung's start that the pair's history does not hold (its folder was
+    deleted, or the last attempt stopped between a checkpoint and its record) are trained
+    again; a damaged checkpoint is set aside (``seglib.train.checkpoints``) and the epochs
+    recorded after the one resumed from leave the history, to be trained and recorded again.
+    """
+    from seglib.train import forget_checkpoints, latest_checkpoint
+
+    point = {}
+    if job.resume_from is not None:
+        recorded = max((e["epoch"] for e in history["epochs"]), default=job.resume_from)
+        forgotten = forget_checkpoints(checkpoint_dir, max(recorded, job.resume_from), job.budget)
+        if forgotten:
+            point["unrecorded_epochs"] = forgotten
+    before = {p.name for p in checkpoint_dir.glob(f"*{DAMAGED_SUFFIX}*")}
+    point["initial_epoch"] = latest_checkpoint(checkpoint_dir, job.budget)
+    set_aside = sorted(p.name for p in checkpoint_dir.glob(f"*{DAMAGED_SUFFIX}*") if p.name not in before)
+    if set_aside:
+        point["set_aside"] = [str(checkpoint_dir / name) for name in set_aside]
+    history["epochs"] = [e for e in history["epochs"] if e["epoch"] <= point["initial_epoch"]]
+    return point
+
+
 def _finish(result, history, trial_dir, checkpoint_dir, x_val, y_val) -> dict:
     """The pair's result: evaluation, model file, pruned checkpoints, the engine's final dict."""
     from seglib.metrics import evaluate
@@ -248,7 +293,8 @@ def _finish(result, history, trial_dir, checkpoint_dir, x_val, y_val) -> dict:
     attempts = history["attempts"]
     record = {
         "epochs_trained": len(history["epochs"]),
-        "resumed_from": next((a["initial_epoch"] for a in attempts if "initial_epoch" in a), result.initial_epoch),
+        # the epoch the recorded ones continue from (an attempt that lost epochs resumed lower)
+        "resumed_from": min((e["epoch"] for e in history["epochs"]), default=result.initial_epoch + 1) - 1,
         "trial_ids": [a["trial_id"] for a in attempts],
         "backend": result.metadata["backend"],
         "loop": result.metadata["loop"],
