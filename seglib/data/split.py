@@ -9,6 +9,7 @@ read that file, so they all see the same patches.
 from __future__ import annotations
 
 import itertools
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +51,7 @@ def load_split(path, producer: str = "notebooks/01_data") -> dict[str, np.ndarra
     try:
         with np.load(path) as saved:
             index = {name: np.asarray(saved[name]) for name in SPLIT_NAMES}
-    except (KeyError, ValueError, OSError) as error:
+    except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as error:  # a truncated .npz: BadZipFile
         raise ArtifactError(
             f"{path}: expected arrays {list(SPLIT_NAMES)} of patch indices ({error}); "
             f"rerun {producer} to write it again"

@@ -92,9 +92,13 @@ def _row(search: Search, job: Job, result: dict, history: dict) -> TrialRow:
 
 
 def _status(job: Job, result: dict, attempts: list[dict]) -> Status:
-    """A trial row's status (seglib.artifacts.Status) from its job and its folder."""
+    """A trial row's status (seglib.artifacts.Status) from its job and its folder.
+
+    A pair the schedule counts as finished whose folder holds no result (deleted, emptied) is
+    no success: INTERRUPTED, and trained again when the search continues (``outcome.revisit``).
+    """
     if job.status in FINISHED:
-        return Status(result.get("status") or job.status)
+        return Status(result["status"]) if result.get("status") in FINISHED else INTERRUPTED
     if job.status == FAILED:
         return FAILED
     if job.status == RUNNING:
@@ -107,6 +111,8 @@ def _status(job: Job, result: dict, attempts: list[dict]) -> Status:
 
 def _error(job: Job, result: dict) -> str | None:
     """The trial's own last error, else the search's record of why it ended or was handed out again."""
+    if job.status in FINISHED and result.get("status") not in FINISHED:
+        return "its folder holds no result: it is trained again when the search continues"
     return result.get("error") or job.error or (job.interruptions or [None])[-1]
 
 
@@ -169,7 +175,9 @@ def export(out_dir) -> Experiment:
         epochs_trained=sum(r.epochs_trained for r in rows),
         epochs_planned=plan["planned_epochs"],
         statuses={s: sum(r.status == s for r in rows) for s in sorted({r.status for r in rows})},
-        finished=bool(search and search.finished and not any(r.status in (RUNNING, WAITING) for r in rows)),
+        finished=bool(
+            search and search.finished and not any(r.status in (RUNNING, WAITING, INTERRUPTED) for r in rows)
+        ),
         seed=plan["seed"],
         experiment_id=(record.get("nni") or {}).get("experiment_id"),
     )

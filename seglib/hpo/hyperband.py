@@ -254,8 +254,8 @@ class Search:
 
     @property
     def finished(self) -> bool:
-        """True when every bracket has run its last rung (or ran out of survivors)."""
-        return all(self._bracket_done(b) for b in self.state["brackets"])
+        """True when every bracket has run its last rung (or ran out of survivors) and no job is to run again."""
+        return all(self._bracket_done(b) for b in self.state["brackets"]) and not any(j.handed_out for j in self.jobs)
 
     def counts(self) -> dict[Status, int]:
         """Jobs per schedule status (QUEUED, RUNNING, SUCCEEDED, DIVERGED, FAILED)."""
@@ -316,6 +316,15 @@ class Search:
             job.status = QUEUED
             if reason:
                 job.interruptions.append(reason)
+
+    def redo(self, parameter_id: int, reason: str) -> None:
+        """Hand a finished or failed job out again (its record is gone, or a damaged file failed it).
+
+        The decisions its rung already made stand: a rung that promoted does not promote again.
+        """
+        job = self.job(parameter_id)
+        job.status, job.value, job.error = QUEUED, None, None
+        job.interruptions.append(reason)
 
     def halt(self, reason: str) -> None:
         """Hand out nothing more (e.g. the disk is full) until :meth:`unhalt`."""

@@ -1,21 +1,37 @@
 """A trial's outcome, and the one rule every engine applies it to the search with.
 
 Why a trial ended decides what happens to its pair: its own configuration's error is final,
-the machine's (disk full, out of memory, data missing) halts the search until it is fixed, an
-interruption hands the pair out again.
+the machine's (disk full, out of memory, data missing, a damaged file) halts the search until
+it is fixed, an interruption hands the pair out again. When a search continues, an outcome
+whose record is gone, or that a damaged file caused, is not taken as final (:func:`revisit`).
 """
 
 from __future__ import annotations
 
 import errno
+import zipfile
 
-from seglib.artifacts import FAILED, FINISHED, INTERRUPTED, ArtifactError, ArtifactMissing, Status, finite_or_none
+from seglib.artifacts import (
+    FAILED,
+    FINISHED,
+    INTERRUPTED,
+    ArtifactError,
+    ArtifactMissing,
+    ExperimentPaths,
+    Status,
+    finite_or_none,
+    read_json,
+    set_aside,
+)
 from seglib.hpo.hyperband import Search
 
 MAX_LOST = 3  # a pair whose trial process died this often without a word is FAILED
 # Why a trial failed: its own configuration ("trial"), or the machine ("environment").
 TRIAL_CAUSE, ENVIRONMENT_CAUSE = "trial", "environment"
 ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.ENOMEM}
+# How a damaged file reads in a recorded error (earlier seglib versions recorded these as the
+# trial's own): zipfile's, seglib's check of a model file, Keras' answer to a truncated one.
+DAMAGED_FILE_ERRORS = ("BadZipFile", "cannot read model", "File not found: filepath=")
 
 
 class Interrupted(Exception):
@@ -28,6 +44,8 @@ def classify(error: BaseException) -> tuple[Status, str]:
         return INTERRUPTED, "interrupted"
     if isinstance(error, MemoryError) or (isinstance(error, OSError) and error.errno in ENVIRONMENT_ERRNOS):
         return FAILED, ENVIRONMENT_CAUSE
+    if isinstance(error, zipfile.BadZipFile) or damaged_file(str(error)):
+        return FAILED, ENVIRONMENT_CAUSE  # a file the trial read, not its configuration
     from seglib.data import DataError
 
     if isinstance(error, (DataError, ArtifactMissing, ArtifactError)):
@@ -95,3 +113,40 @@ def settle(search: Search, parameter_id: int, record: dict | None, lost: str | N
     else:
         search.requeue(parameter_id, lost or "the trial process died without a result")
     return None
+
+
+def damaged_file(error: str | None) -> bool:
+    """Whether a recorded error says a file the trial read was damaged."""
+    return bool(error) and any(words in error for words in DAMAGED_FILE_ERRORS)
+
+
+def revisit(search: Search, paths: ExperimentPaths) -> list[str]:
+    """Hand out again the pairs whose recorded outcome does not stand; one line for each.
+
+    A finished pair whose folder holds no readable result (deleted, emptied, damaged) has
+    nothing to report: it is trained again (``seglib.hpo.trial`` trains the epochs its records
+    lack). A pair FAILED by a damaged file (an earlier seglib recorded that as its own error)
+    is tried again: checkpoints that do not load are now set aside. Either way the decisions
+    its rung already made stand. A damaged ``result.json`` is set aside as ``.damaged``.
+    """
+    lines = []
+    for job in search.jobs:
+        folder = paths.trial_dir(job.config_id, job.budget)
+        if job.status in FINISHED:
+            result_file = folder / "result.json"
+            try:
+                result = read_json(result_file)
+            except ArtifactMissing:
+                result, why = None, f"{folder} holds no result"
+            except ArtifactError:
+                result, why = None, f"{result_file} is damaged (set aside as {set_aside(result_file).name})"
+            else:
+                why = f"{result_file} records no finished trial"
+            if result is None or result.get("status") not in FINISHED:
+                search.redo(job.parameter_id, why)
+                lines.append(f"{why}: {folder.name} is trained again")
+        elif job.status == FAILED and damaged_file(job.error):
+            why = f"{folder.name} failed reading a damaged file ({job.error})"
+            search.redo(job.parameter_id, why)
+            lines.append(f"{why}: it is tried again")
+    return lines

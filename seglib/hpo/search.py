@@ -13,15 +13,19 @@ outlives it; trials interrupted that way are handed out again when the search is
 
 from __future__ import annotations
 
+import logging
 import time
 
-from seglib.artifacts import Experiment, ExperimentPaths, read_json, read_json_or, write_json
-from seglib.hpo.driver import DriverLock
-from seglib.hpo.export import export, progress
+from seglib.artifacts import Experiment, ExperimentPaths, read_json, write_json
+from seglib.hpo.driver import DriverLock, driver
+from seglib.hpo.export import export, load_search, progress
 from seglib.hpo.hyperband import Search, brackets, pass_epochs
-from seglib.hpo.runtime import write_trial_settings
+from seglib.hpo.outcome import revisit
+from seglib.hpo.runtime import read_trial_settings, write_trial_settings
 from seglib.hpo.space import search_space
 from seglib.settings import Settings
+
+log = logging.getLogger("seglib.hpo.search")
 
 
 class SearchHalted(RuntimeError):
@@ -83,6 +87,9 @@ def tune(
     at once on one new folder cannot both prepare it: the second is refused.
     """
     paths = ExperimentPaths.of(out_dir)
+    if driver(paths) is not None:
+        with DriverLock(paths):  # refused, naming the running driver (a race lost to its end: nothing done)
+            pass
     _check_resume(paths, resume)  # refused before anything is written
     if not paths.experiment_file.is_file() and settings is None:
         raise ValueError("a new search needs settings (seglib.settings.profile(...))")
@@ -90,8 +97,11 @@ def tune(
         _check_resume(paths, resume)  # another command may have prepared it meanwhile
         if not paths.experiment_file.is_file():
             _prepare(paths, settings, tuner, split_file, max_epochs, space, backend)
-        elif _finished(paths):
-            return export(paths.root)  # rewritten: a damaged export is made whole again
+        else:
+            _revisit(paths)
+            if load_search(paths).finished:
+                return export(paths.root)  # rewritten: a damaged export is made whole again
+        _check_trial_code(paths)
         record = read_json(paths.experiment_file)
         try:
             if record["engine"] == "local":
@@ -151,9 +161,26 @@ def _prepare(paths: ExperimentPaths, settings: Settings, tuner, split_file, max_
     )
 
 
-def _finished(paths: ExperimentPaths) -> bool:
-    summary = (read_json_or(paths.trials_json, None) or {}).get("summary") or {}
-    return bool(summary.get("finished")) and progress(paths.root)["finished"]
+def _check_trial_code(paths: ExperimentPaths) -> None:
+    """What every trial reads, read once here: damaged, it stops the search before a trial starts, by name.
+
+    (A trial that cannot read it would fail without a record of its own in NNI's process.)
+    """
+    from seglib.data import load_split
+
+    producer = "a new search (`seglib hpo --out NEW_FOLDER`)"
+    read_trial_settings(paths.settings_file)
+    load_split(paths.split_file, producer)
+
+
+def _revisit(paths: ExperimentPaths) -> None:
+    """Before continuing: pairs whose outcome does not stand (record gone, a damaged file) go back in the queue."""
+    search = Search.load(paths.state_file)
+    lines = revisit(search, paths)
+    if lines:
+        search.save(paths.state_file)
+    for line in lines:
+        log.warning("%s", line)
 
 
 def _state_line(paths: ExperimentPaths) -> str:
