@@ -8,9 +8,9 @@ folder holding another run's settings is refused rather than overwritten.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import platform
-import shutil
 from pathlib import Path
 
 import seglib
@@ -174,6 +174,7 @@ def train_and_record(run: Run, name: str, params: dict) -> ModelRecord:
     if paths.metrics_file(name).is_file():
         record = read_model_record(paths.metrics_file(name), f"the {name} step")
         if record.params == params:
+            recorded_model(paths, name)  # a later step reads it: say now if it cannot be
             print(f"{paths.model_dir(name)} already holds this model: reusing it (delete the folder to train again)")
             return record
     arrays = load_arrays(run)
@@ -188,8 +189,23 @@ def train_and_record(run: Run, name: str, params: dict) -> ModelRecord:
         on_epoch_end=lambda epoch, logs: prune_checkpoints(checkpoints, epoch + 1),
     )
     record = record_model(paths, name, result, arrays, params)
-    shutil.rmtree(checkpoints, ignore_errors=True)
+    prune_checkpoints(checkpoints, result.epochs_trained + 1)  # all of them; a damaged one set aside stays
+    with contextlib.suppress(OSError):
+        checkpoints.rmdir()
     return record
+
+
+def recorded_model(paths: RunPaths, name: str) -> Path:
+    """``name/model.keras`` if it is a whole model, else an error naming it and how to get it back."""
+    from seglib.data import check_model_file
+
+    path, folder = paths.model_file(name), paths.model_dir(name)
+    retrain = f"retrain it (delete the folder {folder} and run again)"
+    if not path.exists() and paths.metrics_file(name).is_file():
+        raise ArtifactMissing(f"{path} not found although {paths.metrics_file(name)} is there: {retrain}")
+    if not path.exists():
+        raise ArtifactMissing(f"{path} not found (written by the {name} step: run it first)")
+    return check_model_file(path, damaged_hint=f"{retrain} or restore the file")
 
 
 def run_search(
@@ -260,7 +276,7 @@ def segment_held_out(run: Run, name: str = "tuned") -> dict | None:
     all_patches = patches(run)
     held_out = set(all_patches.tile_of_patch[load_split(paths.split_file)["test"]])
     pairs = [pair for pair in find_pairs(all_patches.root) if pair.tile in held_out]
-    model = load_model(paths.model_file(name), compile=False)
+    model = load_model(recorded_model(paths, name), compile=False)
     scores = predict.score_whole_images(model, pairs)
     shown = pairs[:WHOLE_IMAGE_FIGURES]
     figure = {}
