@@ -5,7 +5,10 @@ processes, ``kill -9``s one of its processes at a chosen moment, resumes where n
 checks what the rule in docs/hpo.md promises: no finished (configuration, budget) lost or
 trained again, no epoch trained twice, the same trials as an uninterrupted run with the same
 seed, and no process of the search left. Then the machine's faults: a full disk and a damaged
-state file, each ending in one line that names it.
+state file, each ending in one line that names it. Then damaged and missing files: a
+truncated checkpoint (of a trial, of the baseline), a finished trial's folder deleted, a
+garbage export, damaged trial code, a damaged model a later step reads, and two searches
+started at once on one folder: each named, none changing a result without a word.
 """
 
 from __future__ import annotations
@@ -13,10 +16,14 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
+import sys
 import time
+from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
 from hpo_helpers import (
@@ -48,12 +55,16 @@ def space_file(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def reference(data, tmp_path_factory):
+def reference_search(data, tmp_path_factory):
     """The same search, uninterrupted (in-process: the engines test shows it is NNI's search)."""
     settings = profile("quick", **TINY_OVERRIDES, data=str(data), max_budget=3, eta=3, seed=SEED, engine="local")
     folder = tmp_path_factory.mktemp("reference") / "hpo"
-    experiment = hpo.tune(folder, settings, space=hpo.search_space(ONE_BATCH_SIZE))
-    return sorted((r.config_id, r.budget) for r in experiment.trials)
+    return hpo.tune(folder, settings, space=hpo.search_space(ONE_BATCH_SIZE))
+
+
+@pytest.fixture(scope="module")
+def reference(reference_search):
+    return sorted((r.config_id, r.budget) for r in reference_search.trials)
 
 
 def args_for(data, space_file, **extra):
@@ -66,6 +77,11 @@ def args_for(data, space_file, **extra):
         port=free_port(random.randrange(20000, 40000, 2)),
         **extra,
     )
+
+
+def local_args(data, space_file, **extra):
+    """The same tiny search on the in-process engine (one process: the driver is the trial)."""
+    return cli_args(data, max_budget=3, seed=SEED, engine="local", space=space_file, **extra)
 
 
 def some_finished_one_running(out):
@@ -137,21 +153,25 @@ def test_manager_or_tuner_killed(tmp_path, data, space_file, reference, victim):
     assert_nothing_lost(out, before, reference)
 
 
+def running_with_an_epoch(out):
+    """(trial folder, pid) of a 3-epoch trial that has trained one or two epochs and still runs."""
+    for folder in (out / "trials").glob("*-b003"):
+        try:
+            history = json.loads((folder / "history.json").read_text())
+        except (OSError, ValueError):
+            continue
+        for attempt in history["attempts"]:
+            mine = [e for e in history["epochs"] if e["trial_id"] == attempt["trial_id"]]
+            if attempt["status"] == "RUNNING" and 1 <= len(mine) < 3 and psutil.pid_exists(attempt["pid"]):
+                return folder, attempt["pid"]
+    return None
+
+
 def test_trial_killed_after_an_epoch_resumes_from_its_checkpoint(tmp_path, data, space_file, reference):
     """A trial process killed mid-epoch is handed out again at once and resumes from its last epoch."""
     out = tmp_path / "hpo"
     driver = start_driver(out, args_for(data, space_file, concurrency=1))
-
-    def running_with_an_epoch():
-        for folder in (out / "trials").glob("*-b003"):
-            history = json.loads((folder / "history.json").read_text())
-            for attempt in history["attempts"]:
-                mine = [e for e in history["epochs"] if e["trial_id"] == attempt["trial_id"]]
-                if attempt["status"] == "RUNNING" and 1 <= len(mine) < 3 and psutil.pid_exists(attempt["pid"]):
-                    return folder, attempt["pid"]
-        return None
-
-    folder, pid = wait_for(running_with_an_epoch, TIMEOUT, driver, every=0.1)
+    folder, pid = wait_for(lambda: running_with_an_epoch(out), TIMEOUT, driver, every=0.1)
     before = finished_pairs(out)
     os.kill(pid, signal.SIGKILL)
     _, err = driver.communicate(timeout=TIMEOUT)
@@ -195,3 +215,196 @@ def test_a_damaged_state_file_is_named_with_what_to_do(tmp_path, data, space_fil
     _, err = again.communicate(timeout=120)
     assert again.returncode == 1 and f"seglib hpo: {state} is not valid JSON" in err and "new folder" in err, err
     assert "Traceback" not in err
+
+
+# ---------------------------------------------------------------------------------------------
+# Damaged and missing files: each named, none changing a result without a word
+
+
+def assert_same_result(out, reference_search) -> None:
+    """The search's export has the uninterrupted run's trials, values (to float noise) and best."""
+    after = hpo.export(out)
+    values = {(r.config_id, r.budget): r.value for r in after.trials}
+    expected = {(r.config_id, r.budget): r.value for r in reference_search.trials}
+    assert values.keys() == expected.keys() and after.summary.finished, after.summary
+    for key, value in expected.items():
+        assert values[key] == pytest.approx(value, rel=1e-4), (key, values[key], value)
+    assert (after.best.config_id, after.best.budget) == (reference_search.best.config_id, reference_search.best.budget)
+
+
+def copy_of(reference_search, tmp_path) -> Path:
+    """A finished search's folder, copied (the in-process engine resumes it wherever it is)."""
+    out = tmp_path / "hpo"
+    shutil.copytree(reference_search.folder, out)
+    return out
+
+
+def resume_local(out, data, space_file) -> tuple[int, str, str]:
+    driver = start_driver(out, local_args(data, space_file, resume=True))
+    stdout, stderr = driver.communicate(timeout=TIMEOUT)
+    return driver.returncode, stdout, stderr
+
+
+def test_a_truncated_checkpoint_is_set_aside_and_its_trial_resumes_before_it(
+    tmp_path, data, space_file, reference, reference_search
+):
+    """Killed mid-trial, then its latest checkpoint truncated: set aside by name, the result unchanged."""
+    out = tmp_path / "hpo"
+    driver = start_driver(out, local_args(data, space_file))
+    folder, _ = wait_for(lambda: running_with_an_epoch(out), TIMEOUT, driver, every=0.1)
+    os.kill(driver.pid, signal.SIGKILL)
+    driver.wait()
+    before = finished_pairs(out)
+    checkpoints = out / "checkpoints" / folder.name.split("-")[0]
+    complete = [p for p in checkpoints.glob("epoch_*.keras") if p.with_suffix(".json").is_file()]
+    victim = max(complete)  # the one the trial would resume from
+    assert victim.stat().st_size > 100_000
+    os.truncate(victim, 100_000)
+
+    code, _, err = resume_local(out, data, space_file)
+    assert code == 0, err[-3000:]
+    assert f"cannot read model {victim}: truncated zip" in err, err[-3000:]
+    assert f"sets it aside as {victim.name}.damaged: training resumes from epoch" in err, err[-3000:]
+    assert victim.with_name(victim.name + ".damaged").stat().st_size == 100_000  # kept, never read again
+    assert_nothing_lost(out, before, reference)
+    assert_same_result(out, reference_search)
+    history = json.loads((folder / "history.json").read_text())
+    last = history["attempts"][-1]
+    assert last["set_aside"] == [str(victim) + ".damaged"] and last["initial_epoch"] < int(victim.stem[-4:])
+
+
+def test_a_finished_trials_folder_deleted_is_trained_again(tmp_path, data, space_file, reference_search):
+    """Never a success without a result: the pair runs again, from its rung's start, to the same value."""
+    out = copy_of(reference_search, tmp_path)
+    best = reference_search.best
+    gone = out / "trials" / f"{best.config_id}-b{best.budget:03d}"
+    shutil.rmtree(gone)
+    row = next(r for r in hpo.export(out).trials if (r.config_id, r.budget) == (best.config_id, best.budget))
+    assert row.status == "INTERRUPTED" and row.value is None and "no result" in row.error
+
+    code, _, err = resume_local(out, data, space_file)
+    assert code == 0, err[-3000:]
+    assert f"{gone} holds no result: {gone.name} is trained again" in err, err[-3000:]
+    assert_same_result(out, reference_search)
+    rows = {(r.config_id, r.budget): r for r in hpo.export(out).trials}
+    for old in reference_search.trials:
+        new = rows[(old.config_id, old.budget)]
+        if (old.config_id, old.budget) == (best.config_id, best.budget):
+            assert new.status == "SUCCEEDED" and new.trial_ids[0] not in old.trial_ids
+            assert new.epochs_trained == new.budget - new.resumed_from == len(new.curve) > 0, new
+        else:
+            assert new.trial_ids == old.trial_ids, "a finished trial was run again"
+
+
+def test_a_garbage_export_of_a_finished_search_is_rewritten(tmp_path, data, space_file, reference_search):
+    out = copy_of(reference_search, tmp_path)
+    names = ("trials.csv", "trials.json", "best.json")
+    originals = {name: (out / name).read_bytes() for name in names}
+    for name in names:
+        (out / name).write_text("garbage\x00,{")
+    code, stdout, err = resume_local(out, data, space_file)
+    assert code == 0 and f"wrote {out / 'trials.csv'}" in stdout, err[-3000:]
+    assert {name: (out / name).read_bytes() for name in names} == originals
+
+
+@pytest.mark.parametrize("name", ["split.npz", "settings.json"])
+def test_damaged_trial_code_stops_the_search_naming_the_file(tmp_path, data, space_file, reference_search, name):
+    """What every trial reads is read first: damaged, the search exits 1 naming it, before any trial starts."""
+    out = copy_of(reference_search, tmp_path)
+    shutil.rmtree(out / "trials" / "c0003-b003")  # something left to run
+    damaged = out / "trial_code" / name
+    os.truncate(damaged, damaged.stat().st_size // 2)
+    code, _, err = resume_local(out, data, space_file)
+    last = err.strip().splitlines()[-1]
+    assert code == 1 and last.startswith(f"seglib hpo: {damaged}"), err[-3000:]
+    assert "Traceback" not in err and not (out / "trials" / "c0003-b003" / "history.json").exists()
+
+
+def test_two_searches_started_at_once_on_one_new_folder(tmp_path, data, space_file):
+    """Exactly one runs; the other is refused naming it; the folder is the one that ran, seed and all."""
+    out = tmp_path / "hpo"
+    drivers = {
+        seed: start_driver(out, cli_args(data, max_budget=1, seed=seed, engine="local", space=space_file))
+        for seed in (1, 2)
+    }
+    ended = {seed: (*driver.communicate(timeout=TIMEOUT), driver.returncode) for seed, driver in drivers.items()}
+    winners = [seed for seed, (_, _, code) in ended.items() if code == 0]
+    assert len(winners) == 1, {seed: (code, err[-1500:]) for seed, (_, err, code) in ended.items()}
+    (winner,) = winners
+    (loser,) = {1, 2} - {winner}
+    _, err, code = ended[loser]
+    assert code == 1 and f"the search in {out} is running in process {drivers[winner].pid}" in err, err[-3000:]
+    experiment = json.loads((out / "experiment.json").read_text())
+    state = json.loads((out / "search_state.json").read_text())
+    assert experiment["plan"]["seed"] == experiment["settings"]["seed"] == state["seed"] == winner
+    assert hpo.export(out).summary.finished
+
+
+# ---------------------------------------------------------------------------------------------
+# seglib run: the baseline's checkpoint and model
+
+
+def stand_in_notebooks(folder: Path) -> Path:
+    """The real 01 and 02, with 03 and 04 that do nothing (the search is tested above)."""
+    import nbformat
+
+    from seglib.run import NOTEBOOKS
+
+    folder.mkdir(parents=True)
+    real = Path(__file__).resolve().parents[1] / "notebooks"
+    for name in NOTEBOOKS[:2]:
+        shutil.copy(real / f"{name}.ipynb", folder)
+    for name in NOTEBOOKS[2:]:
+        params = nbformat.v4.new_code_cell('OUT_DIR = None\nPROFILE = "quick"')
+        params.metadata["tags"] = ["parameters"]
+        notebook = nbformat.v4.new_notebook(cells=[params, nbformat.v4.new_code_cell("print('stand-in')")])
+        notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(notebook, folder / f"{name}.ipynb")
+    return folder
+
+
+def seglib_run(out, notebooks, **popen) -> subprocess.Popen:
+    command = [sys.executable, "-m", "seglib.cli", "run", "--out", str(out), "--notebooks", str(notebooks)]
+    command += ["-p", "epochs=4", "-p", "max_patches=120"]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+
+
+@pytest.mark.notebooks
+def test_a_truncated_baseline_checkpoint_is_retrained_and_a_damaged_model_named(tmp_path, data):
+    """`seglib run` killed mid-baseline, its checkpoint truncated: the rerun sets it aside and
+    trains the same baseline; a damaged baseline/model.keras is named with what to do."""
+    from seglib import pipeline
+    from seglib.artifacts import read_model_record
+
+    notebooks = stand_in_notebooks(tmp_path / "notebooks")
+    out = tmp_path / "run"
+    checkpoints = out / "baseline" / "checkpoints"
+    first = seglib_run(out, notebooks)
+    wait_for(lambda: list(checkpoints.glob("epoch_*.json")), TIMEOUT, first, every=0.1)
+    for process in [*psutil.Process(first.pid).children(recursive=True), psutil.Process(first.pid)]:
+        process.kill()  # the command and its kernel, as a closed laptop would
+    first.communicate()
+    victim = max(p.with_suffix(".keras") for p in checkpoints.glob("epoch_*.json"))
+    os.truncate(victim, victim.stat().st_size // 2)
+
+    again = seglib_run(out, notebooks)
+    _, err = again.communicate(timeout=TIMEOUT)
+    assert again.returncode == 0, err[-3000:]
+    executed = (out / "02_baseline.ipynb").read_text()
+    assert f"cannot read model {victim}: truncated zip" in executed and "sets it aside as" in executed
+    assert victim.with_name(victim.name + ".damaged").is_file()
+    reference = tmp_path / "reference"
+    run = pipeline.start_run(reference, "quick", None, {"epochs": 4, "max_patches": 120})
+    pipeline.prepare_data(run)
+    straight = pipeline.train_baseline(run)
+    trained = read_model_record(out / "baseline" / "metrics.json", "notebooks/02_baseline")
+    assert trained.epochs_trained == straight.epochs_trained == 4
+    np.testing.assert_allclose(trained.history["val_loss"], straight.history["val_loss"], rtol=1e-4)
+
+    model = out / "baseline" / "model.keras"
+    os.truncate(model, model.stat().st_size // 2)
+    third = seglib_run(out, notebooks)
+    _, err = third.communicate(timeout=TIMEOUT)
+    assert third.returncode == 1 and "02_baseline.ipynb" in err, err[-3000:]
+    assert f"cannot read model {model}: truncated zip" in err, err[-3000:]
+    assert f"retrain it (delete the folder {out / 'baseline'} and run again) or restore the file" in err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from seglib.artifacts import ExperimentPaths
 from seglib.hpo.engines.nni import TUNER_CLASS, build_config
 from seglib.hpo.hyperband import HyperBand, pass_epochs
-from seglib.hpo.outcome import MAX_LOST, classify, final_value, settle
+from seglib.hpo.outcome import MAX_LOST, classify, final_value, revisit, settle
 from seglib.hpo.remote import parse_host, remote_experiment_config
 from seglib.hpo.search import plan
 from seglib.hpo.space import search_space
@@ -222,8 +223,54 @@ def test_a_trial_that_dies_without_a_word_is_retried_then_failed():
         (OSError(28, "No space left on device"), ("FAILED", "environment")),
         (MemoryError(), ("FAILED", "environment")),
         (RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate"), ("FAILED", "environment")),
+        (zipfile.BadZipFile("File is not a zip file"), ("FAILED", "environment")),
+        (ValueError("cannot read model x/epoch_0001.keras: truncated zip"), ("FAILED", "environment")),
         (ValueError("activation='x'"), ("FAILED", "trial")),
     ],
 )
 def test_failures_are_classified_by_whose_fault_they_are(error, expected):
     assert classify(error) == expected
+
+
+def test_outcomes_that_do_not_stand_are_handed_out_again_and_their_rung_decisions_stand(tmp_path):
+    """A finished pair whose folder is gone, a pair an earlier seglib FAILED for a damaged file: run again."""
+    from seglib.artifacts import write_json
+
+    paths = ExperimentPaths.of(tmp_path)
+    search = HyperBand(3, 3, seed=0)  # bracket 0: 3 configurations at 1 epoch, the best at 3
+    first, second, third = (search.next_job() for _ in range(3))
+    for job, value in ((first, 0.5), (third, 0.7)):
+        write_json(paths.trial_dir(job.config_id, job.budget) / "result.json", {"status": "SUCCEEDED"})
+        settle(search, job.parameter_id, {"status": "SUCCEEDED", "final": {"default": value}})
+    settle(
+        search,
+        second.parameter_id,
+        {"status": "FAILED", "cause": "trial", "error": "BadZipFile: File is not a zip file"},
+    )
+    promoted = search.jobs[3]
+    assert (promoted.config_id, promoted.budget) == (first.config_id, 3)
+    (paths.trial_dir(third.config_id, third.budget) / "result.json").unlink()  # the folder emptied
+
+    lines = revisit(search, paths)
+    assert [job.status for job in (first, second, third)] == ["SUCCEEDED", "QUEUED", "QUEUED"]
+    assert any(third.config_id in line and "holds no result" in line for line in lines), lines
+    assert any(second.config_id in line and "damaged file" in line for line in lines), lines
+    assert not search.finished
+    for job in (search.next_job(), search.next_job()):  # the two pairs again, before anything new
+        assert job in (second, third)
+        write_json(paths.trial_dir(job.config_id, job.budget) / "result.json", {"status": "SUCCEEDED"})
+        settle(search, job.parameter_id, {"status": "SUCCEEDED", "final": {"default": 0.1}})
+    assert search.jobs[3] is promoted and len([j for j in search.jobs if j.budget == 3 and j.bracket == 0]) == 1
+    assert revisit(search, paths) == []
+
+
+def test_an_assignment_carries_where_its_rung_starts_through_nni_parameters():
+    from seglib.hpo.trial import Assignment
+
+    search = HyperBand(9, 3, seed=0)
+    job = search.next_job()
+    assignment = Assignment.of(search, job)
+    again = Assignment.from_parameters(assignment.as_parameters(), 9, "trial-1")
+    assert again == assignment and again.resume_from == job.resume_from == 0
+    old = {k: v for k, v in assignment.as_parameters().items() if k != "RESUME_FROM"}  # an earlier seglib's
+    assert Assignment.from_parameters(old, 9, "trial-1").resume_from is None
