@@ -274,3 +274,22 @@ def test_an_assignment_carries_where_its_rung_starts_through_nni_parameters():
     assert again == assignment and again.resume_from == job.resume_from == 0
     old = {k: v for k, v in assignment.as_parameters().items() if k != "RESUME_FROM"}  # an earlier seglib's
     assert Assignment.from_parameters(old, 9, "trial-1").resume_from is None
+
+
+def test_a_failed_pair_is_tried_again_only_when_its_folder_was_deleted(tmp_path):
+    """Deleting a trial's folder runs it again; a failure of its own, recorded, stays final."""
+    from seglib.artifacts import write_json
+
+    paths = ExperimentPaths.of(tmp_path)
+    search = HyperBand(9, 3, seed=0)
+    kept, deleted = search.next_job(), search.next_job()
+    for job in (kept, deleted):
+        write_json(paths.trial_dir(job.config_id, job.budget) / "result.json", {"status": "FAILED"})
+        settle(search, job.parameter_id, {"status": "FAILED", "cause": "trial", "error": "ValueError: bad"})
+    (paths.trial_dir(deleted.config_id, deleted.budget) / "result.json").unlink()
+    paths.trial_dir(deleted.config_id, deleted.budget).rmdir()
+    assert revisit(search, paths) == [
+        f"{paths.trial_dir(deleted.config_id, deleted.budget)} was deleted: "
+        f"{deleted.config_id}-b{deleted.budget:03d}, FAILED before, is tried again"
+    ]
+    assert (kept.status, deleted.status) == ("FAILED", "QUEUED")

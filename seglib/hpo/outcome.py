@@ -126,8 +126,9 @@ def revisit(search: Search, paths: ExperimentPaths) -> list[str]:
     A finished pair whose folder holds no readable result (deleted, emptied, damaged) has
     nothing to report: it is trained again (``seglib.hpo.trial`` trains the epochs its records
     lack). A pair FAILED by a damaged file (an earlier seglib recorded that as its own error)
-    is tried again: checkpoints that do not load are now set aside. Either way the decisions
-    its rung already made stand. A damaged ``result.json`` is set aside as ``.damaged``.
+    is tried again: checkpoints that do not load are now set aside; so is a FAILED pair whose
+    folder was deleted (deleting a trial's folder is how to run it again). Either way the
+    decisions its rung already made stand. A damaged ``result.json`` is set aside as ``.damaged``.
     """
     lines = []
     for job in search.jobs:
@@ -149,4 +150,7 @@ def revisit(search: Search, paths: ExperimentPaths) -> list[str]:
             why = f"{folder.name} failed reading a damaged file ({job.error})"
             search.redo(job.parameter_id, why)
             lines.append(f"{why}: it is tried again")
+        elif job.status == FAILED and not folder.exists():
+            search.redo(job.parameter_id, f"{folder} was deleted")
+            lines.append(f"{folder} was deleted: {folder.name}, FAILED before, is tried again")
     return lines
