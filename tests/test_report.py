@@ -302,9 +302,26 @@ def test_record_model_writes_metrics_and_ten_samples(tmp_path):
     assert samples["predictions"].shape == (6, 32, 32)
 
 
-def test_sources_are_copied_beside_the_report(fake_run, written):
+def test_sources_are_copied_beside_the_report_without_this_machines_paths(fake_run, written):
     for name in ("run.json", "tuned/metrics.json", "hpo/trials.json", "hpo/best.json"):
-        assert (written.parent / report.SOURCES / name).read_bytes() == (fake_run / name).read_bytes()
+        copied = json.loads((written.parent / report.SOURCES / name).read_text())
+        original = json.loads((fake_run / name).read_text())
+        assert copied == report.portable(original, fake_run.resolve())
+    assert str(fake_run.resolve()) not in (written.parent / report.SOURCES / "hpo" / "trials.json").read_text()
+
+
+def test_paths_in_copied_records_become_machine_independent(tmp_path):
+    run_dir = tmp_path / "run"
+    record = {
+        "model": str(run_dir / "hpo" / "trials" / "c0001-b002" / "model.keras"),
+        "settings": {"data": "/data/mine/Semantic segmentation dataset", "epochs": 4},
+        "command": "seglib run --out runs/x --data '../shared/data/Semantic segmentation dataset' -p epochs=4",
+    }
+    assert report.portable(record, run_dir) == {
+        "model": "hpo/trials/c0001-b002/model.keras",
+        "settings": {"data": "Semantic segmentation dataset", "epochs": 4},
+        "command": "seglib run --out runs/x --data 'PATH/Semantic segmentation dataset' -p epochs=4",
+    }
 
 
 COMMITTED = Path(__file__).resolve().parents[1] / "docs" / report.REPORT_NAME

@@ -9,7 +9,8 @@ shows tables and figures in the notebooks.
 
 from __future__ import annotations
 
-import shutil
+import os
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from seglib.artifacts import (
     read_json_or,
     read_model_record,
     read_run,
+    write_json,
 )
 from seglib.hpo.hyperband import brackets
 from seglib.report import figures, markdown
@@ -134,10 +136,32 @@ def copy_sources(run_dir: Path, target: Path) -> None:
     """Copy the small JSON files the report's numbers come from next to it (docs/run/).
 
     The run folder is not committed; these files are, so a test can check the committed
-    report's numbers against the files they came from.
+    report's numbers against the files they came from. They carry no path of the machine that
+    made them (:func:`portable`): a path inside the run folder becomes relative to it, any
+    other (the dataset's folder) its last component.
     """
     for name in SOURCE_FILES:
         source = Path(run_dir) / name
         if source.is_file():
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, target / name)
+            write_json(target / name, portable(read_json(source), Path(run_dir).resolve()))
+
+
+def portable(value, run_dir: Path):
+    """``value`` (plain JSON) with absolute paths made machine-independent (see :func:`copy_sources`)."""
+    if isinstance(value, dict):
+        return {key: portable(item, run_dir) for key, item in value.items()}
+    if isinstance(value, list):
+        return [portable(item, run_dir) for item in value]
+    if isinstance(value, str) and os.path.isabs(value):
+        path = Path(value)
+        return path.relative_to(run_dir).as_posix() if path.is_relative_to(run_dir) else path.name
+    if isinstance(value, str) and " --" in value and "/" in value:  # a command line: its path arguments
+        return shlex.join(portable_argument(word, run_dir) for word in shlex.split(value))
+    return value
+
+
+def portable_argument(word: str, run_dir: Path) -> str:
+    if os.path.isabs(word) or word.startswith(".."):
+        path = Path(word)
+        return path.relative_to(run_dir).as_posix() if path.is_relative_to(run_dir) else f"PATH/{path.name}"
+    return word
