@@ -14,7 +14,8 @@ ends. The clock jumps from one event to the next: a job finishes, the objective 
 value at the job's budget, and the search is told (``report``) at that virtual time; then every
 idle worker asks for a job. A worker the search has nothing for (a synchronous rung waiting for
 its slowest trial) stays idle until the next event. Ties finish in worker order, so a run is
-deterministic. The real seconds the search's own calls take are measured on the side.
+deterministic. The CPU seconds the search's own calls take are measured on the side (CPU, not
+wall, time: another process on the machine does not inflate them).
 
 This module imports neither Keras nor NNI.
 """
@@ -118,8 +119,8 @@ class Simulation:
     busy: list[float]  # virtual seconds each worker ran a job
     makespan: float  # virtual seconds from the first job handed out to the last one's end
     decisions: int  # calls to the search (next_job that handed a job out, report)
-    decision_seconds: float  # real seconds inside those calls
-    hook_seconds: float  # real seconds inside after_change (e.g. saving the state)
+    decision_seconds: float  # CPU seconds inside those calls
+    hook_seconds: float  # CPU seconds inside after_change (e.g. saving the state; its I/O waits not counted)
 
     @property
     def idle(self) -> list[float]:
@@ -155,7 +156,7 @@ def simulate(
 
     ``max_trials`` stops handing out jobs after that many (the running ones still finish).
     ``after_change`` is called after every job handed out and every result told, as an engine
-    saves the state (``lambda s: s.save(path)``); its real time is measured apart.
+    saves the state (``lambda s: s.save(path)``); its CPU time is measured apart.
     """
     if workers < 1:
         raise ValueError(f"simulate needs at least 1 worker, got {workers!r}")
@@ -169,16 +170,16 @@ def simulate(
     def changed() -> None:
         nonlocal hook_seconds
         if after_change is not None:
-            begin = time.perf_counter()
+            begin = time.thread_time()
             after_change(search)
-            hook_seconds += time.perf_counter() - begin
+            hook_seconds += time.thread_time() - begin
 
     while True:
         while free and (max_trials is None or started < max_trials):
-            begin = time.perf_counter()
+            begin = time.thread_time()
             job = search.next_job()
             params = search.params(job) if job is not None else None
-            decision_seconds += time.perf_counter() - begin
+            decision_seconds += time.thread_time() - begin
             if job is None:
                 break
             decisions += 1
@@ -194,11 +195,11 @@ def simulate(
             job, params = slot.running.job, slot.running.params
             value = objective(params, job.budget)
             finite = value is not None and math.isfinite(value)
-            begin = time.perf_counter()
+            begin = time.thread_time()
             search.report(
                 job.parameter_id, value if finite else math.nan, diverged=not finite, epochs_trained=job.budget
             )
-            decision_seconds += time.perf_counter() - begin
+            decision_seconds += time.thread_time() - begin
             decisions += 1
             changed()
             trials.append(
