@@ -36,7 +36,8 @@ from pathlib import Path
 import numpy as np
 from synthetic import Synthetic
 
-from seglib.hpo.hyperband import HyperBand, RandomSearch, Search, pass_epochs, rank_key, s_max
+from seglib.hpo.hyperband import HyperBand, RandomSearch, pass_epochs, s_max
+from seglib.hpo.schedule import Search, rank_key
 from seglib.hpo.simulate import TrainingCost, simulate
 from seglib.hpo.space import search_space
 from seglib.settings import profile

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from seglib.artifacts import SUCCEEDED
-from seglib.hpo.hyperband import HyperBand, RandomSearch, Search
+from seglib.hpo.hyperband import HyperBand, RandomSearch
+from seglib.hpo.schedule import Search
 from seglib.hpo.simulate import CostModel, TrainingCost, simulate
 from seglib.hpo.space import sample, search_space
 from seglib.settings import profile

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from seglib.hpo.hyperband import Job, Search
+from seglib.hpo.schedule import Job, Search
 
 # f(params, budget) -> the validation loss the trial would report (None or NaN: it diverged)
 Objective = Callable[[dict, int], float | None]
