@@ -219,9 +219,10 @@ def test_every_tuner_runs_to_its_end_deterministically(kind, max_budget):
 
 
 def test_asynchronous_rungs_keep_four_workers_busier_than_synchronous_hyperband():
-    if "asha" not in Search.registry:
-        pytest.skip("no asha tuner registered")
-    for seed in range(3):
-        _, hyperband = run_tuner("hyperband", 60, seed)
-        _, asha = run_tuner("asha", 60, seed)
-        assert asha.utilisation > hyperband.utilisation, (seed, asha.utilisation, hyperband.utilisation)
+    # HyperBand opens its next bracket while a rung waits, so it idles only near its end:
+    # compare medians over seeds, not one seed.
+    use = {
+        kind: np.median([run_tuner(kind, 60, seed)[1].utilisation for seed in range(10)])
+        for kind in ("hyperband", "asha")
+    }
+    assert use["asha"] > use["hyperband"], use
