@@ -348,3 +348,12 @@ def test_the_tuner_setting_names_a_main_search():
     assert profile("quick", tuner="bohb").tuner == "bohb"
     with pytest.raises(SettingError, match=r"tuner='random': expected one of \['hyperband', 'asha', 'bohb'\]"):
         profile("quick", tuner="random")
+
+
+def test_a_folder_holding_one_search_refuses_another_by_name(tmp_path):
+    from seglib.artifacts import write_json
+    from seglib.hpo.search import SearchExists, tune
+
+    write_json(tmp_path / "experiment.json", {"plan": {"tuner": "asha"}, "engine": "local"})
+    with pytest.raises(SearchExists, match=r"holds a search of tuner asha, not bohb: continue it with --tuner asha"):
+        tune(tmp_path, profile("quick"), "bohb")

@@ -84,9 +84,10 @@ class Asha(Search, kind="asha"):
         return not self.handed_out and self._decide() is None
 
     def planned_trials(self) -> int:
-        planned = expected_trials(self.state["max_budget"], self.state["eta"], self.state["epochs"])
-        cap = self.state["max_trials"]
-        return max(len(self.jobs), planned if cap is None else min(cap, planned))
+        if self._planned is None:  # a dry run of the whole search: worked out once per process
+            s = self.state
+            self._planned = expected_trials(s["max_budget"], s["eta"], s["epochs"], s["max_trials"])
+        return max(len(self.jobs), self._planned)
 
     # -- transitions ------------------------------------------------------------------------
     def next_job(self) -> Job | None:
@@ -127,6 +128,7 @@ class Asha(Search, kind="asha"):
         return (0, None) if budgets[0] <= left else None
 
     def _reindex(self) -> None:
+        self._planned: int | None = None
         rungs = len(self.state["brackets"][0]["rungs"])
         self._done: list[list[tuple]] = [[] for _ in range(rungs)]
         self._waiting: list[list[tuple]] = [[] for _ in range(rungs)]

@@ -17,7 +17,6 @@ and :meth:`Search.fail` alone; the engines add :meth:`Search.requeue` and :meth:
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -216,8 +215,8 @@ class Search:
         return self
 
     def to_state(self) -> dict:
-        """The whole state as plain JSON values."""
-        return {**self.state, "jobs": [dataclasses.asdict(job) for job in self.jobs]}
+        """The whole state as plain JSON values (jobs copied field by field: ``asdict`` deep-copies, 10x slower)."""
+        return {**self.state, "jobs": [{**vars(job), "interruptions": list(job.interruptions)} for job in self.jobs]}
 
     def save(self, path) -> None:
         """Write the state atomically, so a kill never leaves half a file."""

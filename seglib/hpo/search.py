@@ -134,8 +134,8 @@ def _check_tuner(paths: ExperimentPaths, tuner: str | None) -> None:
     held = read_json(paths.experiment_file)["plan"]["tuner"]
     if tuner is not None and tuner != held:
         raise SearchExists(
-            f"{paths.root} holds a {held} search, not {tuner}: continue it with --tuner {held} (or no --tuner), "
-            "or choose a new folder"
+            f"{paths.root} holds a search of tuner {held}, not {tuner}: continue it with --tuner {held} "
+            "(or no --tuner), or choose a new folder"
         )
 
 
