@@ -247,7 +247,11 @@ def _one_trial(search: Search, objective: Synthetic, state: Path | None = None) 
     job = search.next_job()
     if state:
         search.save(state)
-    search.report(job.parameter_id, objective(search.params(job), job.budget), epochs_trained=job.budget)
+    search.report(
+        job.parameter_id,
+        objective(search.params(job), job.budget),
+        epochs_trained=job.budget - job.resume_from,
+    )
     if state:
         search.save(state)
     return time.thread_time() - cpu, time.perf_counter() - wall

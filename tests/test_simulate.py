@@ -212,6 +212,9 @@ def test_every_tuner_runs_to_its_end_deterministically(kind, max_budget):
     assert len(result.trials) == len(search.jobs) > 0
     assert all(job.status == SUCCEEDED for job in search.jobs)
     assert result.epochs == sum(job.budget - job.resume_from for job in search.jobs)
+    assert all(job.epochs_trained == job.budget - job.resume_from for job in search.jobs)
+    settings = profile("full", max_budget=max_budget, max_trials=None)
+    assert result.epochs == Search.registry[kind].planned(settings)[1]  # each spends what it plans
     again_search, again = run_tuner(kind, max_budget, seed=0)
     assert again.trials == result.trials and again_search.to_state() == search.to_state()
     _, other = run_tuner(kind, max_budget, seed=1)

@@ -197,7 +197,10 @@ def simulate(
             finite = value is not None and math.isfinite(value)
             begin = time.thread_time()
             search.report(
-                job.parameter_id, value if finite else math.nan, diverged=not finite, epochs_trained=job.budget
+                job.parameter_id,
+                value if finite else math.nan,
+                diverged=not finite,
+                epochs_trained=job.budget - job.resume_from,  # this trial's epochs, as a trial reports them
             )
             decision_seconds += time.thread_time() - begin
             decisions += 1
