@@ -75,11 +75,11 @@ def quartiles(values) -> dict:
 # --- regret and workers' use ----------------------------------------------------------------
 
 
-def regret_and_use(seeds: int, workers: int, pad) -> list[dict]:
+def regret_and_use(kinds: list[str], seeds: int, workers: int, pad) -> list[dict]:
     cells = []
     for max_budget in SCALES:
         for ranking in RANKINGS:
-            for kind in sorted(Search.registry):
+            for kind in kinds:
                 regrets, use, hours, epochs = [], [], [], []
                 for seed in range(seeds):
                     objective = Synthetic(max_budget, ranking, seed=seed)
@@ -207,20 +207,20 @@ def reach_table(cells: list[dict]) -> str:
 # --- the scheduler's own time ---------------------------------------------------------------
 
 
-def overhead(trials: int, bohb_trials: int, pad) -> list[dict]:
+def overhead(kinds: list[str], trials: int, bohb_trials: int, pad) -> list[dict]:
     """Per tuner: CPU ms per trial in the search's calls over ``trials``; then at that size, with and without saving.
 
     BOHB fits its density model on every observation for each new configuration, so its
     decisions grow with the trials: ``bohb_trials`` keeps its run within minutes.
     """
     cells = []
-    for kind in sorted(Search.registry):
-        trials = bohb_trials if kind == "bohb" else trials
-        max_budget = next(3**k for k in range(1, 20) if pass_epochs(3**k, ETA)["trials"] >= trials)
+    for kind in kinds:
+        count = bohb_trials if kind == "bohb" else trials
+        max_budget = next(3**k for k in range(1, 20) if pass_epochs(3**k, ETA)["trials"] >= count)
         # epochs for more than `trials` trials of R epochs, for a tuner that spends a budget (random search)
-        search = create(kind, max_budget, seed=0, epochs=(trials + 100) * max_budget)
+        search = create(kind, max_budget, seed=0, epochs=(count + 100) * max_budget)
         objective = Synthetic(max_budget, "well")
-        result = simulate(search, objective, TrainingCost(pad=pad), 4, max_trials=trials)
+        result = simulate(search, objective, TrainingCost(pad=pad), 4, max_trials=count)
         with tempfile.TemporaryDirectory() as folder:
             state = Path(folder) / "search_state.json"
             bare = [_one_trial(search, objective) for _ in range(OVERHEAD_REPEATS)]
@@ -279,13 +279,15 @@ def main(argv=None) -> int:
     parser.add_argument("--trials", type=int, default=10_000)
     parser.add_argument("--bohb-trials", type=int, default=2_000)
     parser.add_argument("--sections", default="regret,reach,overhead")
+    parser.add_argument("--tuners", default=",".join(sorted(Search.registry)), help="for regret and overhead")
     args = parser.parse_args(argv)
     sections = set(args.sections.split(","))
+    kinds = args.tuners.split(",")
     pad = padding()
     tables = []
     if "regret" in sections:
         started = time.perf_counter()
-        cells = regret_and_use(args.seeds, args.workers, pad)
+        cells = regret_and_use(kinds, args.seeds, args.workers, pad)
         seconds = time.perf_counter() - started
         print(
             "RESULT " + json.dumps({"section": "regret", "workers": args.workers, "seconds": seconds, "cells": cells})
@@ -296,7 +298,7 @@ def main(argv=None) -> int:
         print("RESULT " + json.dumps({"section": "reach", "cells": cells}))
         tables.append(reach_table(cells))
     if "overhead" in sections:
-        cells = overhead(args.trials, args.bohb_trials, pad)
+        cells = overhead(kinds, args.trials, args.bohb_trials, pad)
         print("RESULT " + json.dumps({"section": "overhead", "cells": cells}))
         tables.append(overhead_table(cells))
     print("\n\n".join(tables), file=sys.stderr)
