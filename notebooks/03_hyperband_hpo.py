@@ -14,17 +14,18 @@
 # ---
 
 # %% [markdown]
-# # 03 · HyperBand, random search at equal epochs, the tuned model
+# # 03 · HyperBand (or ASHA, BOHB), random search at equal epochs, the tuned model
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/YOUR-GITHUB-USER/seglib/blob/main/notebooks/03_hyperband_hpo.ipynb)
 #
-# Runs seglib's HyperBand over the original's search space with the profile's R and η; a
-# promoted configuration resumes from its checkpoint of the previous rung. The engine is the
-# run's `engine` setting: NNI (trial processes, web UI) or `local` (in this kernel). Then random
-# search gets exactly the epochs HyperBand spent, and the best configuration is retrained like
-# the baseline and segments the held-out tiles' whole images. Writes `hpo/`, `random/` and
-# `tuned/`; run again after an interruption (a Colab disconnect included), it continues where
-# it stopped.
+# Runs the run's main search over the original's search space with the profile's R and η: its
+# `tuner` setting, seglib's HyperBand by default, or ASHA or BOHB (`docs/hpo.md`); a promoted
+# configuration resumes from its checkpoint of the previous rung. The engine is the run's
+# `engine` setting: NNI (trial processes, web UI) or `local` (in this kernel). Then random
+# search gets exactly the epochs the main search spent, and the best configuration is retrained
+# like the baseline and segments the held-out tiles' whole images. Writes `hpo/` (HyperBand;
+# `asha/` or `bohb/` for those), `random/` and `tuned/`; run again after an interruption (a
+# Colab disconnect included), it continues where it stopped.
 #
 # **The NNI web UI has no authentication: never expose it to the internet.** In Colab it is shown
 # through Colab's own authenticated proxy; on a server use `ssh -L 8080:localhost:8080`.
@@ -32,7 +33,7 @@
 # %% tags=["parameters"]
 PROFILE = "quick"  # the run's profile: "quick" (CPU, minutes) or "full" (the original's settings, for a GPU)
 OUT_DIR = None  # the run folder; None: MyDrive/seglib/runs/<PROFILE> in Colab, runs/<PROFILE> elsewhere
-RANDOM_SEARCH = True  # also run random search at HyperBand's epochs (for the report)
+RANDOM_SEARCH = True  # also run random search at the main search's epochs (for the report)
 REMOTE_HOSTS = []  # e.g. ["alice@gpu1", "alice@gpu2:2222"]: run trials on these machines over SSH (docs/hpo.md)
 REMOTE_PYTHON_PATH = None  # with REMOTE_HOSTS: bin folder of the Python with seglib and nni on every machine
 SSH_KEY = None  # with REMOTE_HOSTS: SSH private key (None: ~/.ssh/id_rsa)
@@ -67,12 +68,12 @@ print(run.label)
 display.schedule_table(run.settings)
 
 # %% [markdown]
-# ## HyperBand
+# ## The main search (the run's `tuner`: HyperBand unless the run chose ASHA or BOHB)
 
 # %%
 remote = dict(remote_hosts=REMOTE_HOSTS, python_path=REMOTE_PYTHON_PATH, ssh_key=SSH_KEY, manager_ip=MANAGER_IP)
-hyperband = pipeline.run_search(run, "hyperband", **remote)
-print(display.experiment_summary(hyperband))
+main_search = pipeline.run_search(run, **remote)
+print(display.experiment_summary(main_search))
 
 # %% [markdown]
 # ## Random search at equal epochs

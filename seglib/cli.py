@@ -105,7 +105,7 @@ def _prepare(args) -> int:
 
 
 def _hpo_options(parser) -> None:
-    from seglib.settings import TUNERS
+    from seglib.settings import MAIN_TUNERS, TUNERS
 
     parser.add_argument(
         "--out", required=True, type=Path, help="search folder (trials.csv, trials.json, best.json, state)"
@@ -113,7 +113,11 @@ def _hpo_options(parser) -> None:
     parser.add_argument("--profile", default="quick", choices=sorted(PROFILES), help="settings profile (default quick)")
     parser.add_argument("--data", default=None, help="dataset folder (default: the embedded dataset)")
     parser.add_argument(
-        "--tuner", choices=TUNERS, default="hyperband", help="HyperBand, or random search at equal epochs"
+        "--tuner",
+        choices=TUNERS,
+        default=None,
+        help=f"the search: {', '.join(MAIN_TUNERS)} (sets the tuner setting; default: the profile's, "
+        "hyperband), or random search at equal epochs",
     )
     parser.add_argument(
         "--engine",
@@ -143,7 +147,10 @@ def _hpo_options(parser) -> None:
         help="JSON file of search-space entries (NNI's format) merged over the original's",
     )
     parser.add_argument(
-        "--max-epochs", type=int, default=None, help="random search: epochs in all (default: a HyperBand pass's)"
+        "--max-epochs",
+        type=int,
+        default=None,
+        help="asha, random search: epochs in all (default: a HyperBand pass's)",
     )
     parser.add_argument(
         "--port", type=int, default=None, help="nni: web UI port on localhost (default: first free from 8080)"
@@ -187,6 +194,7 @@ def _hpo(args) -> int:
     from seglib import hpo
     from seglib.artifacts import read_json
     from seglib.report.numbers import statuses_text
+    from seglib.settings import MAIN_TUNERS
 
     if args.stop:
         stopped = hpo.stop(args.out)
@@ -207,6 +215,7 @@ def _hpo(args) -> int:
         "concurrency": args.concurrency,
         "precision": args.precision,
         "seed": args.seed,
+        "tuner": args.tuner if args.tuner in MAIN_TUNERS else None,  # random search is never the main one
     }
     overrides = {**{k: v for k, v in flags.items() if v is not None}, **parse_parameters(args.param)}
     settings = profile(args.profile, **overrides)

@@ -154,10 +154,11 @@ def train_baseline(run: Run) -> ModelRecord:
 
 
 def train_tuned(run: Run) -> ModelRecord:
-    """HyperBand's best configuration retrained exactly like the baseline, in ``tuned/``."""
-    best = read_experiment(run.paths.search("hyperband")).best
+    """The main search's best configuration (the run's ``tuner``) retrained exactly like the baseline, in ``tuned/``."""
+    folder = run.paths.search(run.settings.tuner)
+    best = read_experiment(folder).best
     if not best.params:
-        raise ArtifactMissing(f"{run.paths.search('hyperband')} has no successful trial to retrain: see its trials.csv")
+        raise ArtifactMissing(f"{folder} has no successful trial to retrain: see its trials.csv")
     return train_and_record(run, "tuned", best.params)
 
 
@@ -210,15 +211,16 @@ def recorded_model(paths: RunPaths, name: str) -> Path:
 
 def run_search(
     run: Run,
-    tuner: str = "hyperband",
+    tuner: str | None = None,
     remote_hosts=(),
     python_path: str | None = None,
     ssh_key: str | None = None,
     manager_ip: str | None = None,
 ) -> Experiment:
-    """Run (or continue, or reuse) the run's HyperBand or random search, with a live view.
+    """Run (or continue, or reuse) the run's main search or random search, with a live view.
 
-    Random search gets exactly the epochs HyperBand spent, so it must come second. With
+    ``tuner`` None is the main search: the run's ``tuner`` setting (HyperBand, ASHA or BOHB).
+    Random search gets exactly the epochs the main search spent, so it must come second. With
     ``remote_hosts`` (``user@host[:port]``) its trials run on those machines over SSH, each
     checked first (:mod:`seglib.hpo.remote`): the run folder must then be shared storage at the
     same absolute path on every machine, ``python_path`` the bin folder of their Python.
@@ -226,9 +228,10 @@ def run_search(
     from seglib.hpo import remote
     from seglib.report.display import live_progress
 
+    tuner = run.settings.tuner if tuner is None else tuner
     max_epochs = None
     if tuner == "random":
-        max_epochs = read_experiment(run.paths.search("hyperband")).summary.epochs_trained
+        max_epochs = read_experiment(run.paths.search(run.settings.tuner)).summary.epochs_trained
     search = remote.searcher(remote_hosts, python_path=python_path, ssh_key=ssh_key, manager_ip=manager_ip)
     return search(
         run.paths.search(tuner),

@@ -18,8 +18,10 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 ACTIVATIONS = ("relu", "tanh", "swish", None)  # None: linear
 SPLITS = ("seed", "tiles")
 ENGINES = ("nni", "local")
-# The searches seglib runs (seglib.hpo registers a class for each name).
-TUNERS = ("hyperband", "random")
+# The searches seglib runs (seglib.hpo registers a class for each name); random search at the
+# main search's epochs is the comparison, so it is never a run's main search.
+TUNERS = ("hyperband", "asha", "bohb", "random")
+MAIN_TUNERS = ("hyperband", "asha", "bohb")
 # What a search tunes; a trial's settings are the run's with these replaced.
 HYPERPARAMETERS = ("batch_size", "learning_rate", "activation")
 
@@ -50,6 +52,9 @@ class Settings:
     # "fp16" (mixed, with loss scaling; for a T4).
     precision: str = "fp32"
     engine: str = "nni"  # runs the search's trials: "nni" (processes, web UI) or "local" (in-process)
+    # The run's main search: "hyperband" (the original's), "asha" (asynchronous successive
+    # halving) or "bohb" (HyperBand's schedule, new configurations from a model); docs/hpo.md.
+    tuner: str = "hyperband"
     seed: int = 0  # configurations drawn, weights, dropout, shuffling
 
     def __post_init__(self):
@@ -177,6 +182,7 @@ RULES = {
     "concurrency": _integer(1),
     "precision": _one_of(PRECISIONS),
     "engine": _one_of(ENGINES),
+    "tuner": _one_of(MAIN_TUNERS),
     "seed": _integer(0),
 }
 

@@ -35,6 +35,7 @@ def cli_args(
     concurrency: int | None = None,
     resume: bool = False,
     space: Path | None = None,
+    tuner: str | None = None,
 ) -> list[str]:
     """``seglib hpo`` options for a tiny search on ``data`` (the embedded dataset's folder)."""
     overrides = {**TINY_OVERRIDES, **({"concurrency": concurrency} if concurrency else {})}
@@ -60,6 +61,8 @@ def cli_args(
         args += ["--backend", backend]
     if space:
         args += ["--space", str(space)]
+    if tuner:
+        args += ["--tuner", tuner]
     if resume:
         args.append("--resume")
     return args
@@ -111,3 +114,27 @@ def epochs_in_history(out: Path, row) -> list[int]:
     """The epochs a trial's folder recorded, in order (warm start: from resumed_from + 1)."""
     folder = Path(out) / "trials" / f"{row.config_id}-b{row.budget:03d}"
     return [entry["epoch"] for entry in json.loads((folder / "history.json").read_text())["epochs"]]
+
+
+def replayed(settings, space: dict, rows) -> list[tuple]:
+    """The pairs (and parameters) the pure search hands out, one at a time, fed the trials' own losses.
+
+    Equal to a real search's trials in the order it handed them out when the engine ran that
+    search's decisions and nothing else (one trial at a time).
+    """
+    from seglib.hpo.schedule import Search
+    from seglib.hpo.search import plan
+
+    values = {(r.config_id, r.budget): r.value for r in rows}
+    search = Search.registry[settings.tuner].create(settings, space, plan(settings)["planned_epochs"])
+    order = []
+    while (job := search.next_job()) is not None:
+        order.append((job.config_id, job.budget, search.params(job)))
+        search.report(
+            job.parameter_id, values[(job.config_id, job.budget)], epochs_trained=job.budget - job.resume_from
+        )
+    return order
+
+
+def handed_out(rows) -> list[tuple]:
+    return [(r.config_id, r.budget, r.params) for r in sorted(rows, key=lambda r: r.parameter_id)]

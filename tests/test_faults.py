@@ -217,6 +217,43 @@ def test_a_damaged_state_file_is_named_with_what_to_do(tmp_path, data, space_fil
     assert "Traceback" not in err
 
 
+# --- ASHA and BOHB: the same rule, whichever search hands the pairs out ----------------------
+
+
+@pytest.fixture(scope="module")
+def tuner_references(data, tmp_path_factory):
+    """Each new search, uninterrupted, in-process: one trial at a time decides the same trials on either engine."""
+    found = {}
+    for tuner in ("asha", "bohb"):
+        settings = profile(
+            "quick", **TINY_OVERRIDES, data=str(data), max_budget=3, eta=3, seed=SEED, engine="local", tuner=tuner
+        )
+        folder = tmp_path_factory.mktemp(f"reference-{tuner}") / tuner
+        experiment = hpo.tune(folder, settings, space=hpo.search_space(ONE_BATCH_SIZE))
+        found[tuner] = sorted((r.config_id, r.budget) for r in experiment.trials)
+    return found
+
+
+@pytest.mark.parametrize("engine", ["local", "nni"])
+@pytest.mark.parametrize("tuner", ["asha", "bohb"])
+def test_driver_killed_mid_search_of_asha_or_bohb(tmp_path, data, space_file, tuner_references, tuner, engine):
+    """kill -9 of the driver of an ASHA or BOHB search, then --resume: the uninterrupted run's trials, none twice."""
+    out = tmp_path / tuner
+    args = args_for(data, space_file, tuner=tuner, engine=engine, concurrency=1)
+    driver = start_driver(out, args)
+    wait_for(lambda: some_finished_one_running(out), TIMEOUT, driver)
+    before = finished_pairs(out)
+    os.kill(driver.pid, signal.SIGKILL)
+    driver.wait()
+    wait_for(lambda: not processes_of(out), 60)
+    assert hpo.progress(out)["interrupted"] >= 1 and hpo.progress(out)["running"] == 0
+    resumed = start_driver(out, [*args, "--resume"])
+    _, err = resumed.communicate(timeout=TIMEOUT)
+    assert resumed.returncode == 0, err[-3000:]
+    assert_nothing_lost(out, before, tuner_references[tuner])
+    assert json.loads((out / "search_state.json").read_text())["kind"] == tuner
+
+
 # ---------------------------------------------------------------------------------------------
 # Damaged and missing files: each named, none changing a result without a word
 

@@ -174,3 +174,31 @@ def test_cli_random_search_at_a_given_epoch_budget_in_bf16(tmp_path, env, capsys
         model = load_model(row["model"], compile=False)
         convolutions = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
         assert {layer.dtype_policy.name for layer in convolutions[:-1]} == {"mixed_bfloat16"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tuner", ["asha", "bohb"])
+def test_asha_and_bohb_on_nni_hand_out_what_they_decide_with_warm_start(tmp_path, env, tuner):
+    """``seglib hpo --tuner asha|bohb`` on NNI, one trial at a time: the pure search's own decisions, warm start."""
+    from hpo_helpers import handed_out, replayed
+
+    from seglib import cli
+
+    out = tmp_path / tuner
+    space_file = tmp_path / "space.json"
+    space_file.write_text(json.dumps({"batch_size": SPACE["batch_size"]}))
+    args = cli_args(env, port=port(), backend=BACKEND, concurrency=1, tuner=tuner, space=space_file)
+    assert cli.main(["hpo", *args, "--out", str(out)]) == 0
+    experiment = hpo.export(out)
+    summary = experiment.summary
+    assert (summary.tuner, summary.engine, summary.finished) == (tuner, "nni", True)
+    assert summary.experiment_id  # NNI's experiment, its web UI's
+    settings = json.loads((out / "experiment.json").read_text())["settings"]
+    assert settings["tuner"] == tuner
+    rows = experiment.trials
+    assert handed_out(rows) == replayed(TINY.replace(**settings), SPACE, rows)
+    for row in rows:
+        assert row.status == "SUCCEEDED" and row.epochs_trained == row.budget - row.resumed_from
+        assert epochs_in_history(out, row) == list(range(row.resumed_from + 1, row.budget + 1))
+    assert summary.epochs_trained == pass_epochs(3, 3)["warm_start"]
+    assert not processes_of(out), "no process of the experiment outlives it"

@@ -30,7 +30,7 @@ def test_plans_hyperband_one_pass_and_random_search_at_equal_epochs():
     full = plan(profile("full"), "hyperband")  # the original's 72-trial cap > one pass
     assert (full["trials"], full["planned_epochs"]) == (pass_epochs(60, 3)["trials"], 780)
     with pytest.raises(ValueError, match="unknown tuner"):
-        plan(quick, "bohb")
+        plan(quick, "no-such-search")
 
 
 @pytest.mark.parametrize(
@@ -293,3 +293,36 @@ def test_a_failed_pair_is_tried_again_only_when_its_folder_was_deleted(tmp_path)
         f"{deleted.config_id}-b{deleted.budget:03d}, FAILED before, is tried again"
     ]
     assert (kept.status, deleted.status) == ("FAILED", "QUEUED")
+
+
+@pytest.mark.parametrize("kind", ["hyperband", "random", "asha", "bohb"])
+def test_a_job_done_again_is_handed_out_first_and_every_search_keeps_count(kind):
+    """Search.redo on each search: the job goes back in the queue, the search is not finished, and
+    what its indexes count (epochs committed, jobs out) is what a reload counts."""
+    from seglib.hpo.asha import Asha
+    from seglib.hpo.bohb import BOHB
+    from seglib.hpo.hyperband import RandomSearch
+    from seglib.hpo.schedule import Search
+
+    search = {
+        "hyperband": lambda: HyperBand(3, 3, seed=0),
+        "random": lambda: RandomSearch(4, 3, seed=0),
+        "asha": lambda: Asha(3, 3, seed=0),
+        "bohb": lambda: BOHB(3, 3, seed=0),
+    }[kind]()
+    done = []
+    while (job := search.next_job()) is not None:
+        settle(search, job.parameter_id, {"status": "SUCCEEDED", "final": {"default": 1.0 / (job.parameter_id + 2)}})
+        done.append(job)
+    assert search.finished
+    first, jobs = done[0], len(search.jobs)
+    search.redo(first.parameter_id, "its folder was deleted")
+    assert first.status == "QUEUED" and not search.finished
+    reloaded = Search.from_state(search.to_state())
+    assert (search.committed, search.handed_out) == (reloaded.committed, reloaded.handed_out)
+    assert search.next_job() is first
+    settle(search, first.parameter_id, {"status": "SUCCEEDED", "final": {"default": 0.9}})
+    while (job := search.next_job()) is not None:  # whatever the decisions made before allow, nothing twice
+        settle(search, job.parameter_id, {"status": "SUCCEEDED", "final": {"default": 0.5}})
+    pairs = [(j.config_id, j.budget) for j in search.jobs]
+    assert search.finished and len(pairs) == len(set(pairs)) and len(search.jobs) >= jobs

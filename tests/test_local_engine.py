@@ -13,7 +13,9 @@ from hpo_helpers import (
     TINY_OVERRIDES,
     cli_args,
     epochs_in_history,
+    handed_out,
     processes_of,
+    replayed,
     start_driver,
     wait_for,
 )
@@ -121,3 +123,38 @@ def test_killed_mid_pass_then_resumed_trains_no_pair_twice_and_loses_no_finished
     assert any(r.attempts > 1 for r in after.trials), "the trial running at the kill ran again"
     assert sorted(rows) == sorted((r.config_id, r.budget) for r in reference.trials)  # the same trial set
     assert not processes_of(out)
+
+
+def check_warm_started_pairs(out, experiment) -> None:
+    """Every pair once, each trained from the rung below's checkpoint exactly to its budget."""
+    pairs = [(r.config_id, r.budget) for r in experiment.trials]
+    assert len(pairs) == len(set(pairs)), "a (configuration, budget) was trained twice"
+    budgets = {r.config_id: sorted(b for c, b in pairs if c == r.config_id) for r in experiment.trials}
+    for row in experiment.trials:
+        below = [b for b in budgets[row.config_id] if b < row.budget]
+        assert row.status == "SUCCEEDED" and row.resumed_from == (below[-1] if below else 0), row
+        assert epochs_in_history(out, row) == list(range(row.resumed_from + 1, row.budget + 1))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tuner", ["asha", "bohb"])
+def test_asha_and_bohb_run_in_process_with_warm_start_and_hyperbands_epochs(tmp_path, env, tuner):
+    """The run's tuner setting picks the search; its folder, exports and warm start are HyperBand's."""
+    from seglib.hpo.hyperband import brackets, pass_epochs
+
+    settings = TINY.replace(data=str(env), engine="local", max_budget=3, seed=3, tuner=tuner)
+    out = tmp_path / tuner
+    experiment = hpo.tune(out, settings, space=SPACE)
+    assert experiment.summary.tuner == tuner and experiment.summary.finished
+    check_warm_started_pairs(out, experiment)
+    assert experiment.summary.epochs_trained == pass_epochs(3, 3)["warm_start"] == 11  # one warm pass's epochs
+    state = json.loads((out / "search_state.json").read_text())
+    assert state["kind"] == tuner
+    if tuner == "bohb":  # HyperBand's schedule: s=1: 3x1 -> 1x3; s=0: 2x3
+        schedule = [
+            (b.s, i, r.budget) for b in brackets(3, 3) for i, r in enumerate(b.rungs) for _ in range(r.n_configs)
+        ]
+        assert sorted((r.bracket, r.rung, r.budget) for r in experiment.trials) == sorted(schedule)
+    assert {r.budget for r in experiment.trials} == {1, 3}
+    assert handed_out(experiment.trials) == replayed(settings, SPACE, experiment.trials)  # the search's own decisions
+    assert experiment.best.value == min(r.value for r in experiment.trials)

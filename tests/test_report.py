@@ -24,6 +24,8 @@ from seglib.artifacts import (
     write_json,
     write_model_record,
 )
+from seglib.hpo.asha import Asha
+from seglib.hpo.bohb import BOHB
 from seglib.hpo.hyperband import HyperBand, RandomSearch, brackets
 from seglib.report.numbers import best_so_far, best_trial, fmt, fmt_seconds
 
@@ -140,8 +142,12 @@ def fake_experiment(folder: Path, search, tuner: str, seed: int, fail_one: bool 
 
 @pytest.fixture(scope="module")
 def fake_run(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("run")
-    run = pipeline.start_run(out, "quick", None, {"max_budget": 9})
+    return make_fake_run(tmp_path_factory.mktemp("run"))
+
+
+def make_fake_run(out: Path, tuner: str = "hyperband") -> Path:
+    """A run folder as notebooks 01-03 leave it, its main search ``tuner`` driven with made-up losses."""
+    run = pipeline.start_run(out, "quick", None, {"max_budget": 9, "tuner": tuner})
     rng = np.random.default_rng(0)
     write_json(
         run.paths.data_summary, {"split": "tiles", "patches": 264, "counts": {"train": 159, "val": 45, "test": 60}}
@@ -170,9 +176,8 @@ def fake_run(tmp_path_factory) -> Path:
         run.paths.whole_images_samples("tuned"),
         **{f"{part}_0": rng.integers(0, 255, (20, 30, 3), dtype=np.uint8) for part in ("image", "mask", "prediction")},
     )
-    hpo_rows = fake_experiment(
-        run.paths.search("hyperband"), HyperBand(9, 3, seed=1), "hyperband", seed=1, fail_one=True
-    )
+    main = {"hyperband": HyperBand(9, 3, seed=1), "asha": Asha(9, 3, seed=1), "bohb": BOHB(9, 3, seed=1)}[tuner]
+    hpo_rows = fake_experiment(run.paths.search(tuner), main, tuner, seed=1, fail_one=True)
     fake_experiment(
         run.paths.search("random"), RandomSearch(sum(r.epochs_trained for r in hpo_rows), 9, seed=2), "random", seed=2
     )
@@ -302,9 +307,26 @@ def test_record_model_writes_metrics_and_ten_samples(tmp_path):
     assert samples["predictions"].shape == (6, 32, 32)
 
 
-def test_sources_are_copied_beside_the_report(fake_run, written):
+def test_sources_are_copied_beside_the_report_without_this_machines_paths(fake_run, written):
     for name in ("run.json", "tuned/metrics.json", "hpo/trials.json", "hpo/best.json"):
-        assert (written.parent / report.SOURCES / name).read_bytes() == (fake_run / name).read_bytes()
+        copied = json.loads((written.parent / report.SOURCES / name).read_text())
+        original = json.loads((fake_run / name).read_text())
+        assert copied == report.portable(original, fake_run.resolve())
+    assert str(fake_run.resolve()) not in (written.parent / report.SOURCES / "hpo" / "trials.json").read_text()
+
+
+def test_paths_in_copied_records_become_machine_independent(tmp_path):
+    run_dir = tmp_path / "run"
+    record = {
+        "model": str(run_dir / "hpo" / "trials" / "c0001-b002" / "model.keras"),
+        "settings": {"data": "/data/mine/Semantic segmentation dataset", "epochs": 4},
+        "command": "seglib run --out runs/x --data '../shared/data/Semantic segmentation dataset' -p epochs=4",
+    }
+    assert report.portable(record, run_dir) == {
+        "model": "hpo/trials/c0001-b002/model.keras",
+        "settings": {"data": "Semantic segmentation dataset", "epochs": 4},
+        "command": "seglib run --out runs/x --data 'PATH/Semantic segmentation dataset' -p epochs=4",
+    }
 
 
 COMMITTED = Path(__file__).resolve().parents[1] / "docs" / report.REPORT_NAME
@@ -371,3 +393,19 @@ def test_whole_image_scores_come_from_their_record(fake_run, written):
     assert f"| **mean IoU** | **{means[0]}** | **{means[1]}** | **{means[2]}** |" in text
     assert "(Tile 6: 3 images)" in text and "images/whole_images.png" in text
     assert (written.parent / "run" / "tuned" / "whole_images.json").is_file()
+
+
+@pytest.mark.parametrize("tuner, title", [("asha", "ASHA"), ("bohb", "BOHB")])
+def test_a_run_whose_main_search_is_asha_or_bohb_gets_its_report(tmp_path, tuner, title):
+    """The report reads the main search from its own folder and names it where it speaks of it."""
+    run_dir = make_fake_run(tmp_path / "run", tuner)
+    text = report.write_report(run_dir, run_dir / "docs").read_text()
+    assert f"## {title} against random search at equal epochs" in text
+    assert f"{title}'s best trial reached a validation loss" in text and f"seglib's {title}" in text
+    row = next(line for line in text.splitlines() if line.startswith(f"| {title} |"))
+    spent = json.loads((run_dir / tuner / "trials.json").read_text())["summary"]["epochs_trained"]
+    assert "1 failed" in row and f"| {spent:,} |" in row
+    assert "# Explanation of HyperBand HPO" in text  # the rungs and brackets both build on
+    sources = run_dir / "docs" / report.SOURCES
+    assert (sources / tuner / "best.json").read_bytes() == (run_dir / tuner / "best.json").read_bytes()
+    assert not (sources / "hpo").exists()

@@ -1,4 +1,4 @@
-"""Run a search (HyperBand, or random search at equal epochs) in one folder, on an engine.
+"""Run a search (HyperBand, ASHA, BOHB, or random search at equal epochs) in one folder, on an engine.
 
 ``tune`` decides what the search will do (:func:`plan`), prepares the folder once (split,
 search state, the settings every trial reads), runs it on the settings' engine — NNI
@@ -36,13 +36,16 @@ class SearchExists(FileExistsError):
     """The folder already holds a search, and resuming was not asked for."""
 
 
-def plan(settings: Settings, tuner: str = "hyperband", max_epochs: int | None = None) -> dict:
-    """R, η, trials, epochs and concurrency ``tuner`` will use under ``settings``.
+def plan(settings: Settings, tuner: str | None = None, max_epochs: int | None = None) -> dict:
+    """R, η, trials, epochs and concurrency ``tuner`` (default: the settings' own) will use under ``settings``.
 
-    HyperBand runs one full pass (every bracket), capped at ``max_trials``. Random search
-    gets the epochs that pass trains with warm start, or ``max_epochs`` (what HyperBand
-    really spent, as notebook 03 passes): equal epochs, R per trial, no warm start.
+    HyperBand and BOHB run one full pass (every bracket), capped at ``max_trials``. ASHA and
+    random search get the epochs that pass trains with warm start, or ``max_epochs`` (for
+    random search, what the run's main search really spent, as notebook 03 passes): equal
+    epochs. ASHA's trials depend on its losses: the plan counts them as if every trial
+    succeeded in arrival order.
     """
+    tuner = settings.tuner if tuner is None else tuner
     if tuner not in Search.registry:
         raise ValueError(f"unknown tuner {tuner!r}; expected one of {sorted(Search.registry)}")
     totals = pass_epochs(settings.max_budget, settings.eta)
@@ -63,7 +66,7 @@ def plan(settings: Settings, tuner: str = "hyperband", max_epochs: int | None = 
 def tune(
     out_dir,
     settings: Settings | None = None,
-    tuner: str = "hyperband",
+    tuner: str | None = None,
     *,
     resume="auto",
     split_file=None,
@@ -76,8 +79,10 @@ def tune(
 ) -> Experiment:
     """Run the search in ``out_dir`` to its end and return its export.
 
-    ``resume``: "auto" continues a search already in the folder (and re-exports a finished
-    one at once), True requires one, False refuses one. A new search needs ``settings``;
+    ``tuner``: which search a new folder gets (default: ``settings.tuner``); a folder that
+    holds a search continues it (another ``tuner`` named is refused). ``resume``: "auto"
+    continues a search already in the folder (and re-exports a finished one at once), True
+    requires one, False refuses one. A new search needs ``settings``;
     ``split_file`` (a run's ``data/split.npz``) gives the patches' split, else it is made
     here. ``show(progress)`` is called as the search advances. ``engine_args`` go to the
     engine (NNI: ``port``, ``training_service``, ``nni_manager_ip``, ``on_web_ui``).
@@ -97,10 +102,10 @@ def tune(
         _check_resume(paths, resume)  # another command may have prepared it meanwhile
         if not paths.experiment_file.is_file():
             _prepare(paths, settings, tuner, split_file, max_epochs, space, backend)
-        else:
-            _revisit(paths)
-            if load_search(paths).finished:
-                return export(paths.root)  # rewritten: a damaged export is made whole again
+        _check_tuner(paths, tuner)
+        _revisit(paths)
+        if load_search(paths).finished:
+            return export(paths.root)  # rewritten: a damaged export is made whole again
         _check_trial_code(paths)
         record = read_json(paths.experiment_file)
         try:
@@ -134,18 +139,27 @@ def _check_resume(paths: ExperimentPaths, resume) -> None:
         raise FileNotFoundError(f"{paths.experiment_file} not found: {paths.root} holds no search to resume")
 
 
+def _check_tuner(paths: ExperimentPaths, tuner: str | None) -> None:
+    held = read_json(paths.experiment_file)["plan"]["tuner"]
+    if tuner is not None and tuner != held:
+        raise SearchExists(
+            f"{paths.root} holds a search of tuner {held}, not {tuner}: continue it with --tuner {held} "
+            "(or no --tuner), or choose a new folder"
+        )
+
+
 def _prepare(paths: ExperimentPaths, settings: Settings, tuner, split_file, max_epochs, space, backend) -> None:
     """Write everything a search needs before its first trial; ``experiment.json`` last."""
     from seglib.data import load_split, make_split, prepare, save_split
 
     the_plan = plan(settings, tuner, max_epochs)
     space = search_space() if space is None else space
+    search = Search.registry[the_plan["tuner"]].create(settings, space, the_plan["planned_epochs"])  # checks the space
     if split_file is not None:
         index = load_split(split_file)
     else:
         index = make_split(prepare(settings.data, settings.patch_size), settings)
     save_split(paths.split_file, index)
-    search = Search.registry[tuner].create(settings, space, the_plan["planned_epochs"])
     search.save(paths.state_file)
     write_trial_settings(paths, settings, backend=backend, concurrency=settings.concurrency)
     write_json(

@@ -9,7 +9,8 @@ shows tables and figures in the notebooks.
 
 from __future__ import annotations
 
-import shutil
+import os
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,19 +26,19 @@ from seglib.artifacts import (
     read_json_or,
     read_model_record,
     read_run,
+    write_json,
 )
 from seglib.hpo.hyperband import brackets
 from seglib.report import figures, markdown
 
 REPORT_NAME = "hyperparameter-optimization.md"
 SOURCES = "run"  # beside the report: copies of the run's records its numbers come from
+# ... with the main search's records from its own folder (hpo/ for HyperBand; see source_files)
 SOURCE_FILES = (
     "run.json",
     "data/summary.json",
     "baseline/metrics.json",
     "tuned/metrics.json",
-    "hpo/trials.json",
-    "hpo/best.json",
     "random/trials.json",
     "random/best.json",
     "tuned/whole_images.json",
@@ -52,7 +53,7 @@ class RunArtefacts:
     data: dict
     baseline: ModelRecord
     tuned: ModelRecord
-    hpo: Experiment
+    hpo: Experiment  # the run's main search (its tuner setting: HyperBand, ASHA or BOHB)
     random: Experiment | None
     tuned_samples: dict
     whole: dict | None = None  # whole held-out images (tiles split only)
@@ -72,7 +73,7 @@ def load_artefacts(run_dir) -> RunArtefacts:
         data=data,
         baseline=baseline,
         tuned=tuned,
-        hpo=read_experiment(paths.search("hyperband")),
+        hpo=read_experiment(paths.search(run.settings.tuner)),
         random=read_experiment(random_dir) if (random_dir / "trials.json").is_file() else None,
         tuned_samples=_samples(paths.samples_file("tuned"), "notebooks/03_hyperband_hpo"),
         whole=read_json_or(paths.whole_images("tuned"), None),
@@ -96,18 +97,19 @@ def write_report(run_dir, docs_dir=None) -> Path:
     images = docs / markdown.IMAGES
     images.mkdir(parents=True, exist_ok=True)
     stamp, s = a.run.label, a.run.settings
+    title = markdown.tuner_title(a.hpo)
     schedule = brackets(s.max_budget, s.eta)
     split = "test" if a.tuned.test else "val"
     drawn = {
         "halving": figures.figure_successive_halving(schedule[0], s.eta, images / "successive_halving.png", stamp),
         "brackets": figures.figure_brackets(schedule, s.max_budget, s.eta, images / "brackets.png", stamp),
-        "trials": figures.figure_trials(a.hpo.trials, images / "trials_by_rung.png", stamp),
+        "trials": figures.figure_trials(a.hpo.trials, images / "trials_by_rung.png", stamp, title),
         "samples": figures.figure_samples(a.tuned_samples, images / "segmented_validation.png", stamp),
         "loss": figures.figure_loss(a.tuned, a.baseline, images / "loss.png", stamp),
         "pr": figures.figure_pr(a.tuned, a.baseline, images / "pr.png", stamp),
         "iou": figures.figure_iou(a.baseline, a.tuned, split, images / "iou.png", stamp),
         "comparison": figures.figure_search_comparison(
-            a.hpo.trials, a.random.trials if a.random else None, images / "hyperband_vs_random.png", stamp
+            a.hpo.trials, a.random.trials if a.random else None, images / "hyperband_vs_random.png", stamp, title
         ),
     }
     if a.whole_samples:
@@ -126,18 +128,45 @@ def write_report(run_dir, docs_dir=None) -> Path:
     )
     path = docs / REPORT_NAME
     path.write_text(text)
-    copy_sources(a.run.paths.root, docs / SOURCES)
+    copy_sources(a.run.paths.root, docs / SOURCES, a.run.paths.search(s.tuner).name)
     return path
 
 
-def copy_sources(run_dir: Path, target: Path) -> None:
+def source_files(main_folder: str = "hpo") -> tuple[str, ...]:
+    """The run's records the report's numbers come from, the main search's in ``main_folder``."""
+    return (*SOURCE_FILES[:4], f"{main_folder}/trials.json", f"{main_folder}/best.json", *SOURCE_FILES[4:])
+
+
+def copy_sources(run_dir: Path, target: Path, main_folder: str = "hpo") -> None:
     """Copy the small JSON files the report's numbers come from next to it (docs/run/).
 
     The run folder is not committed; these files are, so a test can check the committed
-    report's numbers against the files they came from.
+    report's numbers against the files they came from. They carry no path of the machine that
+    made them (:func:`portable`): a path inside the run folder becomes relative to it, any
+    other (the dataset's folder) its last component.
     """
-    for name in SOURCE_FILES:
+    for name in source_files(main_folder):
         source = Path(run_dir) / name
         if source.is_file():
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, target / name)
+            write_json(target / name, portable(read_json(source), Path(run_dir).resolve()))
+
+
+def portable(value, run_dir: Path):
+    """``value`` (plain JSON) with absolute paths made machine-independent (see :func:`copy_sources`)."""
+    if isinstance(value, dict):
+        return {key: portable(item, run_dir) for key, item in value.items()}
+    if isinstance(value, list):
+        return [portable(item, run_dir) for item in value]
+    if isinstance(value, str) and os.path.isabs(value):
+        path = Path(value)
+        return path.relative_to(run_dir).as_posix() if path.is_relative_to(run_dir) else path.name
+    if isinstance(value, str) and " --" in value and "/" in value:  # a command line: its path arguments
+        return shlex.join(portable_argument(word, run_dir) for word in shlex.split(value))
+    return value
+
+
+def portable_argument(word: str, run_dir: Path) -> str:
+    if os.path.isabs(word) or word.startswith(".."):
+        path = Path(word)
+        return path.relative_to(run_dir).as_posix() if path.is_relative_to(run_dir) else f"PATH/{path.name}"
+    return word

@@ -96,7 +96,7 @@ def figure_brackets(schedule, max_budget: int, eta: int, path: Path, stamp: str)
     return save_figure(fig, path, stamp)
 
 
-def figure_trials(trials: list[TrialRow], path: Path, stamp: str) -> str:
+def figure_trials(trials: list[TrialRow], path: Path, stamp: str, tuner: str = "HyperBand") -> str:
     """The run's own trials: final validation loss by budget, one panel per bracket, promotions joined."""
     plt = _pyplot()
     groups = sorted({t.bracket for t in trials if t.bracket is not None}, reverse=True) or [None]
@@ -128,28 +128,30 @@ def figure_trials(trials: list[TrialRow], path: Path, stamp: str) -> str:
         ax.set_xlabel("budget (epochs)")
     axes[0][0].set_ylabel("validation loss (best epoch)")
     note = (
-        f"; {unplaced} trial(s) without a bracket (lost before HyperBand placed them) not shown"
+        f"; {unplaced} trial(s) without a bracket (lost before {tuner} placed them) not shown"
         if unplaced and groups != [None]
         else ""
     )
     fig.suptitle(
-        f"This run's HyperBand trials by bracket and rung (lines join a promoted configuration){note}", fontsize=10
+        f"This run's {tuner} trials by bracket and rung (lines join a promoted configuration){note}", fontsize=10
     )
     fig.tight_layout()
     return save_figure(fig, path, stamp)
 
 
-def figure_search_comparison(hyperband: list[TrialRow], random: list[TrialRow] | None, path: Path, stamp: str) -> str:
-    """Best validation loss so far against epochs spent, HyperBand and random search."""
+def figure_search_comparison(
+    main: list[TrialRow], random: list[TrialRow] | None, path: Path, stamp: str, tuner: str = "HyperBand"
+) -> str:
+    """Best validation loss so far against epochs spent, the main search (``tuner``) and random search."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
-    for name, trials, style in (("HyperBand", hyperband, "-"), ("random search", random, "--")):
+    for name, trials, style in ((tuner, main, "-"), ("random search", random, "--")):
         if trials:
             x, y = best_so_far(trials)
             ax.step(x, y, style, where="post", label=f"{name} ({len(trials)} trials)")
     ax.set_xlabel("epochs spent (cumulative)")
     ax.set_ylabel("best validation loss so far")
-    ax.set_title("HyperBand against random search at equal epochs")
+    ax.set_title(f"{tuner} against random search at equal epochs")
     ax.legend()
     return save_figure(fig, path, stamp)
 

@@ -10,7 +10,7 @@ from importlib import resources
 from string import Template
 
 from seglib.artifacts import Experiment, ModelRecord, Run
-from seglib.hpo.hyperband import brackets, pass_epochs
+from seglib.hpo.hyperband import Search, brackets, pass_epochs
 from seglib.palette import CLASS_NAMES
 from seglib.report.numbers import (
     SPLIT_NAMES,
@@ -76,6 +76,25 @@ ENGINES_TEXT = {
 }
 
 
+TUNERS_TEXT = {
+    "hyperband": "seglib's HyperBand",
+    "asha": (
+        "seglib's ASHA (asynchronous successive halving; Li et al., MLSys 2020) over the rungs of the largest "
+        "bracket above: it promotes a configuration as soon as it ranks in the top 1/η of its rung's finished "
+        "trials, without waiting for the rung to fill, until it has spent the epochs of one pass"
+    ),
+    "bohb": (
+        "seglib's BOHB (Falkner et al., ICML 2018): the brackets above, each new configuration proposed by a "
+        "TPE model (Optuna's) of the trials finished so far, a third of them at random"
+    ),
+}
+
+
+def tuner_title(experiment: Experiment) -> str:
+    """How people name the search ``experiment`` ran (HyperBand, ASHA, BOHB, random search)."""
+    return Search.registry[experiment.summary.tuner].title
+
+
 def section_hyperband(run: Run, hpo: Experiment, figures: dict) -> str:
     """ "HyperBand explained": the method, with figures drawn from the run's own schedule."""
     s = run.settings
@@ -111,6 +130,7 @@ def section_hyperband(run: Run, hpo: Experiment, figures: dict) -> str:
         original_warm=f"{first['warm_start']:,}",
         original_table=original_table,
         engine_text=ENGINES_TEXT[hpo.summary.engine],
+        tuner_text=TUNERS_TEXT[hpo.summary.tuner],
         trials_figure=image(figures["trials"], "trials by bracket and rung"),
         trials=used["trials"],
         statuses=statuses_text(used["statuses"]),
@@ -158,6 +178,7 @@ def section_results(run: Run, hpo: Experiment, baseline: ModelRecord, tuned: Mod
     space = "{\n" + ",\n".join(f"    {k!r}: {v!r}" for k, v in hpo.best.search_space.items()) + "\n}"
     return render(
         "results",
+        tuner_title=tuner_title(hpo),
         search_space=space,
         baseline_params=params_block(baseline.params),
         engine=repr(hpo.summary.engine),
@@ -256,7 +277,7 @@ def section_beyond(
         else ": the original's random split, so the test set is the validation set (as the seed's was)."
     )
     work = [("baseline training", 1, _epochs_of(baseline), baseline.seconds)]
-    searches = [("HyperBand", hpo)] + ([("random search", random)] if random else [])
+    searches = [(tuner_title(hpo), hpo)] + ([("random search", random)] if random else [])
     rows = []
     for name, experiment in searches:
         used, top = spent(experiment.trials), best_trial(experiment.trials)
@@ -297,7 +318,8 @@ def section_beyond(
         whole_images=section_whole_images(whole, figures),
         R=run.settings.max_budget,
         comparison=comparison,
-        comparison_figure=image(figures["comparison"], "HyperBand vs random search"),
+        tuner_title=tuner_title(hpo),
+        comparison_figure=image(figures["comparison"], f"{tuner_title(hpo)} vs random search"),
         device="GPU" if stamp["hardware"].startswith("GPU") else "CPU",
         hardware=stamp["hardware"],
         overlap_note="; trials that ran concurrently overlap in time"
