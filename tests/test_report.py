@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -388,3 +389,33 @@ def test_whole_image_scores_come_from_their_record(fake_run, written):
     assert f"| **mean IoU** | **{means[0]}** | **{means[1]}** | **{means[2]}** |" in text
     assert "(Tile 6: 3 images)" in text and "images/whole_images.png" in text
     assert (written.parent / "run" / "tuned" / "whole_images.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "data, shown",
+    [
+        ("/home/alice/aerial/Semantic segmentation dataset", '--data "$DATA"'),
+        ("--data=../shared/aerial", '--data "$DATA"'),
+        ("kaggle", "--data kaggle"),
+    ],
+)
+def test_the_rebuild_command_shows_the_data_folder_as_a_placeholder(tmp_path, data, shown):
+    """A machine's own path means nothing to a reader: the command repeats with "$DATA", said what it is."""
+    from seglib.artifacts import Run, RunPaths
+    from seglib.report.markdown import _rebuild
+    from seglib.settings import profile
+
+    words = [
+        "seglib",
+        "run",
+        "--out",
+        "runs/r",
+        *([data] if data.startswith("--") else ["--data", data]),
+        "-p",
+        "eta=2",
+    ]
+    stamp = {"data_label": "Semantic segmentation dataset (aerial)", "command": shlex.join(words)}
+    text = _rebuild(Run(RunPaths.of(tmp_path), "quick", {"eta": 2}, profile("quick", eta=2), stamp))
+    assert f"seglib run --out runs/r {shown} -p eta=2\n" in text, text
+    assert "/home/" not in text and "../shared" not in text
+    assert ("`DATA` the dataset's folder" in text) == (data != "kaggle")
