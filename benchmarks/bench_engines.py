@@ -91,14 +91,18 @@ def columns(out: Path) -> tuple:
     return tuple(header), tuple(fields)
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="quick")
     parser.add_argument("--data", default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", default=None, help="working folder (default: a temporary one)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     base = Path(args.out or tempfile.mkdtemp(prefix="bench_engines_"))
     result = {"profile": args.profile, "params": args.param, "seed": args.seed}
     for engine in ("nni", "local"):

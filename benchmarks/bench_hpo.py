@@ -109,7 +109,7 @@ def together(out: Path, configs: list[str], epochs: int, trained: int) -> dict:
     }
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="quick")
     parser.add_argument("--data", default=None)
@@ -120,7 +120,11 @@ def main(argv=None) -> int:
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
     parser.add_argument("--out", default=None, help="working folder (default: a temporary one)")
     parser.add_argument("--mps", action="store_true", help="run the trials as clients of an NVIDIA MPS daemon")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     overrides = {"data": args.data, "patch_size": args.patch_size, "precision": args.precision}
     settings_used = profile(args.profile, **{k: v for k, v in overrides.items() if v is not None})
     out = Path(args.out or tempfile.mkdtemp(prefix="bench_hpo_"))

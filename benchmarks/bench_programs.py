@@ -26,12 +26,16 @@ from seglib.hpo.hyperband import HyperBand
 from seglib.train.jax_loop import padded_size
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-budget", type=int, default=60)
     parser.add_argument("--eta", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     search = HyperBand(args.max_budget, args.eta, seed=args.seed)
     rng = random.Random(0)
     while (job := search.next_job()) is not None:
