@@ -7,6 +7,9 @@ to Drive once and reused by later runtimes. Outside Colab the run folder is
 ``runs/<profile>`` and nothing else changes. Kaggle credentials are read from Colab secrets
 or environment variables into this process's environment only: never written, printed or
 logged.
+
+Outside Colab, ``python -m seglib.colab download`` downloads the dataset (kagglehub's cache,
+once) and prints only its folder, for ``DATA=$(...)`` in a shell.
 """
 
 from __future__ import annotations
@@ -152,7 +155,10 @@ def download_dataset() -> Path:
     try:
         import kagglehub
     except ImportError:
-        raise ImportError("kagglehub is needed to download the dataset: pip install 'seglib[colab]'") from None
+        raise ImportError(
+            "kagglehub is needed to download the dataset: pip install 'seglib[colab]' "
+            "(in a checkout: .venv/bin/pip install -e '.[colab]')"
+        ) from None
     if in_colab():  # kagglehub's cache on Drive: a later runtime finds the files there
         os.environ.setdefault("KAGGLEHUB_CACHE", str(mount_drive() / DRIVE_FOLDER / "kaggle"))
     names = load_kaggle_credentials()
@@ -183,3 +189,27 @@ def setup(out_dir: str | None = None, profile: str = "quick", data: str | None =
     if data == KAGGLE_DATA:
         data = str(download_dataset())
     return out_dir, data
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m seglib.colab download``: the dataset's folder on stdout, everything else on stderr."""
+    import argparse
+    import contextlib
+
+    parser = argparse.ArgumentParser(
+        prog="python -m seglib.colab", description=f"Download the Kaggle dataset {KAGGLE_DATASET} with kagglehub."
+    )
+    parser.add_argument("action", choices=["download"], help="download (once) and print the dataset's folder")
+    parser.parse_args(argv)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            folder = download_dataset()
+    except (ImportError, RuntimeError) as error:
+        print(f"python -m seglib.colab: {error}", file=sys.stderr)
+        return 1
+    print(folder)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
