@@ -282,7 +282,12 @@ def _run_options(parser) -> None:
         metavar="KEY=VALUE",
         help="override a setting, e.g. -p epochs=2 -p engine=local (repeatable; seglib/settings.py lists them)",
     )
-    parser.add_argument("--log-output", action="store_true", help="stream the notebooks' output")
+    parser.add_argument(
+        "--log-output",
+        action="store_true",
+        help="also pass the notebooks' own output through (prints, training epochs); their steps and "
+        "the search's progress are printed either way",
+    )
 
 
 def _run(args, argv: list[str]) -> int:
