@@ -11,6 +11,7 @@ While a notebook runs, its sections, the search's live line and a heartbeat are 
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import os
 import signal
@@ -165,6 +166,7 @@ def _unquote(text: str) -> str:
     return value if isinstance(value, str) else text
 
 
+@functools.cache
 def _engine():
     """papermill's nbclient engine with a client that hands every kernel message to a watcher
     (papermill's documented extension point: an engine registered by name)."""
@@ -212,8 +214,7 @@ def run_notebook(source: Path, target: Path, parameters: dict, kernel: str, log_
     from papermill.engines import papermill_engines
     from papermill.exceptions import PapermillExecutionError
 
-    if ENGINE_NAME not in papermill_engines._engines:
-        papermill_engines.register(ENGINE_NAME, _engine())
+    papermill_engines.register(ENGINE_NAME, _engine())
     accepted = {k: v for k, v in parameters.items() if k in notebook_parameters(source)}
     progress = Progress(source.stem, stream=log_output)
     try:
