@@ -14,6 +14,7 @@ once) and prints only its folder, for ``DATA=$(...)`` in a shell.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -71,21 +72,25 @@ def install_cell() -> str:
 
     ``SEGLIB_SOURCE`` (a parameter) says where from: this repository on GitHub, or a wheel or
     a checkout on Google Drive (mounted first). It cannot import seglib, so the commands are
-    spelled out; tests check that every notebook's cell equals this text and run it.
+    spelled out, formatted as ruff formats the notebooks; tests check that every notebook's
+    cell equals this text and run it.
     """
     no_deps = install_commands()[1].split()[3:]  # after "pip install -q"
     return (
         "# Colab only: install seglib from SEGLIB_SOURCE, changing none of Colab's packages (no restart).\n"
-        "import importlib.util, subprocess, sys\n"
+        "import importlib.util\n"
+        "import subprocess\n"
+        "import sys\n"
         "\n"
         'if "google.colab" in sys.modules and importlib.util.find_spec("seglib") is None:\n'
         f'    if SEGLIB_SOURCE.startswith("{COLAB_DRIVE}"):\n'
         "        from google.colab import drive\n"
+        "\n"
         f'        drive.mount("{COLAB_DRIVE}")\n'
         '    source = SEGLIB_SOURCE if "://" in SEGLIB_SOURCE else "file://" + SEGLIB_SOURCE\n'
         '    pip = [sys.executable, "-m", "pip", "install", "-q"]\n'
         '    subprocess.run([*pip, f"seglib[colab] @ {source}"], check=True)\n'
-        f"    subprocess.run([*pip, {', '.join(repr(a) for a in no_deps)}], check=True)"
+        f"    subprocess.run([*pip, {', '.join(json.dumps(a) for a in no_deps)}], check=True)"
     )
 
 
