@@ -116,12 +116,12 @@ def test_an_interrupted_search_names_the_command_that_continues_it(tmp_path):
     from seglib.cli import _continue_with, build_parser
 
     argv = ["hpo", "--out", str(tmp_path / "h"), "--engine", "local"]
-    message = _continue_with(build_parser("hpo").parse_args(argv), argv)
+    message = _continue_with(build_parser().parse_args(argv), argv)
     assert message.endswith(f"seglib hpo --out {tmp_path / 'h'} --engine local --resume"), message
     resumed = [*argv, "--resume"]
-    assert _continue_with(build_parser("hpo").parse_args(resumed), resumed).endswith(" --engine local --resume")
+    assert _continue_with(build_parser().parse_args(resumed), resumed).endswith(" --engine local --resume")
     run_argv = ["run", "--out", "runs/quick"]
-    assert _continue_with(build_parser("run").parse_args(run_argv), run_argv) == (
+    assert _continue_with(build_parser().parse_args(run_argv), run_argv) == (
         "run the same command again to continue: seglib run --out runs/quick"
     )
 
