@@ -10,8 +10,8 @@ data, fresh folders) and prints one ``RESULT`` line:
   so compiling, tracing, validation, checkpoints, data loading and start-up all count);
 * whether the two exports have the same columns and the same trial and epoch counts.
 
-    python benchmarks/bench_engines.py                     # quick profile, embedded data, CPU
-    python benchmarks/bench_engines.py --profile quick -p max_budget=9
+    .venv/bin/python benchmarks/bench_engines.py                     # quick profile, embedded data, CPU
+    .venv/bin/python benchmarks/bench_engines.py --profile quick -p max_budget=9
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ what the trials deliver together: all later epochs' patches over the wall span t
 (``patches_per_second_over_span``; the sum of the trials' own rates overstates it when
 their epochs do not overlap, so ``overlap_seconds`` is printed beside it).
 
-    python benchmarks/bench_hpo.py                                   # CPU, quick profile
-    KERAS_BACKEND=jax python benchmarks/bench_hpo.py --profile full --data "$DATA" \\
+    .venv/bin/python benchmarks/bench_hpo.py                                   # CPU, quick profile
+    KERAS_BACKEND=jax .venv/bin/python benchmarks/bench_hpo.py --profile full --data "$DATA" \\
         --concurrency 4 --batch-size 24 --epochs 3 --precision bf16   # one GPU
     ... --mps   # the same under NVIDIA MPS, which runs the trials' kernels side by side
 

@@ -1,6 +1,6 @@
 """Wall time of the main job: ``seglib run`` (notebooks 01 -> 04 with papermill).
 
-    python benchmarks/bench_pipeline.py [--profile quick] [--out DIR] [-p KEY=VALUE ...]
+    .venv/bin/python benchmarks/bench_pipeline.py [--profile quick] [--out DIR] [-p KEY=VALUE ...]
 
 Runs in a fresh folder (a temporary one by default) and reports each notebook's seconds from
 the executed notebooks' papermill metadata. Last line exactly:

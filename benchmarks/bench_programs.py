@@ -13,7 +13,7 @@ architecture. Counted three ways for one pass at the original's R = 60, η = 3 (
 Which configurations a pass promotes depends on their losses, but every trial's configuration
 is one of those drawn for its bracket's first rung, so the counts do not.
 
-    python benchmarks/bench_programs.py [--max-budget 60 --eta 3 --seed 0]
+    .venv/bin/python benchmarks/bench_programs.py [--max-budget 60 --eta 3 --seed 0]
 """
 
 from __future__ import annotations
