@@ -23,7 +23,6 @@ import json
 import random
 
 from seglib.hpo.hyperband import HyperBand
-from seglib.train.jax_loop import padded_size
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -35,6 +34,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
+    from seglib.train.jax_loop import padded_size  # imports Keras and JAX: only when counting
+
     args = parse_args(argv)
     search = HyperBand(args.max_budget, args.eta, seed=args.seed)
     rng = random.Random(0)
