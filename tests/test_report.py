@@ -419,3 +419,20 @@ def test_the_rebuild_command_shows_the_data_folder_as_a_placeholder(tmp_path, da
     assert f"seglib run --out runs/r {shown} -p eta=2\n" in text, text
     assert "/home/" not in text and "../shared" not in text
     assert ("`DATA` the dataset's folder" in text) == (data != "kaggle")
+
+
+def test_the_notebooks_views_print_their_numbers_outside_a_notebook(fake_run, capsys):
+    """seglib.report.display, as notebooks 01-04 call it; outside IPython every view prints."""
+    from seglib.artifacts import read_experiment, read_model_record
+    from seglib.report import display
+
+    run = pipeline.open_run(fake_run)
+    display.schedule_table(run.settings)
+    display.metrics_table(read_model_record(run.paths.metrics_file("tuned"), "test"))
+    summary = display.experiment_summary(read_experiment(run.paths.search("hyperband")))
+    show = display.live_progress()
+    show({})
+    out = capsys.readouterr().out
+    assert out.startswith(f"HyperBand R = {run.settings.max_budget}, η = {run.settings.eta}\n"), out
+    assert "one pass:" in out and "\nval " in out and out.rstrip().endswith("starting..."), out
+    assert "trials (" in summary and "best validation loss" in summary, summary
