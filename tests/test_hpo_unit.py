@@ -103,7 +103,6 @@ def test_bad_host_specs_are_refused(spec):
         parse_host(spec)
 
 
-@pytest.mark.slow
 def test_trial_runs_on_its_own_and_a_finished_pair_is_not_trained_again(tmp_path, embedded_root):
     """Outside an experiment the trial uses its defaults; a second run reports the recorded result."""
     out = tmp_path / "alone"
