@@ -53,9 +53,6 @@ HARDWARE = re.compile(r"\b(?:CPU|GPU|H200|no hardware)\b")
 # Docs another change is rewriting now; each entry is a known failure, checked to still fail
 # (strict), so the marker goes when the doc is fixed.
 KNOWN = {
-    ("commands", "docs/hpo.md"): "its Run it block starts a second search in runs/hpo, which the first line used",
-    ("machine paths", "docs/predict.md"): "its real-data example reads ../shared/...",
-    ("work rounds", "docs/predict.md"): "it names 'the development machine' and a commit",
     ("machine paths", "docs/hyperparameter-optimization.md"): (
         "generated before the report showed the data folder as $DATA: regenerate it with the command at its end"
     ),
