@@ -4,8 +4,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 OUT ?= runs/quick
 PROFILE ?= quick
+# The dataset: the Kaggle dataset's "Semantic segmentation dataset" folder, or "kaggle" to
+# download it (kagglehub: pip install -e ".[colab]"). `make run` without it uses the embedded one.
+DATA ?=
 
-.PHONY: setup test run bench sync device-kit
+.PHONY: setup test test-all run bench sync device-kit
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -15,14 +18,21 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps "nni==3.0" "patchify==0.2.3"
 	touch $@
 
+# The fast tier: every seglib module, one real NNI experiment, minutes.
 test: setup
+	$(BIN)/python -m pytest -m "not slow"
+
+# Everything: adds the Colab emulation, SSH machines, kills, the device kit and whole notebook
+# runs (tests marked slow). What CI runs.
+test-all: setup
 	$(BIN)/python -m pytest
 
 run: setup
-	$(BIN)/seglib run --profile $(PROFILE) --out $(OUT)
+	$(BIN)/seglib run --profile $(PROFILE) --out $(OUT) $(if $(DATA),--data "$(DATA)")
 
 bench: setup
-	$(BIN)/python benchmarks/bench_data.py
+	$(if $(DATA),,$(error make bench needs DATA=PATH (the dataset folder) or DATA=kaggle; see the README's Data))
+	$(BIN)/python benchmarks/bench_data.py --data "$(DATA)"
 	$(BIN)/python benchmarks/bench_train.py
 
 sync: setup
@@ -30,4 +40,5 @@ sync: setup
 
 # What the lent GPU machine lacks for the full profile offline (benchmarks/gpu_full_run.sh).
 device-kit: setup
-	$(BIN)/python benchmarks/device_kit.py --out .device-kit
+	$(if $(DATA),,$(error make device-kit needs DATA=PATH (the dataset folder), DATA=kaggle, or DATA=none for a kit without it))
+	$(BIN)/python benchmarks/device_kit.py --out .device-kit $(if $(filter none,$(DATA)),--no-data,--data "$(DATA)")

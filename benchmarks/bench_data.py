@@ -1,6 +1,9 @@
 """Benchmark seglib.data.prepare on the real dataset against the original's procedure.
 
-    python benchmarks/bench_data.py [DATA] [--no-reference]
+    .venv/bin/python benchmarks/bench_data.py --data DATA [--no-reference]
+
+DATA is the Kaggle dataset's "Semantic segmentation dataset" folder, or ``kaggle`` to download
+it first with kagglehub (``pip install -e ".[colab]"``).
 
 Each part runs in its own fresh Python process, which reports its wall time for the work
 (imports excluded) and its own peak resident memory (``ru_maxrss``): ``cold`` prepares the
@@ -25,7 +28,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "aerial-dubai" / "Semantic segmentation dataset"
 
 # The original's colour -> class mapping (SEED-NOTES "Data preparation"), written out again
 # here on purpose: the reference must not share seglib's palette to be a check of it.
@@ -134,7 +136,7 @@ def child_main(part: str, data: Path, cache_dir: Path) -> None:
 
 
 def run_part(part: str, data: Path, cache_dir: Path) -> dict:
-    cmd = [sys.executable, __file__, str(data), "--child", part, "--cache-dir", str(cache_dir)]
+    cmd = [sys.executable, __file__, "--data", str(data), "--child", part, "--cache-dir", str(cache_dir)]
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
     result = json.loads(out.strip().splitlines()[-1])
@@ -145,19 +147,31 @@ def run_part(part: str, data: Path, cache_dir: Path) -> dict:
     return result
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("data", nargs="?", default=str(DEFAULT_DATA))
+    parser.add_argument(
+        "--data",
+        required=True,
+        help="the Kaggle dataset's 'Semantic segmentation dataset' folder, or 'kaggle' to download it",
+    )
     parser.add_argument("--no-reference", action="store_true", help="skip the original's procedure (8.5 GB)")
     parser.add_argument("--child", choices=("cold", "cached", "reference"), help=argparse.SUPPRESS)
     parser.add_argument("--cache-dir", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    data = Path(args.data)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     if args.child:
-        child_main(args.child, data, Path(args.cache_dir))
+        child_main(args.child, Path(args.data), Path(args.cache_dir))
         return 0
+    if args.data == "kaggle":
+        from seglib.colab import download_dataset
+
+        args.data = str(download_dataset())
+    data = Path(args.data)
     if not data.is_dir():
-        print(f"dataset not found at {data}; pass its 'Semantic segmentation dataset' folder")
+        print(f"dataset not found at {data}; pass its 'Semantic segmentation dataset' folder, or --data kaggle")
         return 2
     with tempfile.TemporaryDirectory(prefix="seglib-bench-") as cache_dir:
         cold = run_part("cold", data, Path(cache_dir))

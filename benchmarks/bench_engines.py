@@ -10,8 +10,8 @@ data, fresh folders) and prints one ``RESULT`` line:
   so compiling, tracing, validation, checkpoints, data loading and start-up all count);
 * whether the two exports have the same columns and the same trial and epoch counts.
 
-    python benchmarks/bench_engines.py                     # quick profile, embedded data, CPU
-    python benchmarks/bench_engines.py --profile quick -p max_budget=9
+    .venv/bin/python benchmarks/bench_engines.py                     # quick profile, embedded data, CPU
+    .venv/bin/python benchmarks/bench_engines.py --profile quick -p max_budget=9
 """
 
 from __future__ import annotations
@@ -91,14 +91,18 @@ def columns(out: Path) -> tuple:
     return tuple(header), tuple(fields)
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="quick")
     parser.add_argument("--data", default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", default=None, help="working folder (default: a temporary one)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     base = Path(args.out or tempfile.mkdtemp(prefix="bench_engines_"))
     result = {"profile": args.profile, "params": args.param, "seed": args.seed}
     for engine in ("nni", "local"):

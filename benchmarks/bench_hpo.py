@@ -8,8 +8,8 @@ what the trials deliver together: all later epochs' patches over the wall span t
 (``patches_per_second_over_span``; the sum of the trials' own rates overstates it when
 their epochs do not overlap, so ``overlap_seconds`` is printed beside it).
 
-    python benchmarks/bench_hpo.py                                   # CPU, quick profile
-    KERAS_BACKEND=jax python benchmarks/bench_hpo.py --profile full --data "$DATA" \\
+    .venv/bin/python benchmarks/bench_hpo.py                                   # CPU, quick profile
+    KERAS_BACKEND=jax .venv/bin/python benchmarks/bench_hpo.py --profile full --data "$DATA" \\
         --concurrency 4 --batch-size 24 --epochs 3 --precision bf16   # one GPU
     ... --mps   # the same under NVIDIA MPS, which runs the trials' kernels side by side
 
@@ -109,7 +109,7 @@ def together(out: Path, configs: list[str], epochs: int, trained: int) -> dict:
     }
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="quick")
     parser.add_argument("--data", default=None)
@@ -120,7 +120,11 @@ def main(argv=None) -> int:
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
     parser.add_argument("--out", default=None, help="working folder (default: a temporary one)")
     parser.add_argument("--mps", action="store_true", help="run the trials as clients of an NVIDIA MPS daemon")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     overrides = {"data": args.data, "patch_size": args.patch_size, "precision": args.precision}
     settings_used = profile(args.profile, **{k: v for k, v in overrides.items() if v is not None})
     out = Path(args.out or tempfile.mkdtemp(prefix="bench_hpo_"))

@@ -1,6 +1,6 @@
 """Wall time of the main job: ``seglib run`` (notebooks 01 -> 04 with papermill).
 
-    python benchmarks/bench_pipeline.py [--profile quick] [--out DIR] [-p KEY=VALUE ...]
+    .venv/bin/python benchmarks/bench_pipeline.py [--profile quick] [--out DIR] [-p KEY=VALUE ...]
 
 Runs in a fresh folder (a temporary one by default) and reports each notebook's seconds from
 the executed notebooks' papermill metadata. Last line exactly:
@@ -24,13 +24,17 @@ def notebook_seconds(path: Path) -> float:
     return float(json.loads(path.read_text())["metadata"]["papermill"]["duration"])
 
 
-def main() -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="quick")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--data", default=None)
     parser.add_argument("-p", "--param", action="append", default=[])
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     out = args.out or Path(tempfile.mkdtemp(prefix="seglib-bench-")) / "run"
     command = [sys.executable, "-m", "seglib.cli", "run", "--profile", args.profile, "--out", str(out)]
     command += ["--data", args.data] if args.data else []

@@ -13,7 +13,7 @@ architecture. Counted three ways for one pass at the original's R = 60, η = 3 (
 Which configurations a pass promotes depends on their losses, but every trial's configuration
 is one of those drawn for its bracket's first rung, so the counts do not.
 
-    python benchmarks/bench_programs.py [--max-budget 60 --eta 3 --seed 0]
+    .venv/bin/python benchmarks/bench_programs.py [--max-budget 60 --eta 3 --seed 0]
 """
 
 from __future__ import annotations
@@ -23,15 +23,20 @@ import json
 import random
 
 from seglib.hpo.hyperband import HyperBand
-from seglib.train.jax_loop import padded_size
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-budget", type=int, default=60)
     parser.add_argument("--eta", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    from seglib.train.jax_loop import padded_size  # imports Keras and JAX: only when counting
+
+    args = parse_args(argv)
     search = HyperBand(args.max_budget, args.eta, seed=args.seed)
     rng = random.Random(0)
     while (job := search.next_job()) is not None:

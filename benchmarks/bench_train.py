@@ -9,8 +9,8 @@ compilation included) and the steady throughput of the later epochs. The last li
 
 Examples::
 
-    python benchmarks/bench_train.py --backend tensorflow --precision fp32 --batch 16 --patches 64 --epochs 2
-    SEGLIB_COMPILE_CACHE=/tmp/xla-cache python benchmarks/bench_train.py --backend jax --precision bf16 --batch 24
+    .venv/bin/python benchmarks/bench_train.py --backend tensorflow --precision fp32 --batch 16 --patches 64 --epochs 2
+    SEGLIB_COMPILE_CACHE=/tmp/xla .venv/bin/python benchmarks/bench_train.py --backend jax --precision bf16 --batch 24
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Build the device kit: what the bare H200 machine lacks to run seglib's pipeline offline on JAX.
 
-    python benchmarks/device_kit.py [--out .device-kit] [--no-data] [--data PATH]
+    .venv/bin/python benchmarks/device_kit.py --data DATA [--out .device-kit]   # make device-kit DATA=...
+    .venv/bin/python benchmarks/device_kit.py --no-data                         # the embedded data only
 
 The lent GPU machine has Python 3.12, JAX with CUDA and many packages, but no network and none
 of Keras, Jupyter, papermill, jupytext or seglib. Everything it needs must travel with the
@@ -9,7 +10,8 @@ working tree, 64 MiB at most all together, so this script gathers only what is m
     OUT/wheels/           cp312 / py3 wheels: the REQUIREMENTS below and every requirement of
                           theirs that is not PREINSTALLED there, patchify (no deps), and seglib
                           itself, built from this checkout
-    OUT/data/             a copy of the real dataset (unless --no-data)
+    OUT/data/             a copy of the real dataset: --data, the Kaggle dataset's "Semantic
+                          segmentation dataset" folder, or "kaggle" to download it first
     OUT/machine-needs.txt what the kit expects the machine to provide (preinstalled names with
                           the versions the kit's wheels ask for): the stand-ins a test installs
     OUT/install.sh        installs the kit offline into $PYTHON (default python3)
@@ -28,7 +30,6 @@ On the device: carry ``.device-kit`` and start the command with ``sh .device-kit
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
@@ -42,11 +43,6 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = Path(
-    os.environ.get(
-        "SEGLIB_REAL_DATA", ROOT.parent / "shared" / "data" / "aerial-dubai" / "Semantic segmentation dataset"
-    )
-)
 
 # ---------------------------------------------------------------------------------------------
 # What the kit holds. Pinned top-level requirements, checked to install together with numpy 2.5
@@ -79,8 +75,8 @@ NNI_REQUIREMENTS = {
 }
 EXCLUDED = {"tensorflow", "nni"} | NNI_REQUIREMENTS
 
-# The device machine's Python packages, copied from /work/.library/device/KINDS.md, section
-# "Python packages already there" (nvidia-h200, image 'cuda', as read on 2026-11-17).
+# The GPU machine's Python packages, as its provider lists them ("Python packages already
+# there", NVIDIA H200, image 'cuda', as read on 2026-11-17).
 # Notable versions there: Python 3.12.3, numpy 2.5.2, jax/jaxlib 0.11.2 (CUDA 13 plugin).
 PREINSTALLED = frozenset(
     canonicalize_name(n)
@@ -458,16 +454,28 @@ unset PIP_FIND_LINKS PIP_INDEX_URL PIP_EXTRA_INDEX_URL PIP_CONSTRAINT PIP_REQUIR
 """
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--out", type=Path, default=ROOT / ".device-kit", help="the kit's folder (default: .device-kit)"
     )
-    parser.add_argument("--no-data", action="store_true", help="leave the dataset out")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the 'Semantic segmentation dataset' folder")
-    args = parser.parse_args(argv)
+    data = parser.add_mutually_exclusive_group(required=True)
+    data.add_argument(
+        "--data", help="the Kaggle dataset's 'Semantic segmentation dataset' folder, or 'kaggle' to download it"
+    )
+    data.add_argument("--no-data", action="store_true", help="leave the dataset out (the run uses the embedded one)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     out: Path = args.out.resolve()
+    if args.data == "kaggle":
+        from seglib.colab import download_dataset
+
+        args.data = download_dataset()
     if not args.no_data:
+        args.data = Path(args.data)
         check_data(args.data.resolve())
 
     # Start from nothing, but never wipe a folder that is not a kit (say, a mistyped --out).

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# The original's settings on one GPU, offline, in one command (a device session):
+# The original's settings on one GPU machine without network access, in one command:
 #
-#   make device-kit                                   # here: wheels + the real dataset, <= 60 MiB
-#   bash benchmarks/gpu_full_run.sh .device-kit "$OUT"  # there (carry .device-kit)
+#   make device-kit DATA="PATH/Semantic segmentation dataset"   # here: wheels + the dataset, <= 60 MiB
+#   bash benchmarks/gpu_full_run.sh .device-kit "$OUT"            # there (copy .device-kit with the checkout)
 #
 # Installs the kit with pip --no-index, then runs notebooks 01->04 at `--profile full` on the
-# real data, on JAX, with the in-process search engine and bf16. It stops itself before the
-# device's 10-minute limit (SIGTERM: the running trial is handed back and everything finished
-# is kept; run it again on the same machine to continue) and leaves at most 4 files in OUT:
-# run.log, timings.json (seconds of every stage), the report's markdown, and report.tar.gz
+# real data, on JAX, with the in-process search engine and bf16. It stops itself before
+# SEGLIB_TIME_LIMIT (default 560 s; SIGTERM: the running trial is handed back and everything
+# finished is kept; run it again on the same machine to continue) and leaves at most 4 files in
+# OUT: run.log, timings.json (seconds of every stage), the report's markdown, and report.tar.gz
 # (the report with its images and the records its numbers come from).
 set -u
 KIT=${1:?usage: gpu_full_run.sh KIT OUT}

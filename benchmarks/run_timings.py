@@ -1,6 +1,6 @@
-"""Seconds of every stage of a run folder, as one JSON object (what a device session brings back).
+"""Seconds of every stage of a run folder, as one JSON object (what gpu_full_run.sh brings back).
 
-    python benchmarks/run_timings.py RUN_DIR
+    .venv/bin/python benchmarks/run_timings.py RUN_DIR
 
 Notebooks' wall seconds come from ``timings.json`` (written by ``seglib run``); the stages'
 from the run's records: the baseline's and the tuned model's training, and each search's wall

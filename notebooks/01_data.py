@@ -30,9 +30,8 @@ OUT_DIR = None  # the run folder; None: MyDrive/seglib/runs/<PROFILE> in Colab, 
 DATA = None  # None: the embedded default dataset; a dataset folder; "kaggle": download it (to Drive in Colab)
 OVERRIDES = {}  # settings to change, e.g. {"epochs": 2, "precision": "bf16", "engine": "local"}
 COMMAND = None  # set by `seglib run`: the command line the report names
-SEGLIB_SOURCE = (
-    "git+https://github.com/YOUR-GITHUB-USER/seglib.git@main"  # Colab: a git URL, or a wheel or checkout on Drive
-)
+# Colab: where the install cell gets seglib from: a git URL, or a wheel or checkout on Drive
+SEGLIB_SOURCE = "git+https://github.com/YOUR-GITHUB-USER/seglib.git@main"
 
 # %%
 # Colab only: install seglib from SEGLIB_SOURCE, changing none of Colab's packages (no restart).

@@ -27,9 +27,8 @@
 # %% tags=["parameters"]
 PROFILE = "quick"  # the run's profile: "quick" (CPU, minutes) or "full" (the original's settings, for a GPU)
 OUT_DIR = None  # the run folder; None: MyDrive/seglib/runs/<PROFILE> in Colab, runs/<PROFILE> elsewhere
-SEGLIB_SOURCE = (
-    "git+https://github.com/YOUR-GITHUB-USER/seglib.git@main"  # Colab: a git URL, or a wheel or checkout on Drive
-)
+# Colab: where the install cell gets seglib from: a git URL, or a wheel or checkout on Drive
+SEGLIB_SOURCE = "git+https://github.com/YOUR-GITHUB-USER/seglib.git@main"
 
 # %%
 # Colab only: install seglib from SEGLIB_SOURCE, changing none of Colab's packages (no restart).

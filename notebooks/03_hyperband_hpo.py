@@ -38,9 +38,8 @@ REMOTE_HOSTS = []  # e.g. ["alice@gpu1", "alice@gpu2:2222"]: run trials on these
 REMOTE_PYTHON_PATH = None  # with REMOTE_HOSTS: bin folder of the Python with seglib and nni on every machine
 SSH_KEY = None  # with REMOTE_HOSTS: SSH private key (None: ~/.ssh/id_rsa)
 MANAGER_IP = None  # with REMOTE_HOSTS: this machine's address as the trial machines reach it (None: NNI's guess)
-SEGLIB_SOURCE = (
-    "git+https://github.com/YOUR-GITHUB-USER/seglib.git@main"  # Colab: a git URL, or a wheel or checkout on Drive
-)
+# Colab: where the install cell gets seglib from: a git URL, or a wheel or checkout on Drive
+SEGLIB_SOURCE = "git+https://github.com/YOUR-GITHUB-USER/seglib.git@main"
 
 # %%
 # Colab only: install seglib from SEGLIB_SOURCE, changing none of Colab's packages (no restart).

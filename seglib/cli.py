@@ -291,7 +291,12 @@ def _run_options(parser) -> None:
         metavar="KEY=VALUE",
         help="override a setting, e.g. -p epochs=2 -p engine=local (repeatable; seglib/settings.py lists them)",
     )
-    parser.add_argument("--log-output", action="store_true", help="stream the notebooks' output")
+    parser.add_argument(
+        "--log-output",
+        action="store_true",
+        help="also pass the notebooks' own output through (prints, training epochs); their steps and "
+        "the search's progress are printed either way",
+    )
 
 
 def _run(args, argv: list[str]) -> int:
@@ -396,14 +401,23 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args, command_argv)
         return _predict(args)
     except KeyboardInterrupt:
-        hint = INTERRUPTED_HINTS.get(args.command, CONTINUE_HINT)
-        print(f"seglib {args.command}: interrupted; {hint}", file=sys.stderr)
+        print(f"seglib {args.command}: interrupted; {_continue_with(args, command_argv)}", file=sys.stderr)
         return INTERRUPTED_EXIT
     except Exception as error:
         if debug:
             raise
         print(f"seglib {args.command}: {_message(error)}", file=sys.stderr)
         return 1
+
+
+def _continue_with(args, argv: list[str]) -> str:
+    """What to run after an interruption: a search continues only with --resume (without it the
+    same command is refused, the folder holding a search); a run continues as it was started."""
+    if args.command == "hpo" and not (args.resume or args.stop or args.view):
+        return f"continue the search with: {shlex.join(['seglib', *argv, '--resume'])}"
+    if args.command in ("hpo", "run"):
+        return f"{CONTINUE_HINT}: {shlex.join(['seglib', *argv])}"
+    return INTERRUPTED_HINTS.get(args.command, CONTINUE_HINT)
 
 
 def _message(error: Exception) -> str:

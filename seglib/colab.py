@@ -7,10 +7,14 @@ to Drive once and reused by later runtimes. Outside Colab the run folder is
 ``runs/<profile>`` and nothing else changes. Kaggle credentials are read from Colab secrets
 or environment variables into this process's environment only: never written, printed or
 logged.
+
+Outside Colab, ``python -m seglib.colab download`` downloads the dataset (kagglehub's cache,
+once) and prints only its folder, for ``DATA=$(...)`` in a shell.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -68,21 +72,25 @@ def install_cell() -> str:
 
     ``SEGLIB_SOURCE`` (a parameter) says where from: this repository on GitHub, or a wheel or
     a checkout on Google Drive (mounted first). It cannot import seglib, so the commands are
-    spelled out; tests check that every notebook's cell equals this text and run it.
+    spelled out, formatted as ruff formats the notebooks; tests check that every notebook's
+    cell equals this text and run it.
     """
     no_deps = install_commands()[1].split()[3:]  # after "pip install -q"
     return (
         "# Colab only: install seglib from SEGLIB_SOURCE, changing none of Colab's packages (no restart).\n"
-        "import importlib.util, subprocess, sys\n"
+        "import importlib.util\n"
+        "import subprocess\n"
+        "import sys\n"
         "\n"
         'if "google.colab" in sys.modules and importlib.util.find_spec("seglib") is None:\n'
         f'    if SEGLIB_SOURCE.startswith("{COLAB_DRIVE}"):\n'
         "        from google.colab import drive\n"
+        "\n"
         f'        drive.mount("{COLAB_DRIVE}")\n'
         '    source = SEGLIB_SOURCE if "://" in SEGLIB_SOURCE else "file://" + SEGLIB_SOURCE\n'
         '    pip = [sys.executable, "-m", "pip", "install", "-q"]\n'
         '    subprocess.run([*pip, f"seglib[colab] @ {source}"], check=True)\n'
-        f"    subprocess.run([*pip, {', '.join(repr(a) for a in no_deps)}], check=True)"
+        f"    subprocess.run([*pip, {', '.join(json.dumps(a) for a in no_deps)}], check=True)"
     )
 
 
@@ -152,7 +160,10 @@ def download_dataset() -> Path:
     try:
         import kagglehub
     except ImportError:
-        raise ImportError("kagglehub is needed to download the dataset: pip install 'seglib[colab]'") from None
+        raise ImportError(
+            "kagglehub is needed to download the dataset: pip install 'seglib[colab]' "
+            "(in a checkout: .venv/bin/pip install -e '.[colab]')"
+        ) from None
     if in_colab():  # kagglehub's cache on Drive: a later runtime finds the files there
         os.environ.setdefault("KAGGLEHUB_CACHE", str(mount_drive() / DRIVE_FOLDER / "kaggle"))
     names = load_kaggle_credentials()
@@ -183,3 +194,27 @@ def setup(out_dir: str | None = None, profile: str = "quick", data: str | None =
     if data == KAGGLE_DATA:
         data = str(download_dataset())
     return out_dir, data
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m seglib.colab download``: the dataset's folder on stdout, everything else on stderr."""
+    import argparse
+    import contextlib
+
+    parser = argparse.ArgumentParser(
+        prog="python -m seglib.colab", description=f"Download the Kaggle dataset {KAGGLE_DATASET} with kagglehub."
+    )
+    parser.add_argument("action", choices=["download"], help="download (once) and print the dataset's folder")
+    parser.parse_args(argv)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            folder = download_dataset()
+    except (ImportError, RuntimeError) as error:
+        print(f"python -m seglib.colab: {error}", file=sys.stderr)
+        return 1
+    print(folder)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

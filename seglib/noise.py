@@ -6,9 +6,13 @@ settings apply, and warns each time a search's next trial traces its prediction 
 new batch shape (expected: every trial has its own batch size); ipykernel warns on every
 kernel start that it runs over local TCP (as every Jupyter kernel does; the ports are bound
 to 127.0.0.1), and logs an ERROR at every kernel's end because jupyter_client interrupts a
-kernel before asking it to shut down. :func:`quiet_stderr` passes the process's descriptor 2
-through a filter that drops exactly these lines; everything else (tracebacks, warnings of
-ours, errors) is written unchanged. ``SEGLIB_VERBOSE=1`` turns it off.
+kernel before asking it to shut down. A command stopped by Ctrl-C or SIGTERM says so in one
+line of its own, yet its kernels print a traceback each when the signal finds one starting
+(a KeyboardInterrupt in the middle of its imports) or answering on sockets its parent has
+already closed (ZMQError ENOTSOCK). :func:`quiet_stderr` passes the process's descriptor 2
+through a filter (:class:`Filter`) that drops exactly these lines and tracebacks; everything
+else (other tracebacks, warnings of ours, errors) is written unchanged. ``SEGLIB_VERBOSE=1``
+turns it off.
 Imports nothing of seglib.
 """
 
@@ -29,7 +33,42 @@ NOISE = re.compile(
     r"|oneDNN custom operations are on"
     r"|WARNING:tensorflow:\d+ out of the last \d+ calls to .* triggered tf\.function retracing)"
 )
+# A traceback (or ipykernel's logged one) is held until its last line says what ended it.
+TRACEBACK_START = re.compile(
+    r"^(Traceback \(most recent call last\):|\[IPKernelApp\] ERROR \| Exception in message handler:"
+    r"|Fatal Python error: init_import_site: Failed to import the site module)$"
+)
+TRACEBACK_GOES_ON = re.compile(r"^(Traceback \(most recent call last\):|Python runtime state: \w+)$")
+STOPPED = re.compile(r"^(KeyboardInterrupt\b.*|zmq\.error\.ZMQError: Socket operation on non-socket)$")
 _installed = False
+
+
+class Filter:
+    """Lines in, lines out: the noise dropped, and a traceback dropped whole when it ends in a stop."""
+
+    def __init__(self):
+        self.held: list[str] = []
+
+    def feed(self, lines: list[str]) -> list[str]:
+        kept = []
+        for line in lines:
+            if self.held:
+                self.held.append(line)
+                ended = line.strip() and not line[0].isspace() and not TRACEBACK_GOES_ON.match(line)
+                if ended:  # the exception's own line, last of the traceback
+                    block, self.held = self.held, []
+                    if not STOPPED.match(line):
+                        kept += block
+            elif TRACEBACK_START.match(line):
+                self.held = [line]
+            elif not NOISE.match(line):
+                kept.append(line)
+        return kept
+
+    def flush(self) -> list[str]:
+        """What is still held at the end (a traceback cut short): written, not lost."""
+        block, self.held = self.held, []
+        return block
 
 
 def quiet_stderr() -> bool:
@@ -60,15 +99,18 @@ def _restore(original: int, pump: threading.Thread) -> None:
 
 def _pump(read_end: int, original: int) -> None:
     """Copy lines from the pipe to the real stderr, dropping the known noise."""
-    pending = b""
+    pending, noise = b"", Filter()
     while True:
         chunk = os.read(read_end, 65536)
         if not chunk:
             break
         pending += chunk
         *lines, pending = pending.split(b"\n")
-        kept = [line for line in lines if not NOISE.match(line.decode("utf-8", "replace"))]
+        kept = noise.feed([line.decode("utf-8", "replace") for line in lines])
         if kept:
-            os.write(original, b"\n".join(kept) + b"\n")
+            os.write(original, "\n".join(kept).encode() + b"\n")
+    held = noise.flush()
+    if held:
+        os.write(original, "\n".join(held).encode() + b"\n")
     if pending:
         os.write(original, pending)

@@ -107,6 +107,7 @@ def test_a_complete_hyperband_pass_warm_starts_and_survives_nan_and_crashes(tmp_
     assert not processes_of(out), "no process of the experiment outlives it"
 
 
+@pytest.mark.slow  # the fast tier keeps one NNI experiment: the next test's
 def test_a_dead_tuner_fails_loudly_and_leaves_nothing_running(tmp_path, env):
     out = tmp_path / "dead"
     driver = start_driver(out, cli_args(env, max_budget=3, port=port(), backend=BACKEND))

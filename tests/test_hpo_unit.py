@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 import zipfile
@@ -104,7 +105,6 @@ def test_bad_host_specs_are_refused(spec):
         parse_host(spec)
 
 
-@pytest.mark.slow
 def test_trial_runs_on_its_own_and_a_finished_pair_is_not_trained_again(tmp_path, embedded_root):
     """Outside an experiment the trial uses its defaults; a second run reports the recorded result."""
     out = tmp_path / "alone"
@@ -230,6 +230,39 @@ def test_a_trial_that_dies_without_a_word_is_retried_then_failed():
 )
 def test_failures_are_classified_by_whose_fault_they_are(error, expected):
     assert classify(error) == expected
+
+
+def test_nni_start_chatter_stays_off_in_a_fresh_process():
+    """NNI sets its logger to INFO on its first import: quieting it must survive that import."""
+    code = (
+        "import logging\n"
+        "from seglib.hpo.engines.nni import quiet_nni_logger\n"
+        "quiet_nni_logger()\n"
+        "import nni, nni.experiment\n"
+        "print(logging.getLogger('nni').level)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == str(logging.WARNING)
+
+
+def test_nni_waits_for_a_slow_manager():
+    """NNI 3.0 gives its manager three tries a second apart; seglib's shim gives it a minute."""
+    from nni.experiment import launcher
+
+    from seglib.hpo.engines.nni_compat import MANAGER_START_SECONDS, patch_nni_manager_wait
+
+    calls = []
+    original = launcher._check_rest_server
+    try:
+        launcher._check_rest_server = lambda port, retry=3, url_prefix=None: calls.append(retry)
+        patch_nni_manager_wait()
+        launcher._check_rest_server(8080)
+        patch_nni_manager_wait()  # idempotent: still one wrapper
+        launcher._check_rest_server(8080)
+    finally:
+        launcher._check_rest_server = original
+    assert calls == [MANAGER_START_SECONDS, MANAGER_START_SECONDS]
 
 
 def test_outcomes_that_do_not_stand_are_handed_out_again_and_their_rung_decisions_stand(tmp_path):

@@ -97,6 +97,19 @@ def test_setup_outside_colab_changes_nothing():
     assert colab.setup("/runs/mine", "full", "/some/data") == ("/runs/mine", "/some/data")
 
 
+def test_the_download_command_prints_only_the_dataset_folder(monkeypatch, capsys, tmp_path):
+    """`DATA=$(python -m seglib.colab download)` must capture the folder and nothing else."""
+
+    def download():  # stands in for kagglehub's network download; says what it does, as the real one does
+        print("Kaggle credentials from: none (public download)")
+        return tmp_path / "Semantic segmentation dataset"
+
+    monkeypatch.setattr(colab, "download_dataset", download)
+    assert colab.main(["download"]) == 0
+    out, err = capsys.readouterr()
+    assert out == f"{tmp_path / 'Semantic segmentation dataset'}\n" and "credentials" in err
+
+
 IMAGE_LINK = re.compile(r"!\[[^\]]*\]\(([^)]+)\)")
 
 

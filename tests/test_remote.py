@@ -429,6 +429,7 @@ def test_a_relative_output_folder_is_refused(tmp_path, data):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow  # starts SSH machines (sshd)
 def test_a_refused_key_or_an_unreachable_machine_is_named(tmp_path, machines, python_path, data):
     wrong = tmp_path / "wrong_key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(wrong)], check=True)
@@ -448,6 +449,7 @@ def test_a_refused_key_or_an_unreachable_machine_is_named(tmp_path, machines, py
     assert not (tmp_path / "hpo" / "experiment.json").exists(), "nothing was started"
 
 
+@pytest.mark.slow  # starts SSH machines (sshd)
 @pytest.mark.parametrize(
     "python, expected",
     [
@@ -466,6 +468,7 @@ def test_a_machine_whose_python_cannot_run_trials_is_named(tmp_path, machines, d
     assert not (tmp_path / "hpo" / "experiment.json").exists()
 
 
+@pytest.mark.slow  # starts SSH machines (sshd)
 def test_notebook_03_checks_its_remote_hosts_before_searching(tmp_path, machines, python_path, data):
     """Notebook 03's REMOTE_* parameters take the same checked path as ``seglib hpo --remote``."""
     from seglib.pipeline import start_run

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -407,5 +408,53 @@ def test_a_run_whose_main_search_is_asha_or_bohb_gets_its_report(tmp_path, tuner
     assert "1 failed" in row and f"| {spent:,} |" in row
     assert "# Explanation of HyperBand HPO" in text  # the rungs and brackets both build on
     sources = run_dir / "docs" / report.SOURCES
-    assert (sources / tuner / "best.json").read_bytes() == (run_dir / tuner / "best.json").read_bytes()
+    copied = json.loads((sources / tuner / "best.json").read_text())
+    assert copied == report.portable(json.loads((run_dir / tuner / "best.json").read_text()), run_dir.resolve())
     assert not (sources / "hpo").exists()
+
+
+@pytest.mark.parametrize(
+    "data, shown",
+    [
+        ("/home/alice/aerial/Semantic segmentation dataset", '--data "$DATA"'),
+        ("--data=../shared/aerial", '--data "$DATA"'),
+        ("kaggle", "--data kaggle"),
+    ],
+)
+def test_the_rebuild_command_shows_the_data_folder_as_a_placeholder(tmp_path, data, shown):
+    """A machine's own path means nothing to a reader: the command repeats with "$DATA", said what it is."""
+    from seglib.artifacts import Run, RunPaths
+    from seglib.report.markdown import _rebuild
+    from seglib.settings import profile
+
+    words = [
+        "seglib",
+        "run",
+        "--out",
+        "runs/r",
+        *([data] if data.startswith("--") else ["--data", data]),
+        "-p",
+        "eta=2",
+    ]
+    stamp = {"data_label": "Semantic segmentation dataset (aerial)", "command": shlex.join(words)}
+    text = _rebuild(Run(RunPaths.of(tmp_path), "quick", {"eta": 2}, profile("quick", eta=2), stamp))
+    assert f"seglib run --out runs/r {shown} -p eta=2\n" in text, text
+    assert "/home/" not in text and "../shared" not in text
+    assert ("`DATA` the dataset's folder" in text) == (data != "kaggle")
+
+
+def test_the_notebooks_views_print_their_numbers_outside_a_notebook(fake_run, capsys):
+    """seglib.report.display, as notebooks 01-04 call it; outside IPython every view prints."""
+    from seglib.artifacts import read_experiment, read_model_record
+    from seglib.report import display
+
+    run = pipeline.open_run(fake_run)
+    display.schedule_table(run.settings)
+    display.metrics_table(read_model_record(run.paths.metrics_file("tuned"), "test"))
+    summary = display.experiment_summary(read_experiment(run.paths.search("hyperband")))
+    show = display.live_progress()
+    show({})
+    out = capsys.readouterr().out
+    assert out.startswith(f"HyperBand R = {run.settings.max_budget}, η = {run.settings.eta}\n"), out
+    assert "one pass:" in out and "\nval " in out and out.rstrip().endswith("starting..."), out
+    assert "trials (" in summary and "best validation loss" in summary, summary

@@ -6,6 +6,7 @@ settings (``seglib.settings``), so the text can never describe a run it did not 
 
 from __future__ import annotations
 
+import shlex
 from importlib import resources
 from string import Template
 
@@ -349,18 +350,46 @@ def _epochs_of(record: ModelRecord) -> int:
     return int(record.epochs_trained or len(record.history.get("loss", [])))
 
 
+DATA_PLACEHOLDER = (
+    '"$DATA"'  # the dataset folder in a rebuild command: a path of the machine that ran it means nothing elsewhere
+)
+KAGGLE_DATASET = "humansintheloop/semantic-segmentation-of-aerial-imagery"
+
+
 def _rebuild(run: Run) -> str:
+    """The command that repeats the run, its dataset folder as ``"$DATA"`` (see DATA_PLACEHOLDER)."""
     command = run.stamp.get("command")
     if command:
-        return (
-            f"This report was made by the command below (notebooks 01→04, then the report):\n\n```bash\n{command}\n```"
-        )
-    return (
-        "This report was made by running notebooks 01→04 one by one with these settings; "
-        f"`seglib run --profile {run.profile}"
-        + "".join(f" -p {k}={v!r}" for k, v in run.overrides.items())
-        + " --out RUN_DIR` repeats the run headless."
+        words, placeholder = _data_as_placeholder(shlex.split(command))
+        intro = "This report was made by the command below (notebooks 01→04, then the report)"
+    else:
+        words = ["seglib", "run", "--profile", run.profile, "--out", "RUN_DIR"]
+        words += [w for k, v in run.overrides.items() for w in ("-p", f"{k}={v!r}")]
+        placeholder = run.settings.data is not None
+        if placeholder:
+            words += ["--data", DATA_PLACEHOLDER]
+        intro = "This report was made by running notebooks 01→04 one by one; the command below repeats the run headless"
+    line = " ".join(w if w == DATA_PLACEHOLDER else shlex.quote(w) for w in words)
+    where = (
+        f", with `DATA` the dataset's folder (here *{run.stamp.get('data_label', 'the dataset')}*; for the Kaggle "
+        f"dataset `{KAGGLE_DATASET}`, `--data kaggle` downloads it instead)"
+        if placeholder
+        else ""
     )
+    return f"{intro}{where}:\n\n```bash\n{line}\n```"
+
+
+def _data_as_placeholder(words: list[str]) -> tuple[list[str], bool]:
+    """``--data PATH`` (or ``--data=PATH``) with the path replaced by DATA_PLACEHOLDER; ``kaggle`` is kept."""
+    out, replaced = [], False
+    for word in words:
+        if out and out[-1] == "--data" and word != "kaggle":
+            word, replaced = DATA_PLACEHOLDER, True
+        elif word.startswith("--data=") and word != "--data=kaggle":
+            out += ["--data"]
+            word, replaced = DATA_PLACEHOLDER, True
+        out.append(word)
+    return out, replaced
 
 
 def scope_note(run: Run) -> str:

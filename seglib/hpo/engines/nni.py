@@ -74,9 +74,7 @@ def run_experiment(
     on_web_ui=None,
 ) -> None:
     """Start (or resume) the NNI experiment of ``paths`` and wait for its search to end."""
-    # NNI's own start/stop chatter, and its "Web portal URLs" line that lists addresses the
-    # manager does not listen on: seglib's progress line and show_web_ui say what matters.
-    logging.getLogger("nni").setLevel(logging.WARNING)
+    quiet_nni_logger()
     if record.get("nni"):
         experiment = _reopen(paths, record, port, action="resume")
     else:
@@ -94,7 +92,20 @@ def view(out_dir, port: int | None = None) -> NNIExperiment:
     record = read_json_or(paths.experiment_file, None)
     if not record or not record.get("nni"):
         raise FileNotFoundError(f"{paths.root} holds no NNI experiment to view")
+    quiet_nni_logger()
     return _reopen(paths, record, port, action="view")
+
+
+def quiet_nni_logger() -> None:
+    """NNI's own start/stop chatter, and its "Web portal URLs" line that lists addresses the
+    manager does not listen on, off: seglib's progress line and show_web_ui say what matters.
+
+    NNI's logging is set up on its first import (the "nni" logger back to INFO), so that
+    import comes first.
+    """
+    import nni.runtime.log  # noqa: F401
+
+    logging.getLogger("nni").setLevel(logging.WARNING)
 
 
 def build_config(paths: ExperimentPaths, record: dict, training_service=None, nni_manager_ip: str | None = None):
@@ -183,9 +194,10 @@ def _launch(experiment: NNIExperiment, nni_experiment, port: int, action: str) -
 
     Bound to 127.0.0.1 unless other machines must reach it.
     """
-    from seglib.hpo.engines.nni_compat import patch_nni_file_lock
+    from seglib.hpo.engines.nni_compat import patch_nni_file_lock, patch_nni_manager_wait
 
     patch_nni_file_lock()  # NNI 3.0's experiment-list lock hangs with filelock >= 3.12
+    patch_nni_manager_wait()  # NNI 3.0 gives its manager 3 s to start
     nni_experiment._action = action
     experiment.started = time.time()
     loopback = _loopback_only(experiment.record["nni"]["platform"], nni_experiment.config.nni_manager_ip, action)

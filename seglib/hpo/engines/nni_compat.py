@@ -1,4 +1,5 @@
-"""NNI 3.0's experiment-list lock without filelock's internals (a shim for filelock >= 3.12).
+"""Shims for NNI 3.0: its experiment-list lock without filelock's internals (filelock >= 3.12),
+and a manager start that waits long enough on a busy machine.
 
 NNI 3.0 guards ~/nni-experiments/.experiment with ``SimplePreemptiveLock``, a subclass of
 ``filelock.SoftFileLock`` that overrides ``_acquire``/``_release`` and records its descriptor in
@@ -99,3 +100,24 @@ def patch_nni_file_lock() -> bool:
     common_utils.get_file_lock = get_file_lock
     config_utils.get_file_lock = get_file_lock  # config_utils imported the name
     return True
+
+
+MANAGER_START_SECONDS = 60  # how long to wait for NNI's manager to answer after it is started
+
+
+def patch_nni_manager_wait(seconds: int = MANAGER_START_SECONDS) -> None:
+    """Give NNI's manager ``seconds`` to answer its first status request.
+
+    NNI 3.0 asks three times a second apart, then stops the experiment ("Create experiment
+    failed ... Connection refused"): on a loaded machine Node.js takes longer than that to
+    start. The same check, with more tries. Idempotent.
+    """
+    from nni.experiment import launcher
+
+    original = getattr(launcher._check_rest_server, "seglib_original", launcher._check_rest_server)
+
+    def check(port: int, retry: int = 3, url_prefix: str | None = None) -> None:
+        original(port, retry=max(retry, seconds), url_prefix=url_prefix)
+
+    check.seglib_original = original
+    launcher._check_rest_server = check
