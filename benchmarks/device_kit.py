@@ -56,6 +56,9 @@ REQUIREMENTS = [
     "ipykernel==7.4.0",
     "jupyter-client==8.10.0",
     "jupytext==1.19.6",
+    # BOHB's density model (Optuna's TPE); seglib imports it only for the bohb tuner, but
+    # pip checks every declared requirement when seglib is installed.
+    "optuna==5.1.0",
 ]
 # Installed with --no-deps: patchify declares numpy<2 but works with numpy 2 (see pyproject.toml).
 NO_DEPS = ["patchify==0.2.3"]
@@ -537,7 +540,9 @@ def main(argv=None) -> int:
         [
             "# The device kit (benchmarks/device_kit.py). On the H200: carry this folder, then, e.g.",
             f"#   sh {out.name}/install.sh && KERAS_BACKEND=jax seglib run --notebooks notebooks --out $OUT/run \\",
-            f"#       --data '{out.name}/data/{args.data.name}'",
+            f"#       --data '{out.name}/data/{args.data.name}'"
+            if not args.no_data
+            else "#       --data DATASET_FOLDER  (this kit was built with --no-data: carry the dataset too)",
             "# (seglib is installed as a wheel, not editable: --notebooks names the checkout's folder)",
             "",
             *lines,
