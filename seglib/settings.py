@@ -18,6 +18,10 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 ACTIVATIONS = ("relu", "tanh", "swish", None)  # None: linear
 SPLITS = ("seed", "tiles")
 ENGINES = ("nni", "local")
+# The training recipe; the first of each is the original's (docs/hpo.md, "The training recipe").
+AUGMENTS = ("none", "d4", "d4+color")  # d4: the 8 symmetries of a square; +color: brightness/contrast
+LR_SCHEDULES = ("constant", "cosine")  # cosine: linear warm-up, then cosine decay to ~0
+KEEP_EPOCHS = ("last", "best")  # best: the weights of the epoch with the lowest validation loss
 # The searches seglib runs (seglib.hpo registers a class for each name); random search at the
 # main search's epochs is the comparison, so it is never a run's main search.
 TUNERS = ("hyperband", "asha", "bohb", "random")
@@ -55,7 +59,14 @@ class Settings:
     # The run's main search: "hyperband" (the original's), "asha" (asynchronous successive
     # halving) or "bohb" (HyperBand's schedule, new configurations from a model); docs/hpo.md.
     tuner: str = "hyperband"
-    seed: int = 0  # configurations drawn, weights, dropout, shuffling
+    seed: int = 0  # configurations drawn, weights, dropout, shuffling, augmentation
+    augment: str = "none"  # per-patch augmentation of each epoch's training patches
+    # The learning rate per epoch. Its horizon is the run's epochs for the baseline and tuned
+    # model, max_budget for a search's trials (never a rung's budget: warm start stays exact).
+    lr_schedule: str = "constant"
+    warmup_epochs: int = 0  # linear warm-up epochs of the cosine schedule
+    keep_epoch: str = "last"  # the weights a training returns
+    patience: int | None = None  # stop after this many epochs without a lower val_loss (None: off)
 
     def __post_init__(self):
         for spec in dataclasses.fields(self):
@@ -184,6 +195,11 @@ RULES = {
     "engine": _one_of(ENGINES),
     "tuner": _one_of(MAIN_TUNERS),
     "seed": _integer(0),
+    "augment": _one_of(AUGMENTS),
+    "lr_schedule": _one_of(LR_SCHEDULES),
+    "warmup_epochs": _integer(0),
+    "keep_epoch": _one_of(KEEP_EPOCHS),
+    "patience": _optional(_integer(1)),
 }
 
 
