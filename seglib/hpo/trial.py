@@ -288,6 +288,7 @@ def _resume_point(job: Assignment, checkpoint_dir: Path, history: dict) -> dict:
 
 def _finish(result, history, trial_dir, checkpoint_dir, x_val, y_val) -> dict:
     """The pair's result: evaluation, model file, pruned checkpoints, the engine's final dict."""
+    from seglib.data import write_recipe
     from seglib.metrics import evaluate
     from seglib.train import prune_checkpoints
 
@@ -315,6 +316,7 @@ def _finish(result, history, trial_dir, checkpoint_dir, x_val, y_val) -> dict:
         link_or_copy(checkpoint, trial_dir / "model.keras")
     else:
         result.model.save(trial_dir / "model.keras")
+    write_recipe(trial_dir / "model.keras", result.metadata.get("recipe", {}))
     if checkpoint is not None and checkpoint.is_file():
         prune_checkpoints(checkpoint_dir, result.epochs_trained)
     final = {"default": record["best_val_loss"], "diverged": 0, "epochs_trained": record["epochs_trained"]}

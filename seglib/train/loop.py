@@ -54,6 +54,9 @@ log = logging.getLogger(__name__)
 # Keras' dtype policy for each of seglib's precision names.
 POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 LOOPS = ("auto", "fit", "jax")
+# The settings that make the training recipe, recorded beside a saved model (``seglib predict``
+# turns test-time averaging on by default for a model trained with augmentation).
+RECIPE = ("learning_rate", "augment", "lr_schedule", "warmup_epochs", "keep_epoch", "patience")
 
 
 @dataclass
@@ -403,6 +406,8 @@ def train(
     if pool is not None and initial is not None:
         pool.keep(pool_key, model, initial)
 
+    recipe = {name: getattr(settings, name) for name in RECIPE}
+    recipe.update(schedule_epochs=schedule_epochs, kept_epoch=kept)
     return TrainResult(
         model=model,
         history=history,
@@ -413,7 +418,7 @@ def train(
         best_val_loss=_best_val_loss(history),
         message=message,
         checkpoint=last_checkpoint,
-        metadata={"config": config, "backend": keras.backend.backend(), "loop": loop},
+        metadata={"config": config, "backend": keras.backend.backend(), "loop": loop, "recipe": recipe},
         kept_epoch=kept,
     )
 
