@@ -121,6 +121,7 @@ def test_warm_start_is_exact_with_augmentation_and_cosine_schedule(tmp_path):
     train(*data, settings=settings, epochs=2, schedule_epochs=6, checkpoint_dir=tmp_path, options=QUIET)
     resumed = train(*data, settings=settings, epochs=4, schedule_epochs=6, checkpoint_dir=tmp_path, options=QUIET)
     assert resumed.initial_epoch == 2
+    assert float(straight.model.optimizer.learning_rate) == pytest.approx(learning_rate_at(settings, 3, 6))
     for key in ("loss", "val_loss"):
         np.testing.assert_allclose(resumed.history[key], straight.history[key], rtol=1e-5, err_msg=key)
     np.testing.assert_allclose(resumed.model.predict(x, verbose=0), straight.model.predict(x, verbose=0), atol=1e-5)

@@ -342,7 +342,7 @@ def train(
             options.steps_per_execution,
             pool.on_device if pool is not None else None,
             options.pad_batches,
-            settings,
+            settings=settings,
         )
     kept = best_epoch(history) if settings.keep_epoch == "best" else None
     best_weights = None
@@ -516,7 +516,8 @@ def _make_loop(
     steps_per_execution,
     on_device=None,
     pad_batches=None,
-    settings=None,
+    *,
+    settings: Settings,
 ):
     if loop == "jax":
         if keras.backend.backend() != "jax":
