@@ -22,7 +22,7 @@ markdown table; ``original`` is the reference measured in the same run.
 Example::
 
     .venv/bin/python benchmarks/bench_recipe.py --data "PATH/Semantic segmentation dataset"
-    .venv/bin/python benchmarks/bench_recipe.py --data ... --epochs 1 --seeds 1 --max-patches 60  # a smoke test
+    .venv/bin/python benchmarks/bench_recipe.py --data ... --epochs 1 --seeds 1 --max-patches 60 --max-images 2
 """
 
 from __future__ import annotations
@@ -55,6 +55,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max-patches", type=int, default=800)
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per row (weights, order, augmentation)")
+    parser.add_argument(
+        "--max-images", type=int, default=None, help="score only the first N held-out images (default: all)"
+    )
     parser.add_argument("--rows", nargs="+", choices=sorted(ROWS), default=DEFAULT_ROWS)
     parser.add_argument("--results", default="bench_recipe.json", help="finished runs; a rerun continues from it")
     return parser.parse_args(argv)
@@ -62,7 +65,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def problem(args) -> dict:
     """What every run of one results file shares: a run with other values needs another file."""
-    return {k: getattr(args, k) for k in ("data", "patch_size", "max_patches", "epochs")}
+    return {k: getattr(args, k) for k in ("data", "patch_size", "max_patches", "epochs", "max_images")}
 
 
 def load_problem(args):
@@ -74,7 +77,7 @@ def load_problem(args):
     patches = prepare(args.data, patch_size=args.patch_size)
     index = make_split(patches, settings)
     held_out = set(patches.tile_of_patch[index["test"]])
-    pairs = [pair for pair in find_pairs(patches.root) if pair.tile in held_out]
+    pairs = [pair for pair in find_pairs(patches.root) if pair.tile in held_out][: args.max_images]
     return settings, Arrays.of(patches, index), pairs
 
 

@@ -2,9 +2,9 @@
 
 "d4" applies one of the 8 symmetries of a square to each patch, and the same one to its
 mask; "d4+color" also jitters each image's brightness and contrast (never the mask). A
-symmetry is three independent choices (swap the axes, flip rows, flip columns), so it is
-three ``where`` passes over the whole array: the same code runs on numpy arrays (the fit
-loop, on the host) and on JAX arrays (the JAX loop, on the device). What each patch gets is
+symmetry is three independent choices (swap the axes, flip rows, flip columns), each applied
+to the whole epoch's array at once: on the host (numpy, the fit loop) in place on the patches
+that get it, on the device (``jax.numpy``, the JAX loop) as a ``where`` per choice. What each patch gets is
 drawn with numpy from ``(seed, epoch)`` before either, so both loops see the same epoch and a
 resumed training the same augmentation as an uninterrupted one.
 """
@@ -47,17 +47,44 @@ def augment(x, y, mode: str, seed: int, epoch: int, xp=np):
     if x.shape[1] != x.shape[2]:
         raise ValueError(f"augment={mode!r} needs square patches; found {x.shape[1]}x{x.shape[2]}")
     drawn = draws(int(x.shape[0]), seed, epoch)
+    if xp is np:
+        return _on_host(x, y, mode, drawn)
+    return _on_device(x, y, mode, drawn, xp)
+
+
+def _moves(axis):
+    return (lambda a: a.swapaxes(1, 2)) if axis is None else (lambda a: a[:, ::-1] if axis == 1 else a[:, :, ::-1])
+
+
+MOVES = (("transpose", None), ("flip_rows", 1), ("flip_columns", 2))
+
+
+def _on_host(x, y, mode, drawn):
+    """numpy: each move rewrites only the patches that get it, in one copy of the arrays."""
+    x, y = np.array(x, copy=True), np.array(y, copy=True)
+    for name, axis in MOVES:
+        chosen = np.flatnonzero(drawn[name])
+        move = _moves(axis)
+        x[chosen], y[chosen] = move(x[chosen]), move(y[chosen])
+    if mode == "d4+color":
+        mean = x.mean(axis=(1, 2, 3), keepdims=True)
+        x -= mean
+        x *= drawn["contrast"][:, None, None, None]
+        x += mean + drawn["brightness"][:, None, None, None]
+        np.clip(x, 0.0, 1.0, out=x)
+    return x, y
+
+
+def _on_device(x, y, mode, drawn, xp):
+    """An array module without in-place writes (``jax.numpy``): a ``where`` per move, on the device."""
 
     def per_sample(values, ndim):
         return xp.asarray(values.reshape((-1,) + (1,) * (ndim - 1)))
 
-    for name, axis in (("transpose", None), ("flip_rows", 1), ("flip_columns", 2)):
-        image_where, mask_where = per_sample(drawn[name], x.ndim), per_sample(drawn[name], y.ndim)
-        if axis is None:
-            moved_x, moved_y = xp.swapaxes(x, 1, 2), xp.swapaxes(y, 1, 2)
-        else:
-            moved_x, moved_y = xp.flip(x, axis=axis), xp.flip(y, axis=axis)
-        x, y = xp.where(image_where, moved_x, x), xp.where(mask_where, moved_y, y)
+    for name, axis in MOVES:
+        move = _moves(axis)
+        x = xp.where(per_sample(drawn[name], x.ndim), move(x), x)
+        y = xp.where(per_sample(drawn[name], y.ndim), move(y), y)
     if mode == "d4+color":
         mean = xp.mean(x, axis=(1, 2, 3), keepdims=True)
         contrast, brightness = per_sample(drawn["contrast"], x.ndim), per_sample(drawn["brightness"], x.ndim)
