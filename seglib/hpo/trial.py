@@ -40,6 +40,7 @@ from seglib.artifacts import (
     RUNNING,
     SUCCEEDED,
     ExperimentPaths,
+    atomic_write,
     finite_or_none,
     trial_key,
     write_json,
@@ -314,8 +315,8 @@ def _finish(result, history, trial_dir, checkpoint_dir, x_val, y_val) -> dict:
     last_kept = result.kept_epoch in (None, result.epochs_trained)  # keep_epoch="best" may keep an earlier one
     if checkpoint is not None and checkpoint.is_file() and last_kept:
         link_or_copy(checkpoint, trial_dir / "model.keras")
-    else:
-        result.model.save(trial_dir / "model.keras")
+    else:  # through a new file: an earlier attempt's model.keras may be a link to a checkpoint
+        atomic_write(trial_dir / "model.keras", result.model.save)
     write_recipe(trial_dir / "model.keras", result.metadata.get("recipe", {}))
     if checkpoint is not None and checkpoint.is_file():
         prune_checkpoints(checkpoint_dir, result.epochs_trained)
