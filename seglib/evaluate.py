@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from seglib.artifacts import ModelRecord, RunPaths, atomic_write, write_model_record
-from seglib.data import Arrays, subsample
+from seglib.data import Arrays, subsample, write_recipe
 from seglib.metrics import evaluate, pr_curve
 from seglib.train import TrainResult
 
@@ -23,6 +23,7 @@ def record_model(paths: RunPaths, name: str, result: TrainResult, arrays: Arrays
     """Save ``result``'s model under ``name/`` with its evaluation on train, validation and test."""
     model = result.model
     atomic_write(paths.model_file(name), model.save)
+    write_recipe(paths.model_file(name), result.metadata.get("recipe", {}))
     record = ModelRecord(
         params=dict(params),
         history={k: [float(v) for v in vs] for k, vs in result.history.items()},

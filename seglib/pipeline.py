@@ -169,7 +169,7 @@ def train_and_record(run: Run, name: str, params: dict) -> ModelRecord:
     disconnect continues where it stopped.
     """
     from seglib.evaluate import record_model
-    from seglib.train import prune_checkpoints, train
+    from seglib.train import forget_best, prune_checkpoints, train
 
     paths = run.paths
     if paths.metrics_file(name).is_file():
@@ -191,6 +191,7 @@ def train_and_record(run: Run, name: str, params: dict) -> ModelRecord:
     )
     record = record_model(paths, name, result, arrays, params)
     prune_checkpoints(checkpoints, result.epochs_trained + 1)  # all of them; a damaged one set aside stays
+    forget_best(checkpoints)
     with contextlib.suppress(OSError):
         checkpoints.rmdir()
     return record

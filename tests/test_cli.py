@@ -129,7 +129,7 @@ def test_help_lists_the_profiles_and_says_what_seglib_is():
     done = subprocess.run([sys.executable, "-m", "seglib.cli", "--help"], capture_output=True, text=True)
     assert "U-Net segmentation of aerial imagery" in done.stdout and "Every mistake" not in done.stdout
     done = subprocess.run([sys.executable, "-m", "seglib.cli", "hpo", "--help"], capture_output=True, text=True)
-    assert "{full,quick}" in done.stdout
+    assert "{best,best-cpu,full,quick}" in done.stdout
 
 
 def test_parsing_predicts_command_line_imports_no_numpy_or_keras():

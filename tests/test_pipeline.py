@@ -141,12 +141,14 @@ def test_precision_is_a_profile_setting_that_reaches_the_trained_model(tmp_path,
     monkeypatch.setenv("SEGLIB_CACHE", str(tmp_path / "cache"))
     with pytest.raises(ValueError, match="precision='fp8'"):
         pipeline.start_run(tmp_path / "bad", "quick", None, {"precision": "fp8"})
-    run = pipeline.start_run(tmp_path / "run", "quick", None, {"precision": "bf16", "epochs": 1, "max_patches": 40})
+    overrides = {"precision": "bf16", "epochs": 1, "max_patches": 40, "keep_epoch": "best"}
+    run = pipeline.start_run(tmp_path / "run", "quick", None, overrides)
     assert "precision=bf16" in run.label
     pipeline.prepare_data(run)
     record = pipeline.train_baseline(pipeline.open_run(tmp_path / "run"))
     import keras
 
+    from seglib.data import read_recipe
     from seglib.train import load_model
 
     model = load_model(tmp_path / "run" / "baseline" / "model.keras")
@@ -154,6 +156,7 @@ def test_precision_is_a_profile_setting_that_reaches_the_trained_model(tmp_path,
     assert {layer.dtype_policy.name for layer in convolutions[:-1]} == {"mixed_bfloat16"}  # the head stays float32
     assert record.epochs_trained == 1
     assert not (tmp_path / "run" / "baseline" / "checkpoints").exists()  # only the finished model stays
+    assert read_recipe(tmp_path / "run" / "baseline" / "model.keras")["keep_epoch"] == "best"  # seglib predict reads it
     assert pipeline.train_baseline(run) == record  # a second 02 reuses it
 
 

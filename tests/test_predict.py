@@ -26,7 +26,7 @@ from keras import layers
 from PIL import Image
 
 from seglib.cli import main
-from seglib.data import CLASS_NAMES, NUM_CLASSES, PALETTE, scale_patches
+from seglib.data import CLASS_NAMES, NUM_CLASSES, PALETTE, scale_patches, write_recipe
 from seglib.model import build_unet
 from seglib.predict import (
     DIHEDRAL,
@@ -187,6 +187,26 @@ def test_cli_writes_palette_png_overlay_and_area_shares(tmp_path, model_file, ca
     assert areas["settings"]["patch_size"] == PATCH and areas["seconds"] > 0
     line = capsys.readouterr().out.strip()
     assert line.startswith(f"{tmp_path / 'scene.png'}: 70x45 -> ") and "(blend+tta, " in line
+
+
+def test_tta_is_on_by_default_for_a_model_trained_with_augmentation(tmp_path, model_file):
+    """The recipe recorded beside the model decides the default; --tta / --no-tta override it."""
+    image, _ = pattern(20, 20)
+    Image.fromarray(image).save(tmp_path / "scene.png")
+    model = tmp_path / "known.keras"
+    model.write_bytes(model_file.read_bytes())
+
+    def tta_used(*options) -> bool:
+        assert run_cli(model, [tmp_path / "scene.png"], tmp_path / "out", *options) == 0
+        return json.loads((tmp_path / "out" / "scene_areas.json").read_text())["settings"]["tta"]
+
+    assert tta_used() is False  # no recipe: the original's default
+    write_recipe(model, {"augment": "d4", "lr_schedule": "cosine"})
+    assert (tmp_path / "known.recipe.json").is_file()
+    assert tta_used() is True
+    assert tta_used("--no-tta") is False
+    write_recipe(model, {"augment": "none"})
+    assert tta_used() is False and tta_used("--tta") is True
 
 
 def test_large_image_gets_a_subsampled_overlay_and_a_full_class_map(tmp_path, model_file, monkeypatch):

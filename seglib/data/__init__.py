@@ -21,7 +21,7 @@ from seglib.data.dataset import (
     scale_patches,
 )
 from seglib.data.errors import DataError, DatasetNotFoundError
-from seglib.data.model_file import check_model_file
+from seglib.data.model_file import check_model_file, read_recipe, trained_with_augmentation, write_recipe
 from seglib.data.pairs import Pair, find_pairs, natural_key
 from seglib.data.split import (
     SPLIT_NAMES,
@@ -61,6 +61,7 @@ __all__ = [
     "natural_key",
     "prepare",
     "prune_cache",
+    "read_recipe",
     "read_rgb",
     "rgb_to_labels",
     "save_split",
@@ -68,4 +69,6 @@ __all__ = [
     "split",
     "split_class_shares",
     "subsample",
+    "trained_with_augmentation",
+    "write_recipe",
 ]

@@ -8,10 +8,12 @@ standard library (the zip directory and every member's CRC) without importing Ke
 
 from __future__ import annotations
 
+import json
 import os
 import zipfile
 from pathlib import Path
 
+from seglib.artifacts import write_json
 from seglib.data.errors import DataError
 
 KERAS_SUFFIX = ".keras"
@@ -19,6 +21,7 @@ LEGACY_SUFFIXES = (".h5", ".hdf5")  # Keras 2's HDF5 format, which Keras 3 still
 ARCHIVE_MEMBERS = ("config.json", "metadata.json")  # what every Keras 3 archive holds
 ZIP_MAGIC = b"PK\x03\x04"
 DAMAGED_HINT = "retrain it or restore the file"
+RECIPE_SUFFIX = ".recipe.json"  # beside a saved model: how it was trained (model.keras -> model.recipe.json)
 
 
 def check_model_file(path: str | os.PathLike, damaged_hint: str = DAMAGED_HINT) -> Path:
@@ -79,3 +82,31 @@ def check_model_file(path: str | os.PathLike, damaged_hint: str = DAMAGED_HINT) 
     if damaged is not None:
         raise refuse(f"damaged zip ({damaged} fails its CRC check)")
     return path
+
+
+def recipe_path(model_path: str | os.PathLike) -> Path:
+    """The recipe sidecar of a saved model: ``model.keras`` -> ``model.recipe.json``."""
+    path = Path(model_path)
+    return path.with_name(path.stem + RECIPE_SUFFIX)
+
+
+def write_recipe(model_path: str | os.PathLike, recipe: dict) -> Path:
+    """Record beside ``model_path`` the recipe it was trained with (``TrainResult.metadata["recipe"]``)."""
+    path = recipe_path(model_path)
+    write_json(path, recipe)
+    return path
+
+
+def read_recipe(model_path: str | os.PathLike) -> dict | None:
+    """The recipe recorded beside ``model_path``, or None (a model saved without one, or unreadable)."""
+    try:
+        recipe = json.loads(recipe_path(model_path).read_text())
+    except (OSError, ValueError):
+        return None
+    return recipe if isinstance(recipe, dict) else None
+
+
+def trained_with_augmentation(model_path: str | os.PathLike) -> bool:
+    """Whether the recipe beside ``model_path`` says it was trained with augmentation (no recipe: False)."""
+    recipe = read_recipe(model_path) or {}
+    return recipe.get("augment", "none") != "none"

@@ -40,6 +40,7 @@ from seglib.artifacts import (
     RUNNING,
     SUCCEEDED,
     ExperimentPaths,
+    atomic_write,
     finite_or_none,
     trial_key,
     write_json,
@@ -215,6 +216,7 @@ def run_job(context: TrialContext, job: Assignment, reporter) -> dict:
             y_val,
             settings=settings,
             epochs=job.budget,
+            schedule_epochs=settings.max_budget,  # one schedule across rungs: warm start stays exact
             checkpoint_dir=checkpoint_dir,
             on_epoch_end=on_epoch_end,
             options=TrainOptions(verbose=2, compile_cache_dir=context.compile_cache_dir, pool=context.pool),
@@ -287,6 +289,7 @@ def _resume_point(job: Assignment, checkpoint_dir: Path, history: dict) -> dict:
 
 def _finish(result, history, trial_dir, checkpoint_dir, x_val, y_val) -> dict:
     """The pair's result: evaluation, model file, pruned checkpoints, the engine's final dict."""
+    from seglib.data import write_recipe
     from seglib.metrics import evaluate
     from seglib.train import prune_checkpoints
 
@@ -309,11 +312,14 @@ def _finish(result, history, trial_dir, checkpoint_dir, x_val, y_val) -> dict:
         return record
     metrics = evaluate(result.model, x_val, y_val)
     checkpoint = Path(result.checkpoint) if result.checkpoint else None
-    if checkpoint is not None and checkpoint.is_file():
+    last_kept = result.kept_epoch in (None, result.epochs_trained)  # keep_epoch="best" may keep an earlier one
+    if checkpoint is not None and checkpoint.is_file() and last_kept:
         link_or_copy(checkpoint, trial_dir / "model.keras")
+    else:  # through a new file: an earlier attempt's model.keras may be a link to a checkpoint
+        atomic_write(trial_dir / "model.keras", result.model.save)
+    write_recipe(trial_dir / "model.keras", result.metadata.get("recipe", {}))
+    if checkpoint is not None and checkpoint.is_file():
         prune_checkpoints(checkpoint_dir, result.epochs_trained)
-    else:
-        result.model.save(trial_dir / "model.keras")
     final = {"default": record["best_val_loss"], "diverged": 0, "epochs_trained": record["epochs_trained"]}
     for name in ("precision", "recall", "mean_iou", "loss", "accuracy"):
         value = finite_or_none(metrics.get(name))

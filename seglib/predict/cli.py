@@ -36,7 +36,13 @@ def configure_cli(parser: argparse.ArgumentParser) -> None:
         default="blend",
         help="blend: overlapping windows, smoothly weighted (default); tiles: non-overlapping windows",
     )
-    parser.add_argument("--tta", action="store_true", help="average the 8 flips/rotations (8x the time)")
+    parser.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="average the 8 flips/rotations (8x the time); default: on iff the model was trained with "
+        "augmentation (its MODEL.recipe.json says so)",
+    )
     parser.add_argument(
         "--batch-size",
         type=_positive_int,
@@ -52,7 +58,7 @@ def cli(args: argparse.Namespace) -> int:
     failed (after all were tried), or the disk filled up (the images after it are not
     tried). 2 is argparse's, for a refused command line.
     """
-    from seglib.data import DataError, check_model_file
+    from seglib.data import DataError, check_model_file, trained_with_augmentation
     from seglib.predict.files import predict_file, summary_line
     from seglib.predict.tiling import patch_size_of
     from seglib.train import load_model
@@ -68,6 +74,13 @@ def cli(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:  # DataError is a ValueError
         print(f"seglib predict: cannot use model {args.model}: {exc}", file=sys.stderr)
         return 1
+    tta = trained_with_augmentation(model_path) if args.tta is None else args.tta
+    if tta and args.tta is None:
+        print(
+            f"seglib predict: {args.model} was trained with augmentation: averaging the 8 flips/rotations "
+            "(--no-tta to skip)",
+            file=sys.stderr,
+        )
     failed = 0
     written: dict[str, str] = {}
     for index, image in enumerate(args.images):
@@ -83,7 +96,7 @@ def cli(args: argparse.Namespace) -> int:
                 image,
                 args.out,
                 mode=args.mode,
-                tta=args.tta,
+                tta=tta,
                 batch_size=args.batch_size,
                 model_file=args.model,
             )

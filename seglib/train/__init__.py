@@ -1,8 +1,9 @@
-"""Training from prepared arrays (``loop``), its checkpoints, models kept between trainings
-(``pool``), and seglib's own loop on JAX (``jax_loop``)."""
+"""Training from prepared arrays (``loop``), its augmentation (``augment``), its checkpoints,
+models kept between trainings (``pool``), and seglib's own loop on JAX (``jax_loop``)."""
 
 from seglib.train.checkpoints import (
     CHECKPOINT_PATTERN,
+    forget_best,
     forget_checkpoints,
     latest_checkpoint,
     load_model,
@@ -15,6 +16,7 @@ from seglib.train.loop import (
     compile_model,
     enable_compile_cache,
     epoch_order,
+    learning_rate_at,
     reset_dropout_seeds,
     train,
 )
@@ -29,8 +31,10 @@ __all__ = [
     "compile_model",
     "enable_compile_cache",
     "epoch_order",
+    "forget_best",
     "forget_checkpoints",
     "latest_checkpoint",
+    "learning_rate_at",
     "load_model",
     "prune_checkpoints",
     "reset_dropout_seeds",

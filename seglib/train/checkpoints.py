@@ -18,6 +18,7 @@ import re
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from seglib.artifacts import ArtifactError, atomic_write, read_json, set_aside, write_json
 from seglib.data import DataError, check_model_file
@@ -25,6 +26,7 @@ from seglib.data import DataError, check_model_file
 log = logging.getLogger(__name__)
 
 CHECKPOINT_PATTERN = re.compile(r"^epoch_(\d{4,})\.keras$")
+BEST_PATTERN = re.compile(r"^best_epoch_(\d{4,})\.npz$")
 SET_ASIDE = "seglib sets it aside"  # the end of a damaged checkpoint's warning: "... as NAME.damaged"
 
 
@@ -117,6 +119,39 @@ def prune_checkpoints(checkpoint_dir: Path, keep_epoch: int) -> None:
             path.unlink(missing_ok=True)
 
 
+def best_path(checkpoint_dir: Path, epoch: int) -> Path:
+    return Path(checkpoint_dir) / f"best_epoch_{epoch:04d}.npz"
+
+
+def save_best(checkpoint_dir: Path, epoch: int, weights: list[np.ndarray]) -> Path:
+    """The weights of the best epoch so far (``keep_epoch="best"``), replacing the earlier best's.
+
+    A later rung resumes from the last epoch's checkpoint but must still return the best
+    epoch's weights, which may be an earlier rung's.
+    """
+    path = atomic_write(best_path(checkpoint_dir, epoch), lambda tmp: np.savez(tmp, *weights))
+    forget_best(checkpoint_dir, keep=path)
+    return path
+
+
+def load_best(checkpoint_dir: Path, epoch: int) -> list[np.ndarray] | None:
+    """The weights saved for ``epoch`` as the best one, from its best file or its checkpoint; else None."""
+    path = best_path(checkpoint_dir, epoch)
+    if path.is_file():
+        with np.load(path) as saved:
+            return [saved[f"arr_{k}"] for k in range(len(saved.files))]
+    if checkpoint_path(checkpoint_dir, epoch).is_file():
+        return load_model(checkpoint_path(checkpoint_dir, epoch), compile=False).get_weights()
+    return None
+
+
+def forget_best(checkpoint_dir: Path, keep: Path | None = None) -> None:
+    """Delete the best-epoch weight files except ``keep``."""
+    for path in Path(checkpoint_dir).glob("best_epoch_*"):
+        if BEST_PATTERN.match(path.name) and path != keep:
+            path.unlink(missing_ok=True)
+
+
 def forget_checkpoints(checkpoint_dir: Path, after: int, up_to: int) -> list[int]:
     """Delete the checkpoints of epochs ``after`` < epoch <= ``up_to``; return those epochs.
 
@@ -134,7 +169,13 @@ def forget_checkpoints(checkpoint_dir: Path, after: int, up_to: int) -> list[int
 
 # Settings added to the checkpoint's config after its first release, with the value every
 # older checkpoint was trained with: an experiment resumed across a seglib upgrade goes on.
-_CONFIG_ADDED = {"dropout_rng": "keras"}
+_CONFIG_ADDED = {
+    "dropout_rng": "keras",
+    "augment": "none",
+    "lr_schedule": "constant",
+    "warmup_epochs": 0,
+    "schedule_epochs": None,
+}
 
 
 def check_same_config(state_file: Path, saved: dict, current: dict) -> None:

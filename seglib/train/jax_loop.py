@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 
+from seglib.train.augment import augment
 from seglib.train.pool import device_put
 
 
@@ -40,6 +41,7 @@ class JaxLoop:
         steps_per_execution,
         on_device=None,
         pad_batches: bool | None = None,
+        augmentation: tuple[str, int] = ("none", 0),
     ):
         import jax
 
@@ -55,12 +57,19 @@ class JaxLoop:
             padded_size(batch_size) if (not on_cpu if pad_batches is None else pad_batches) else batch_size
         )
         self.x, self.y = (on_device or device_put)(x_train, y_train)
+        self.augmentation = augmentation  # (mode, seed): the epoch's arrays are augmented on the device
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
         self._run, self._run_one = programs(model, padded=self.padded_size != batch_size)
 
     def run_epoch(self, order: np.ndarray, epoch: int, epochs: int) -> dict:
+        import jax
+        import jax.numpy as jnp
+
         started = time.perf_counter()
+        mode, seed = self.augmentation
+        x, y = jax.block_until_ready(augment(self.x, self.y, mode, seed, epoch, xp=jnp))
+        augment_seconds = time.perf_counter() - started
         model = self.model
         state = (
             [v.value for v in model.trainable_variables],
@@ -77,20 +86,24 @@ class JaxLoop:
         count = len(order) // self.batch_size
         if self.steps_per_execution == 1:
             for k in range(count):
-                state, loss = self._run_one(state, self.x, self.y, _take(batches, slice(k, k + 1), squeeze=True))
+                state, loss = self._run_one(state, x, y, _take(batches, slice(k, k + 1), squeeze=True))
                 losses.append(loss)
             losses = [np.asarray(losses)]
         else:
             chunk = self.steps_per_execution if self.steps_per_execution > 1 else count
             for start in range(0, count, chunk):
-                state, chunk_losses = self._run(state, self.x, self.y, _take(batches, slice(start, start + chunk)))
+                state, chunk_losses = self._run(state, x, y, _take(batches, slice(start, start + chunk)))
                 losses.append(np.asarray(chunk_losses))
         for variables, values in zip(
             (model.trainable_variables, model.non_trainable_variables, model.optimizer.variables), state
         ):
             for variable, value in zip(variables, values):
                 variable.assign(value)
-        logs = {"loss": float(np.mean(np.concatenate(losses))), "train_seconds": time.perf_counter() - started}
+        logs = {
+            "loss": float(np.mean(np.concatenate(losses))),
+            "train_seconds": time.perf_counter() - started,
+            "augment_seconds": augment_seconds,
+        }
         if self.validation is not None and math.isfinite(logs["loss"]):
             scores = model.evaluate(*self.validation, batch_size=self.batch_size, verbose=0, return_dict=True)
             logs.update({f"val_{k}": float(v) for k, v in scores.items()})

@@ -6,6 +6,13 @@ epoch])`` and every dropout layer's seed state is reset from the same pair befor
 With the optimizer state saved beside the weights, training 0->k and then k->n therefore
 gives the model that 0->n gives (to floating-point noise), which is what HyperBand's warm
 start relies on.
+
+The recipe follows the same rule. Augmentation (``seglib.train.augment``) is drawn from
+``(seed, epoch)``; the learning rate is set before each epoch from the epoch's index and a
+fixed horizon (``schedule_epochs``: the run's epochs, or R for a search's trials, never a
+rung's budget); ``keep_epoch="best"`` keeps the best epoch's weights beside the checkpoints
+(``best_epoch_NNNN.npz``), so a later rung that never beats an earlier one returns the
+earlier one's weights; ``patience`` is judged from the history, which checkpoints carry.
 """
 
 from __future__ import annotations
@@ -29,11 +36,14 @@ from seglib.model import build_unet
 from seglib.palette import NUM_CLASSES
 from seglib.settings import Settings
 from seglib.system import COMPILE_CACHE_VARIABLE
+from seglib.train.augment import augment
 from seglib.train.checkpoints import (
     check_same_config,
     checkpoint_path,
     latest_checkpoint,
+    load_best,
     load_model,
+    save_best,
     save_checkpoint,
     state_path,
 )
@@ -44,6 +54,9 @@ log = logging.getLogger(__name__)
 # Keras' dtype policy for each of seglib's precision names.
 POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 LOOPS = ("auto", "fit", "jax")
+# The settings that make the training recipe, recorded beside a saved model (``seglib predict``
+# turns test-time averaging on by default for a model trained with augmentation).
+RECIPE = ("learning_rate", "augment", "lr_schedule", "warmup_epochs", "keep_epoch", "patience")
 
 
 @dataclass
@@ -65,6 +78,7 @@ class TrainResult:
     message: str = ""
     checkpoint: str | None = None
     metadata: dict = field(default_factory=dict)
+    kept_epoch: int | None = None  # the epoch (1-based) whose weights ``model`` holds; None: the last
 
 
 def enable_compile_cache(cache_dir: str | os.PathLike | None = None) -> str | None:
@@ -102,6 +116,30 @@ def auto_verbose(verbose: int | None) -> int:
 def epoch_order(num_samples: int, seed: int, epoch: int) -> np.ndarray:
     """The shuffle order of one epoch: a function of ``(seed, epoch)`` only."""
     return np.random.default_rng([seed, epoch]).permutation(num_samples)
+
+
+def learning_rate_at(settings: Settings, epoch: int, schedule_epochs: int) -> float:
+    """The learning rate of 0-based ``epoch`` under ``settings.lr_schedule`` over ``schedule_epochs``.
+
+    "cosine": ``warmup_epochs`` of linear warm-up to the learning rate, then a cosine decay
+    that would reach 0 at ``schedule_epochs``; epochs past it keep the last epoch's rate.
+    """
+    base = settings.learning_rate
+    if settings.lr_schedule == "constant":
+        return base
+    warmup = min(settings.warmup_epochs, schedule_epochs - 1)
+    epoch = min(epoch, schedule_epochs - 1)
+    if epoch < warmup:
+        return base * (epoch + 1) / (warmup + 1)
+    progress = (epoch - warmup) / (schedule_epochs - warmup)
+    return base * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def best_epoch(history: dict[str, list[float]]) -> int | None:
+    """The 1-based epoch with the lowest finite validation loss (training loss without one)."""
+    values = history.get("val_loss") or history.get("loss") or []
+    finite = [(v, k) for k, v in enumerate(values) if math.isfinite(v)]
+    return min(finite)[1] + 1 if finite else None
 
 
 def reset_dropout_seeds(model: keras.Model, seed: int, epoch: int) -> int:
@@ -197,6 +235,7 @@ def train(
     checkpoint_dir: str | os.PathLike | None = None,
     on_epoch_end: Callable[[int, dict], None] | None = None,
     options: TrainOptions | None = None,
+    schedule_epochs: int | None = None,
 ) -> TrainResult:
     """Train the U-Net of ``settings`` on float32 images ``(N, H, W, 3)`` and labels ``(N, H, W)``.
 
@@ -209,13 +248,17 @@ def train(
     0-based epoch index and plain-float logs (``loss``, ``val_loss``, metrics), after that
     epoch's checkpoint is on disk. A non-finite loss stops training: the result has
     ``diverged=True`` and a message, and no exception is raised. ``options``
-    (:class:`TrainOptions`) say how to run it.
+    (:class:`TrainOptions`) say how to run it. ``schedule_epochs`` is the learning-rate
+    schedule's horizon (default: ``settings.epochs``); a search passes R so that its rungs
+    continue one schedule. The recipe (augment, lr_schedule, keep_epoch, patience) is the
+    settings'; ``kept_epoch`` in the result says which epoch's weights the model holds.
     """
     options = options or TrainOptions()
     model, pool, loop = options.model, options.pool, options.loop
     dropout_rng = options.dropout_rng
     started = time.perf_counter()
     epochs = settings.epochs if epochs is None else int(epochs)
+    schedule_epochs = settings.epochs if schedule_epochs is None else int(schedule_epochs)
     policy = POLICIES[settings.precision]
     enable_compile_cache(options.compile_cache_dir)
     verbose = auto_verbose(options.verbose)
@@ -231,6 +274,10 @@ def train(
         "train_size": len(x_train),
         "num_classes": NUM_CLASSES,
         "dropout_rng": dropout_rng,
+        "augment": settings.augment,
+        "lr_schedule": settings.lr_schedule,
+        "warmup_epochs": settings.warmup_epochs,
+        "schedule_epochs": schedule_epochs if settings.lr_schedule != "constant" else None,
     }
     if model is not None:
         config.update(base_filters=None, depth=None, num_classes=int(model.output_shape[-1]))
@@ -295,10 +342,25 @@ def train(
             options.steps_per_execution,
             pool.on_device if pool is not None else None,
             options.pad_batches,
+            settings=settings,
         )
+    kept = best_epoch(history) if settings.keep_epoch == "best" else None
+    best_weights = None
+    if kept is not None and kept != initial_epoch:
+        best_weights = load_best(checkpoint_dir, kept) if checkpoint_dir else None
+        if best_weights is None:
+            log.warning(
+                "no weights of best epoch %d in %s: counting from epoch %d", kept, checkpoint_dir, initial_epoch
+            )
+            kept = initial_epoch
+    if kept is not None and kept == initial_epoch:
+        best_weights = model.get_weights()
+    stopped = _patience_spent(history, settings.patience)
     epoch = initial_epoch
-    for epoch in range(initial_epoch, epochs):
+    for epoch in range(initial_epoch, epochs if not stopped else initial_epoch):
         epoch_started = time.perf_counter()
+        if settings.lr_schedule != "constant":
+            model.optimizer.learning_rate = learning_rate_at(settings, epoch, schedule_epochs)
         order = epoch_order(len(x_train), settings.seed, epoch)
         if options.drop_remainder and len(order) >= settings.batch_size:
             order = order[: len(order) // settings.batch_size * settings.batch_size]
@@ -324,25 +386,47 @@ def train(
         if checkpoint_dir is not None:
             state = {"epoch": epoch + 1, "config": config, "history": history}
             last_checkpoint = str(save_checkpoint(checkpoint_dir, epoch + 1, model, state))
+        if settings.keep_epoch == "best" and best_epoch(history) == epoch + 1:
+            kept, best_weights = epoch + 1, model.get_weights()
+            if checkpoint_dir is not None:
+                save_best(checkpoint_dir, kept, best_weights)
         if on_epoch_end is not None:
             on_epoch_end(epoch, dict(logs))
+        if _patience_spent(history, settings.patience):
+            stopped = True
+            break
     else:
         epoch = epochs
+    if stopped:
+        epoch = len(history.get("loss", []))
+        message = f"stopped early after epoch {epoch}: no lower val_loss in {settings.patience} epochs"
+        log.info(message)
+    if kept is not None and best_weights is not None and kept != epoch:
+        model.set_weights(best_weights)
     if pool is not None and initial is not None:
         pool.keep(pool_key, model, initial)
 
+    recipe = {name: getattr(settings, name) for name in RECIPE}
+    recipe.update(schedule_epochs=schedule_epochs, kept_epoch=kept)
     return TrainResult(
         model=model,
         history=history,
         diverged=diverged,
-        epochs_trained=epoch if diverged else max(epochs, initial_epoch),
+        epochs_trained=epoch if diverged or stopped else max(epochs, initial_epoch),
         initial_epoch=initial_epoch,
         seconds=time.perf_counter() - started,
         best_val_loss=_best_val_loss(history),
         message=message,
         checkpoint=last_checkpoint,
-        metadata={"config": config, "backend": keras.backend.backend(), "loop": loop},
+        metadata={"config": config, "backend": keras.backend.backend(), "loop": loop, "recipe": recipe},
+        kept_epoch=kept,
     )
+
+
+def _patience_spent(history: dict[str, list[float]], patience: int | None) -> bool:
+    """Whether the last ``patience`` epochs brought no lower validation loss than the best before."""
+    best = best_epoch(history)
+    return patience is not None and best is not None and len(history.get("loss", [])) - best >= patience
 
 
 def _build(x_train, config: dict, policy: str) -> keras.Model:
@@ -381,15 +465,19 @@ def is_fp16(model: keras.Model) -> bool:
 class _FitLoop:
     """One ``Model.fit`` call per epoch on the epoch's order: works on every backend."""
 
-    def __init__(self, model, x_train, y_train, validation, batch_size, verbose):
+    def __init__(self, model, x_train, y_train, validation, batch_size, verbose, settings):
         self.model, self.x, self.y = model, x_train, y_train
         self.validation, self.batch_size, self.verbose = validation, batch_size, verbose
+        self.augment, self.seed = settings.augment, settings.seed
 
     def run_epoch(self, order: np.ndarray, epoch: int, epochs: int) -> dict:
         timer = _TrainTimer()
+        started = time.perf_counter()
+        x, y = augment(self.x, self.y, self.augment, self.seed, epoch)
+        augment_seconds = time.perf_counter() - started
         fit = self.model.fit(
-            self.x[order],
-            self.y[order],
+            x[order],
+            y[order],
             batch_size=self.batch_size,
             epochs=epoch + 1,
             initial_epoch=epoch,
@@ -398,7 +486,8 @@ class _FitLoop:
             callbacks=[keras.callbacks.TerminateOnNaN(), timer],
             verbose=self.verbose,
         )
-        return {**{k: float(v[-1]) for k, v in fit.history.items()}, "train_seconds": timer.seconds}
+        logs = {k: float(v[-1]) for k, v in fit.history.items()}
+        return {**logs, "train_seconds": timer.seconds, "augment_seconds": augment_seconds}
 
 
 class _TrainTimer(keras.callbacks.Callback):
@@ -427,6 +516,8 @@ def _make_loop(
     steps_per_execution,
     on_device=None,
     pad_batches=None,
+    *,
+    settings: Settings,
 ):
     if loop == "jax":
         if keras.backend.backend() != "jax":
@@ -436,6 +527,15 @@ def _make_loop(
         from seglib.train.jax_loop import JaxLoop
 
         return JaxLoop(
-            model, x_train, y_train, validation, batch_size, verbose, steps_per_execution, on_device, pad_batches
+            model,
+            x_train,
+            y_train,
+            validation,
+            batch_size,
+            verbose,
+            steps_per_execution,
+            on_device,
+            pad_batches,
+            (settings.augment, settings.seed),
         )
-    return _FitLoop(model, x_train, y_train, validation, batch_size, verbose)
+    return _FitLoop(model, x_train, y_train, validation, batch_size, verbose, settings)
