@@ -220,20 +220,7 @@ def train(
     enable_compile_cache(options.compile_cache_dir)
     verbose = auto_verbose(options.verbose)
     keras.utils.set_random_seed(settings.seed)
-    config = {
-        "batch_size": settings.batch_size,
-        "learning_rate": settings.learning_rate,
-        "activation": settings.activation,
-        "base_filters": settings.base_filters,
-        "depth": settings.depth,
-        "seed": settings.seed,
-        "precision": policy,
-        "train_size": len(x_train),
-        "num_classes": NUM_CLASSES,
-        "dropout_rng": dropout_rng,
-    }
-    if model is not None:
-        config.update(base_filters=None, depth=None, num_classes=int(model.output_shape[-1]))
+    config = run_config(settings, len(x_train), dropout_rng, model)
 
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     initial_epoch = latest_checkpoint(checkpoint_dir, epochs) if checkpoint_dir else 0
@@ -343,6 +330,25 @@ def train(
         checkpoint=last_checkpoint,
         metadata={"config": config, "backend": keras.backend.backend(), "loop": loop},
     )
+
+
+def run_config(settings: Settings, train_size: int, dropout_rng: str, model: keras.Model | None = None) -> dict:
+    """What a checkpoint must have been trained with to be resumed: saved beside every checkpoint."""
+    config = {
+        "batch_size": settings.batch_size,
+        "learning_rate": settings.learning_rate,
+        "activation": settings.activation,
+        "base_filters": settings.base_filters,
+        "depth": settings.depth,
+        "seed": settings.seed,
+        "precision": POLICIES[settings.precision],
+        "train_size": train_size,
+        "num_classes": NUM_CLASSES,
+        "dropout_rng": dropout_rng,
+    }
+    if model is not None:
+        config.update(base_filters=None, depth=None, num_classes=int(model.output_shape[-1]))
+    return config
 
 
 def _build(x_train, config: dict, policy: str) -> keras.Model:

@@ -19,6 +19,7 @@ class ModelPool:
     def __init__(self):
         self._models: dict[tuple, tuple[keras.Model, list]] = {}
         self._on_device: dict[tuple, tuple] = {}
+        self.programs: dict[tuple, tuple] = {}  # packed training programs by architecture (seglib.train.packed)
 
     def take(self, key: tuple, learning_rate: float) -> tuple[keras.Model | None, list | None]:
         """The kept model for ``key`` reset to its initial weights and a fresh optimizer, or (None, None)."""
