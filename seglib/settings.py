@@ -48,6 +48,9 @@ class Settings:
     eta: int = 3  # HyperBand η
     max_trials: int | None = 72  # None = one full HyperBand pass
     concurrency: int = 4  # trials at once (the nni engine)
+    # Trials the local engine trains together in one program when a rung hands out several
+    # and the backend is JAX (seglib.train.packed); 1: one after another.
+    pack_trials: int = 1
     # "fp32" (the original's), "bf16" (mixed; GPUs of the Ampere generation or newer) or
     # "fp16" (mixed, with loss scaling; for a T4).
     precision: str = "fp32"
@@ -180,6 +183,7 @@ RULES = {
     "eta": _integer(2),
     "max_trials": _optional(_integer(1)),
     "concurrency": _integer(1),
+    "pack_trials": _integer(1),
     "precision": _one_of(PRECISIONS),
     "engine": _one_of(ENGINES),
     "tuner": _one_of(MAIN_TUNERS),

@@ -102,3 +102,51 @@ def test_each_trial_steps_through_its_own_order_padded_and_masked_then_sits_out(
         assert on[:steps, index].all() and not on[steps:, index].any()
         assert (mask[:, index, :batch] == 1).all() and (mask[:, index, batch:] == 0).all()
     assert not on[:, 2].any()  # not training in this epoch: every step sits out
+
+
+# One HyperBand pass (R = 3) on the local engine, trials one at a time and then packed 3 at a
+# time: the same pairs, warm starts and losses, and the packed pass's trials were packed.
+LOCAL_ENGINE = textwrap.dedent(
+    """
+    import json, sys
+    from pathlib import Path
+    from seglib import hpo
+    from seglib.artifacts import read_json
+    from seglib.settings import profile
+
+    data, out = sys.argv[1], Path(sys.argv[2])
+    space = hpo.search_space({"batch_size": {"_type": "choice", "_value": [4, 6, 8]},
+                              "activation": {"_type": "choice", "_value": ["relu", "tanh"]}})
+    settings = profile("quick", data=data, patch_size=32, max_patches=60, base_filters=4, depth=2,
+                       max_budget=3, eta=3, engine="local", seed=3)
+    runs = {}
+    for pack in (1, 3):
+        experiment = hpo.tune(out / f"pack{pack}", settings.replace(pack_trials=pack), space=space)
+        runs[pack] = {
+            "trials": sorted([r.config_id, r.budget, r.status, r.resumed_from, r.epochs_trained, r.value]
+                             for r in experiment.trials),
+            "loops": sorted(read_json(p)["loop"] for p in (out / f"pack{pack}").rglob("result.json")),
+        }
+    print(json.dumps(runs))
+    """
+)
+
+
+@pytest.mark.slow
+def test_the_local_engine_packs_a_rungs_trials_with_the_losses_they_get_alone(tmp_path, embedded_root):
+    env = {**os.environ, "KERAS_BACKEND": "jax", "SEGLIB_CACHE": str(tmp_path / "cache")}
+    done = subprocess.run(
+        [sys.executable, "-c", LOCAL_ENGINE, str(embedded_root), str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    runs = json.loads(done.stdout.strip().splitlines()[-1])
+    alone, packed = runs["1"], runs["3"]
+    assert "packed" in packed["loops"] and "packed" not in alone["loops"]
+    assert len(alone["trials"]) == len(packed["trials"]) > 3
+    for one, other in zip(alone["trials"], packed["trials"]):
+        assert one[:5] == other[:5]  # configuration, budget, status, warm start, epochs
+        assert other[5] == pytest.approx(one[5], abs=5e-5)

@@ -48,6 +48,7 @@ from seglib.train.loop import (
     _best_val_loss,
     _build,
     compile_model,
+    enable_compile_cache,
     epoch_order,
     is_fp16,
     reset_dropout_seeds,
@@ -57,6 +58,8 @@ from seglib.train.pool import device_put
 
 # What every trial of a pack must share: the program's shapes and layers.
 ARCHITECTURE = ("activation", "base_filters", "depth", "precision", "patch_size")
+# What a model lent by a ModelPool must match besides the input shape and seed.
+_POOLED = ("activation", "base_filters", "depth", "precision", "num_classes", "dropout_rng")
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,8 @@ class _Member:
     checkpoint: str | None = None
     started: float = 0.0
     failed_epoch: int | None = None
+    pool_key: tuple | None = None  # lent by a ModelPool, with its initial weights
+    initial: list | None = None
 
     @property
     def batch_size(self) -> int:
@@ -105,8 +110,9 @@ def train_packed(
     saves one after each epoch, as ``train`` does. ``on_epoch_end(trial_index, epoch, logs)``
     follows each trained epoch of each trial. ``options``: ``steps_per_execution`` and
     ``pad_batches`` as for the jax loop (the pack's shape: the largest batch, padded to a power
-    of two when ``pad_batches``, the default on a GPU), ``verbose``, ``dropout_rng``; the
-    other options are not used here.
+    of two when ``pad_batches``, the default on a GPU), ``verbose``, ``dropout_rng``,
+    ``compile_cache_dir``, and ``pool`` (the data on the device and the packed programs,
+    kept for the next pack); the others are not used here.
     """
     import jax
 
@@ -115,8 +121,9 @@ def train_packed(
     if not trials:
         raise ValueError("train_packed needs at least one trial; got none")
     options = options or TrainOptions()
+    enable_compile_cache(options.compile_cache_dir)
     _check_one_architecture(trials)
-    members = [_start(trial, x_train, options.dropout_rng) for trial in trials]
+    members = [_start(trial, x_train, options.dropout_rng, options.pool) for trial in trials]
     if any(is_fp16(m.model) for m in members):
         raise ValueError("train_packed does not scale losses: use precision='bf16' or 'fp32', or train() with fit")
     on_cpu = jax.default_backend() == "cpu"
@@ -162,6 +169,10 @@ def train_packed(
             if on:
                 logs = {"loss": float(np.mean(losses[steps_on[:, index], index])), "train_seconds": seconds}
                 _finish_epoch(member, index, epoch, logs, validation, options.verbose, on_epoch_end)
+    if options.pool is not None:  # compiled models (validation, prediction) for the next pack
+        for member in members:
+            if member.pool_key is not None:
+                options.pool.keep(member.pool_key, member.model, member.initial)
     return [_result(m) for m in members]
 
 
@@ -180,8 +191,13 @@ def _check_one_architecture(trials: Sequence[PackedTrial]) -> None:
             )
 
 
-def _start(trial: PackedTrial, x_train, dropout_rng: str) -> _Member:
-    """A trial's model and history: from its latest checkpoint, or built as ``train`` builds it."""
+def _start(trial: PackedTrial, x_train, dropout_rng: str, pool=None) -> _Member:
+    """A trial's model and history: from its latest checkpoint, or built as ``train`` builds it.
+
+    With a ``pool`` the model is a compiled one lent by it when it holds one of this
+    architecture and seed (reset to its initial weights), so its validation program is not
+    compiled again.
+    """
     settings = trial.settings
     config = run_config(settings, len(x_train), dropout_rng)
     folder = Path(trial.checkpoint_dir) if trial.checkpoint_dir is not None else None
@@ -195,13 +211,24 @@ def _start(trial: PackedTrial, x_train, dropout_rng: str) -> _Member:
         check_same_config(state_file, saved["config"], config)
         history = {k: list(v) for k, v in saved["history"].items()}
         checkpoint = str(checkpoint_path(folder, initial_epoch))
+    pool_key = initial = model = None
+    if pool is not None:
+        pool_key = ("packed", tuple(x_train.shape[1:]), settings.seed, *(config[k] for k in _POOLED))
+        model, initial = pool.take(pool_key, settings.learning_rate)
+    if model is None and pool is None and initial_epoch:
         model = load_model(checkpoint)
-    else:
+    elif model is None:
         model = _build(x_train, config, POLICIES[settings.precision])
         compile_model(model, settings.learning_rate)
+        model.optimizer.build(model.trainable_variables)
+        initial = model.get_weights() if pool is not None else None
+    if pool is not None and initial_epoch:  # weights and optimizer state, into the compiled model
+        model.load_weights(checkpoint)
     if not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
-    return _Member(trial, model, config, initial_epoch, history, checkpoint=checkpoint, started=time.perf_counter())
+    member = _Member(trial, model, config, initial_epoch, history, checkpoint=checkpoint, started=time.perf_counter())
+    member.pool_key, member.initial = pool_key, initial
+    return member
 
 
 def _epoch_batches(members, active, num_samples: int, epoch: int, shape: int):
