@@ -108,6 +108,7 @@ def _run_packed(context: TrialContext, search: Search, jobs: list) -> list:
     """Several trials, each in its own thread as far as its training, trained together by a Packer."""
     packer = Packer(len(jobs))
     outcomes: list = [None] * len(jobs)
+    context.arrays(), context.pool  # loaded once, here, not by several threads at once
 
     def one(index: int, job) -> None:
         try:
