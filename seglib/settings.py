@@ -52,6 +52,9 @@ class Settings:
     eta: int = 3  # HyperBand η
     max_trials: int | None = 72  # None = one full HyperBand pass
     concurrency: int = 4  # trials at once (the nni engine)
+    # Trials the local engine trains together in one program when a rung hands out several
+    # and the backend is JAX (seglib.train.packed); 1: one after another.
+    pack_trials: int = 1
     # "fp32" (the original's), "bf16" (mixed; GPUs of the Ampere generation or newer) or
     # "fp16" (mixed, with loss scaling; for a T4).
     precision: str = "fp32"
@@ -75,6 +78,13 @@ class Settings:
             raise SettingError(
                 f"patch_size={self.patch_size} with depth={self.depth}: the patch side must be a "
                 f"multiple of 2**depth = {2**self.depth} (each U-Net level halves it)"
+            )
+        recipe = {"augment": "none", "lr_schedule": "constant", "keep_epoch": "last", "patience": None}
+        changed = {name: getattr(self, name) for name, value in recipe.items() if getattr(self, name) != value}
+        if self.pack_trials > 1 and changed:
+            raise SettingError(
+                f"pack_trials={self.pack_trials} trains the original recipe only ({recipe}); found "
+                f"{changed}: set pack_trials=1 to train this recipe"
             )
         if not isinstance(self.learning_rate, float):  # an int such as 1 from a command line
             object.__setattr__(self, "learning_rate", float(self.learning_rate))
@@ -221,6 +231,7 @@ RULES = {
     "eta": _integer(2),
     "max_trials": _optional(_integer(1)),
     "concurrency": _integer(1),
+    "pack_trials": _integer(1),
     "precision": _one_of(PRECISIONS),
     "engine": _one_of(ENGINES),
     "tuner": _one_of(MAIN_TUNERS),

@@ -73,6 +73,9 @@ class TrainingCost(CostModel):
     per simulation. The defaults are the full profile on one H200 (docs/benchmarks.md):
     ~7 ms + 0.19 ms per patch a step, 1,044 training patches, 35-41 s a cold compile;
     ``trial_seconds`` (start-up, validation, checkpoints) is an assumption, not a measurement.
+    ``validation_patches`` (0: validation is in ``trial_seconds``) are evaluated after every
+    epoch in batches of the training shape, each batch costing ``validation_step_fraction`` of a
+    training step (a forward pass only: an assumption).
     """
 
     train_patches: int = 1044
@@ -81,19 +84,95 @@ class TrainingCost(CostModel):
     compile_seconds: float = 38.0
     trial_seconds: float = 2.0
     pad: Callable[[int], int] | None = None
+    validation_patches: int = 0
+    validation_step_fraction: float = 1 / 3
     compiled: set = field(default_factory=set, init=False, repr=False)
 
+    def shape(self, batch_size: int) -> int:
+        """The batch shape compiled for ``batch_size``."""
+        return self.pad(batch_size) if self.pad else batch_size
+
+    def epoch_steps(self, batch_size: int) -> float:
+        """Training steps of one epoch plus validation batches, in training steps of the same shape."""
+        validation = math.ceil(self.validation_patches / self.shape(batch_size)) * self.validation_step_fraction
+        return math.ceil(self.train_patches / batch_size) + validation
+
     def epoch_seconds(self, batch_size: int) -> float:
-        shape = self.pad(batch_size) if self.pad else batch_size
-        return math.ceil(self.train_patches / batch_size) * (self.step_seconds + self.patch_step_seconds * shape)
+        return self.epoch_steps(batch_size) * (self.step_seconds + self.patch_step_seconds * self.shape(batch_size))
 
     def work(self, job: Job, params: dict, worker: int) -> float:
         batch_size = int(params["batch_size"])
-        program = (params.get("activation"), self.pad(batch_size) if self.pad else batch_size)
+        program = (params.get("activation"), self.shape(batch_size))
         compile_seconds = 0.0 if program in self.compiled else self.compile_seconds
         self.compiled.add(program)
         epochs = job.budget - job.resume_from
         return self.trial_seconds + compile_seconds + epochs * self.epoch_seconds(batch_size)
+
+
+@dataclass
+class PackedCost(TrainingCost):
+    """Trials packed into shared programs on one device: a step of a pack trains every member once.
+
+    A program is (activation, batch shape), or the shape alone with ``shared_activation``
+    (the activation an input of the program, costing ``shared_activation_cost`` times the
+    per-patch time). It trains ``slots`` members side by side (with ``pack_patches``:
+    ``pack_patches // shape`` of them, at least 1, so small batches share a step with more
+    trials): a pack's step costs ``step_seconds + patch_step_seconds * slots * shape`` whether
+    or not every slot holds a trial (an empty slot is computed and masked). With
+    ``concatenate`` (a design, not built: each patch computed with its own trial's weights and
+    each trial's gradient summed over its own patches) trials are not padded: every running
+    trial's batch goes into packs of ``pack_patches`` patches, as many packs as their sum
+    needs. Running trials fill their program's packs; the device runs each pack's step in
+    turn, so every running trial advances one step per round. A job's work is counted in steps
+    (its epochs' training steps and validation batches), its speed in steps per second.
+    Compiling is not in a job's work: a packed run compiles every program it can need before
+    training, so the caller counts it. ``host_seconds`` per trial
+    (weights in and out of a slot, its checkpoint) stalls the device: counted by the caller.
+    """
+
+    slots: int = 4
+    pack_patches: int | None = None
+    shared_activation: bool = False
+    shared_activation_cost: float = 1.15
+    concatenate: bool = False
+    host_seconds: float = 0.5
+
+    def program(self, params: dict) -> tuple:
+        if self.concatenate:
+            return (None, self.pack_patches)
+        shape = self.shape(int(params["batch_size"]))
+        return (None, shape) if self.shared_activation else (params.get("activation"), shape)
+
+    def slots_of(self, program: tuple) -> int:
+        """Members a pack of ``program`` holds."""
+        if self.concatenate:
+            return 1
+        return max(1, self.pack_patches // program[1]) if self.pack_patches else self.slots
+
+    def pack_seconds(self, program: tuple) -> float:
+        """Seconds of one step of a pack of ``program``."""
+        per_patch = self.patch_step_seconds * (self.shared_activation_cost if self.shared_activation else 1.0)
+        return self.step_seconds + per_patch * self.slots_of(program) * program[1]
+
+    def work(self, job: Job, params: dict, worker: int) -> float:
+        return (job.budget - job.resume_from) * self.epoch_steps(int(params["batch_size"]))
+
+    def shares(self, running: Sequence[Running]) -> tuple[float, list[float]]:
+        """Seconds of one round of every pack, and each running trial's part of it (summing to the round)."""
+        if self.concatenate:
+            batches = [int(run.params["batch_size"]) for run in running]
+            round_seconds = math.ceil(sum(batches) / self.pack_patches) * self.pack_seconds((None, self.pack_patches))
+            return round_seconds, [round_seconds * b / sum(batches) for b in batches]
+        members: dict[tuple, int] = {}
+        for run in running:
+            members[self.program(run.params)] = members.get(self.program(run.params), 0) + 1
+        packs = {p: math.ceil(n / self.slots_of(p)) * self.pack_seconds(p) for p, n in members.items()}
+        parts = [packs[self.program(run.params)] / members[self.program(run.params)] for run in running]
+        return sum(packs.values()), parts
+
+    def speeds(self, running: Sequence[Running]) -> Sequence[float]:
+        round_seconds, _ = self.shares(running)
+        return [1.0 / round_seconds] * len(running)
 
 
 @dataclass(frozen=True)

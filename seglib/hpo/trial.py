@@ -144,11 +144,13 @@ class TrialContext:
         return self._arrays
 
 
-def run_job(context: TrialContext, job: Assignment, reporter) -> dict:
+def run_job(context: TrialContext, job: Assignment, reporter, train_with=None) -> dict:
     """Train ``job`` (or return its recorded result), report to ``reporter``; return its record.
 
     ``reporter`` has ``trial_id``, ``intermediate(value)`` and ``final(result)``. An
     exception is recorded (result.json, error.txt) and raised again for the engine.
+    ``train_with`` replaces ``seglib.train.train`` (same arguments and result): the local
+    engine's packer, which trains several trials' calls together.
     """
     paths = context.paths
     trial_dir = paths.trial_dir(job.config_id, job.budget)
@@ -209,7 +211,7 @@ def run_job(context: TrialContext, job: Assignment, reporter) -> dict:
         checkpoint_dir = paths.checkpoint_dir(job.config_id)
         attempt.update(_resume_point(job, checkpoint_dir, history))
         write_json(history_file, history)
-        result = train(
+        result = (train_with or train)(
             x_train,
             y_train,
             x_val,

@@ -263,24 +263,7 @@ def train(
     enable_compile_cache(options.compile_cache_dir)
     verbose = auto_verbose(options.verbose)
     keras.utils.set_random_seed(settings.seed)
-    config = {
-        "batch_size": settings.batch_size,
-        "learning_rate": settings.learning_rate,
-        "activation": settings.activation,
-        "base_filters": settings.base_filters,
-        "depth": settings.depth,
-        "seed": settings.seed,
-        "precision": policy,
-        "train_size": len(x_train),
-        "num_classes": NUM_CLASSES,
-        "dropout_rng": dropout_rng,
-        "augment": settings.augment,
-        "lr_schedule": settings.lr_schedule,
-        "warmup_epochs": settings.warmup_epochs,
-        "schedule_epochs": schedule_epochs if settings.lr_schedule != "constant" else None,
-    }
-    if model is not None:
-        config.update(base_filters=None, depth=None, num_classes=int(model.output_shape[-1]))
+    config = run_config(settings, len(x_train), dropout_rng, model, schedule_epochs)
 
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     initial_epoch = latest_checkpoint(checkpoint_dir, epochs) if checkpoint_dir else 0
@@ -427,6 +410,35 @@ def _patience_spent(history: dict[str, list[float]], patience: int | None) -> bo
     """Whether the last ``patience`` epochs brought no lower validation loss than the best before."""
     best = best_epoch(history)
     return patience is not None and best is not None and len(history.get("loss", [])) - best >= patience
+
+
+def run_config(
+    settings: Settings,
+    train_size: int,
+    dropout_rng: str,
+    model: keras.Model | None = None,
+    schedule_epochs: int | None = None,
+) -> dict:
+    """What a checkpoint must have been trained with to be resumed: saved beside every checkpoint."""
+    config = {
+        "batch_size": settings.batch_size,
+        "learning_rate": settings.learning_rate,
+        "activation": settings.activation,
+        "base_filters": settings.base_filters,
+        "depth": settings.depth,
+        "seed": settings.seed,
+        "precision": POLICIES[settings.precision],
+        "train_size": train_size,
+        "num_classes": NUM_CLASSES,
+        "dropout_rng": dropout_rng,
+        "augment": settings.augment,
+        "lr_schedule": settings.lr_schedule,
+        "warmup_epochs": settings.warmup_epochs,
+        "schedule_epochs": schedule_epochs if settings.lr_schedule != "constant" else None,
+    }
+    if model is not None:
+        config.update(base_filters=None, depth=None, num_classes=int(model.output_shape[-1]))
+    return config
 
 
 def _build(x_train, config: dict, policy: str) -> keras.Model:

@@ -17,15 +17,16 @@ class ModelPool:
     """
 
     def __init__(self):
-        self._models: dict[tuple, tuple[keras.Model, list]] = {}
+        self._models: dict[tuple, list[tuple[keras.Model, list]]] = {}  # several: packed trials take one each
         self._on_device: dict[tuple, tuple] = {}
+        self.programs: dict[tuple, tuple] = {}  # packed training programs by architecture (seglib.train.packed)
 
     def take(self, key: tuple, learning_rate: float) -> tuple[keras.Model | None, list | None]:
         """The kept model for ``key`` reset to its initial weights and a fresh optimizer, or (None, None)."""
-        entry = self._models.pop(key, None)
-        if entry is None:
+        kept = self._models.get(key)
+        if not kept:
             return None, None
-        model, initial = entry
+        model, initial = kept.pop()
         model.set_weights(initial)
         for variable in model.optimizer.variables:
             variable.assign(np.zeros(variable.shape, dtype=variable.dtype))
@@ -33,7 +34,7 @@ class ModelPool:
         return model, initial
 
     def keep(self, key: tuple, model: keras.Model, initial: list) -> None:
-        self._models[key] = (model, initial)
+        self._models.setdefault(key, []).append((model, initial))
 
     def on_device(self, x_train, y_train):
         """``x_train`` and ``y_train`` on the JAX device, put there once per pair of arrays."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import threading
 import time
 
 from seglib.artifacts import RUNNING, ExperimentPaths
@@ -54,25 +55,140 @@ def run_trials(paths: ExperimentPaths, record: dict, show=None, timeout: float |
         paths, settings, runtime.get("cache_dir"), runtime.get("compile_cache_dir"), share_models=True
     )
     deadline = None if timeout is None else time.time() + timeout
-    while (job := search.next_job()) is not None:
-        search.save(paths.state_file)  # handed out: written before the trial starts
-        try:
-            record = run_job(context, Assignment.of(search, job), LocalReporter())
-        except BaseException as error:
-            settle(search, job.parameter_id, getattr(error, "seglib_record", None), f"{type(error).__name__}: {error}")
-            search.save(paths.state_file)
-            if isinstance(error, (KeyboardInterrupt, Interrupted)) or not isinstance(error, Exception):
-                raise
-            log.info("trial %s-b%03d failed: %s", job.config_id, job.budget, error)  # the progress line counts it
+    pack = settings.pack_trials if _on_jax() else 1
+    while jobs := _hand_out(search, pack):
+        search.save(paths.state_file)  # handed out: written before the trials start
+        if len(jobs) == 1:
+            outcomes = [_run(context, search, jobs[0])]
         else:
-            settle(search, job.parameter_id, record)
+            outcomes = _run_packed(context, search, jobs)
+        for job, (record, error) in zip(jobs, outcomes):
+            if error is None:
+                settle(search, job.parameter_id, record)
+            else:
+                settle(search, job.parameter_id, record, f"{type(error).__name__}: {error}")
             search.save(paths.state_file)
+        for job, (_, error) in zip(jobs, outcomes):
+            if error is None:
+                continue
+            if isinstance(error, (KeyboardInterrupt, Interrupted)) or not isinstance(error, Exception):
+                raise error
+            log.info("trial %s-b%03d failed: %s", job.config_id, job.budget, error)  # the progress line counts it
         if show is not None:
             show(progress(paths.root))
         if deadline is not None and time.time() > deadline:
             raise TimeoutError(
                 f"the search in {paths.root} did not finish within {timeout} s; run it again to continue"
             )
+
+
+def _on_jax() -> bool:
+    import keras
+
+    return keras.backend.backend() == "jax"
+
+
+def _hand_out(search: Search, pack: int) -> list:
+    """Up to ``pack`` jobs the search hands out now (a rung gives several; a waiting one none)."""
+    jobs = []
+    while len(jobs) < pack and (job := search.next_job()) is not None:
+        jobs.append(job)
+    return jobs
+
+
+def _run(context: TrialContext, search: Search, job, train_with=None) -> tuple[dict | None, BaseException | None]:
+    """One trial: (its record, None), or (the record its failure left, the exception)."""
+    try:
+        return run_job(context, Assignment.of(search, job), LocalReporter(), train_with), None
+    except BaseException as error:  # the caller settles the search, then re-raises what must stop it
+        return getattr(error, "seglib_record", None), error
+
+
+def _run_packed(context: TrialContext, search: Search, jobs: list) -> list:
+    """Several trials, each in its own thread as far as its training, trained together by a Packer."""
+    packer = Packer(len(jobs))
+    outcomes: list = [None] * len(jobs)
+    context.arrays(), context.pool  # loaded once, here, not by several threads at once
+
+    def one(index: int, job) -> None:
+        try:
+            outcomes[index] = _run(context, search, job, packer.train)
+        finally:
+            packer.leave()
+
+    threads = [threading.Thread(target=one, args=(i, job), name=f"trial-{job.config_id}") for i, job in enumerate(jobs)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return outcomes
+
+
+class Packer:
+    """Collects the ``train`` calls of ``expected`` trial threads and trains them together.
+
+    Each thread's call waits until every thread has either called or left (a trial already
+    recorded, or one that failed before training); then one of them trains the calls, packed
+    by architecture (``seglib.train.packed``), and every call returns its own result.
+    """
+
+    def __init__(self, expected: int):
+        self._expected, self._calls, self._results = expected, {}, {}
+        self._started = False
+        self._condition = threading.Condition()
+
+    def train(self, x_train, y_train, x_val=None, y_val=None, **call):
+        me = threading.get_ident()
+        with self._condition:
+            self._calls[me] = call
+            runs = False
+            while me not in self._results:
+                if not self._started and len(self._calls) == self._expected:
+                    self._started = runs = True
+                    break
+                self._condition.wait()
+        if runs:
+            results = self._train_all(x_train, y_train, x_val, y_val)
+            with self._condition:
+                self._results.update(results)
+                self._condition.notify_all()
+        with self._condition:
+            result = self._results[me]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def leave(self) -> None:
+        """The calling thread will not (or no longer) call ``train``."""
+        with self._condition:
+            if threading.get_ident() not in self._calls:
+                self._expected -= 1
+                self._condition.notify_all()
+
+    def _train_all(self, x_train, y_train, x_val, y_val) -> dict:
+        from seglib.train.packed import ARCHITECTURE, PackedTrial, train_packed
+
+        groups: dict[tuple, list] = {}
+        for thread, call in self._calls.items():
+            groups.setdefault(tuple(getattr(call["settings"], n) for n in ARCHITECTURE), []).append(thread)
+        results = {}
+        for threads in groups.values():
+            calls = [self._calls[t] for t in threads]
+            trials = [PackedTrial(c["settings"], c["epochs"], c["checkpoint_dir"]) for c in calls]
+            try:
+                trained = train_packed(
+                    x_train,
+                    y_train,
+                    x_val,
+                    y_val,
+                    trials=trials,
+                    on_epoch_end=lambda index, epoch, logs, calls=calls: calls[index]["on_epoch_end"](epoch, logs),
+                    options=calls[0]["options"],
+                )
+            except BaseException as error:  # every trial of the pack fails with it
+                trained = [error] * len(threads)
+            results.update(zip(threads, trained))
+        return results
 
 
 def reconcile(paths: ExperimentPaths, search: Search) -> None:

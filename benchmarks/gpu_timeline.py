@@ -1,0 +1,385 @@
+"""A simulated GPU timeline of the full profile (a prediction): one stream of trials against packed trials.
+
+Nothing is trained. The real tuners (HyperBand, random search) run on the virtual clock of
+``seglib.hpo.simulate`` against the synthetic loss of ``benchmarks/synthetic.py``; a cost
+model turns each trial into device seconds. The stages are the full profile's: the baseline
+(50 epochs at the default settings), one HyperBand pass (R = 60, η = 3, warm start: 780
+epochs), random search at the same epochs, the tuned model (50 epochs of the pass's best
+configuration), the report, and the programs compiled.
+
+* ``single``: what seglib does today on a GPU (the in-process engine): one trial after
+  another, batches padded to a power of two >= 8, a program compiled the first time its
+  (activation, padded batch) is met (``seglib.hpo.simulate.TrainingCost``).
+* ``packed``: trials of one program trained side by side (``seglib.train.packed``) in packs
+  of ``slots`` members; the baseline, the HyperBand pass, the tuned model and random search
+  all feed the same packs (``--workers`` trials running at once), and every program is
+  compiled before training, ``--parallel-compiles`` at a time
+  (``seglib.hpo.simulate.PackedCost``). Several designs are tried; the fastest on the
+  H200 is the one reported against the single stream.
+
+Constants: measured on one H200 (docs/benchmarks.md): a step of 7 ms + 0.19 ms per patch of
+the padded batch; 1,044 training patches; 35-41 s a cold compile (38 s used). Assumed: the
+rest, each named in ``ASSUMED`` and printed. Other GPUs: per-patch time scaled by the H200's
+memory bandwidth over theirs (a U-Net of 16-256 channels moves more bytes than it
+multiplies), the fixed step cost and compiles (host work) as on the H200: assumptions from
+specifications, not measurements.
+
+    .venv/bin/python benchmarks/gpu_timeline.py [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import math
+import sys
+from dataclasses import dataclass
+
+from synthetic import Synthetic
+
+from seglib.hpo.hyperband import HyperBand, RandomSearch
+from seglib.hpo.simulate import PackedCost, Running, TrainingCost, simulate
+from seglib.hpo.space import search_space
+from seglib.settings import ACTIVATIONS, profile
+
+STAGES = ("compiles", "baseline", "hyperband", "random", "tuned", "report")
+VALIDATION_PATCHES = 261  # the full profile's 80/20 split of 1,305 patches: measured (bench_data)
+ASSUMED = {
+    "trial_seconds": "2 s a trial, single stream: start-up, checkpoints, records (the simulator's assumption)",
+    "host_seconds": "0.5 s a trial, packed: its weights in and out of a slot, one checkpoint at its end",
+    "validation": "a validation batch costs 1/3 of a training step of its shape (forward only)",
+    "report_seconds": "20 s for the report's evaluations and whole images, compile excluded",
+    "parallel_compiles": "4 programs compiled at once on the host's 16 cores, each 1.5x as slow as alone",
+    "shared_activation_cost": "the activation as an input (every activation computed, one kept): 1.15x per patch",
+    "packed_patch_cost": "a packed step costs 0.19 ms per patch of all its slots, as one large batch does",
+}
+REPORT_SECONDS = 20.0
+COMPILE_SLOWDOWN = 1.5
+# Per-patch time relative to the H200 (4.8 TB/s): memory bandwidth from the makers' specifications.
+GPUS = {"H200": 1.0, "A100": 4.8 / 2.04, "L4": 4.8 / 0.30, "T4": 4.8 / 0.32}
+
+
+def padding(smallest: int):
+    from seglib.train.jax_loop import padded_size  # imports Keras: only when timing
+
+    return lambda batch_size: padded_size(batch_size, smallest)
+
+
+@dataclass
+class Tagged:
+    """A job of one stage, numbered across every stage."""
+
+    parameter_id: int
+    config_id: str
+    budget: int
+    resume_from: int
+    stage: str
+    job: object
+
+
+class OneTrial:
+    """The baseline or the tuned model: one trial of ``epochs`` epochs, once ``after`` is finished."""
+
+    def __init__(self, name: str, epochs: int, params, after=None):
+        self.name, self.epochs, self._params, self.after = name, epochs, params, after
+        self.handed, self.finished = False, False
+
+    def next_job(self):
+        if self.handed or (self.after is not None and not self.after.finished):
+            return None
+        self.handed = True
+        return Tagged(0, self.name, self.epochs, 0, self.name, None)
+
+    def params(self, job) -> dict:
+        return self._params() if callable(self._params) else self._params
+
+    def report(self, parameter_id, value, **kwargs) -> None:
+        self.finished = True
+
+
+class Stages:
+    """Several searches handed out as one, in priority order (what a packed engine would feed its packs)."""
+
+    kind, halted = "stages", None
+
+    def __init__(self, stages: dict):
+        self.stages, self.jobs = stages, []
+
+    @property
+    def finished(self) -> bool:
+        return all(stage.finished for stage in self.stages.values())
+
+    def counts(self) -> dict:
+        return {name: stage.finished for name, stage in self.stages.items()}
+
+    def next_job(self):
+        for name, stage in self.stages.items():
+            job = stage.next_job()
+            if job is not None:
+                tagged = Tagged(len(self.jobs), job.config_id, job.budget, job.resume_from, name, job)
+                self.jobs.append(tagged)
+                return tagged
+        return None
+
+    def params(self, tagged: Tagged) -> dict:
+        return self.stages[tagged.stage].params(tagged.job)
+
+    def report(self, parameter_id, value, diverged=False, epochs_trained=None) -> None:
+        tagged = self.jobs[parameter_id]
+        inner = tagged.job.parameter_id if tagged.job is not None else 0
+        self.stages[tagged.stage].report(inner, value, diverged=diverged, epochs_trained=epochs_trained)
+
+
+def make_stages(seed: int) -> dict:
+    """The full profile's stages, as fresh searches."""
+    settings = profile("full", seed=seed)
+    hyperband = HyperBand.create(settings, search_space(), HyperBand.planned(settings)[1])
+    random_search = RandomSearch.create(settings, search_space(), RandomSearch.planned(settings)[1])
+    default = settings.hyperparameters()
+    return {
+        "baseline": OneTrial("baseline", settings.epochs, default),
+        "hyperband": hyperband,
+        "tuned": OneTrial("tuned", settings.epochs, lambda: hyperband.params(hyperband.best()), after=hyperband),
+        "random": random_search,
+    }
+
+
+def single_stream(seed: int, patch_scale: float = 1.0) -> dict:
+    """Device seconds per stage, one trial after another (today's in-process engine on a GPU)."""
+    cost = TrainingCost(pad=padding(8), validation_patches=VALIDATION_PATCHES, patch_step_seconds=0.00019 * patch_scale)
+    stages = make_stages(seed)
+    seconds = dict.fromkeys(STAGES, 0.0)
+    programs = 0
+    for name in ("baseline", "hyperband", "tuned", "random"):
+        before = len(cost.compiled)
+        run = simulate(Stages({name: stages[name]}), Synthetic(60, seed=seed), cost, workers=1)
+        compiled = len(cost.compiled) - before
+        programs += compiled
+        seconds["compiles"] += compiled * cost.compile_seconds
+        seconds[name] = run.makespan - compiled * cost.compile_seconds
+    seconds["report"] = REPORT_SECONDS * patch_scale
+    seconds["compiles"] += cost.compile_seconds  # the report's prediction program
+    return {"seconds": seconds, "total": sum(seconds.values()), "programs": programs + 1}
+
+
+@dataclass(frozen=True)
+class Design:
+    """How trials are packed: members a pack, trials running at once, smallest padded batch, activation as input."""
+
+    slots: int  # members a pack; 0: as many as fit in pack_patches
+    workers: int
+    smallest: int
+    shared_activation: bool
+    pack_patches: int | None = None
+    concatenate: bool = False  # batches not padded: each patch with its own trial's weights (not built)
+    parallel_compiles: int = 4
+
+    def label(self) -> str:
+        if self.concatenate:
+            return (
+                f"batches concatenated unpadded into packs of {self.pack_patches} patches, {self.workers} trials "
+                "running, activation as input (not built)"
+            )
+        shared = ", activation as input" if self.shared_activation else ""
+        members = f"{self.pack_patches} patches" if self.pack_patches else f"{self.slots} trials"
+        return (
+            f"packs of {members}, {self.workers} trials running, batches padded to a power of two "
+            f">= {self.smallest}{shared}"
+        )
+
+
+def packed(seed: int, design: Design, patch_scale: float = 1.0) -> dict:
+    """Device seconds per stage with every stage's trials feeding shared packs (a prediction)."""
+    cost = PackedCost(
+        pad=padding(design.smallest),
+        validation_patches=VALIDATION_PATCHES,
+        patch_step_seconds=0.00019 * patch_scale,
+        slots=design.slots,
+        pack_patches=design.pack_patches,
+        shared_activation=design.shared_activation,
+        concatenate=design.concatenate,
+    )
+    stages = Stages(make_stages(seed))
+    run = simulate(stages, Synthetic(60, seed=seed), cost, workers=design.workers)
+    seconds = dict.fromkeys(STAGES, 0.0)
+    for stage, part in attribute(run.trials, stages, cost).items():
+        seconds[stage] += part
+    for record in run.trials:
+        seconds[stages.jobs[record.parameter_id].stage] += cost.host_seconds
+    # Every program the search space can need, compiled before training; the report's prediction too.
+    shapes = {cost.program({"batch_size": b})[1] for b in range(1, 32)}
+    activations = [None] if design.shared_activation else list(ACTIVATIONS)
+    programs = len(shapes) * len(activations) + 1
+    waves = math.ceil(programs / design.parallel_compiles)
+    slowdown = COMPILE_SLOWDOWN if design.parallel_compiles > 1 else 1.0
+    seconds["compiles"] = waves * cost.compile_seconds * slowdown
+    seconds["report"] = REPORT_SECONDS * patch_scale
+    return {"seconds": seconds, "total": sum(seconds.values()), "programs": programs, "makespan": run.makespan}
+
+
+def attribute(trials, stages: Stages, cost: PackedCost) -> dict:
+    """Each stage's part of the device's seconds: between two events, each running trial's share of a round."""
+    events = sorted({t.start for t in trials} | {t.end for t in trials})
+    parts: dict[str, float] = {}
+    for begin, end in itertools.pairwise(events):
+        running = [t for t in trials if t.start <= begin < t.end]
+        if not running:
+            continue
+        as_running = [
+            Running(stages.jobs[t.parameter_id], stages.params(stages.jobs[t.parameter_id]), t.worker, t.start)
+            for t in running
+        ]
+        round_seconds, shares = cost.shares(as_running)
+        for record, share in zip(running, shares):
+            stage = stages.jobs[record.parameter_id].stage
+            parts[stage] = parts.get(stage, 0.0) + (end - begin) * share / round_seconds
+    return parts
+
+
+# A pack of one, one trial at a time: the single stream with its programs compiled ahead.
+DESIGNS = (
+    [Design(1, 1, 8, False)]
+    + [
+        Design(slots, workers, smallest, shared)
+        for slots, workers, smallest, shared in itertools.product((2, 4, 8), (8, 16, 32), (1, 8, 16), (False, True))
+        if workers >= slots
+    ]
+    + [
+        Design(0, workers, smallest, shared, pack_patches)
+        for pack_patches, workers, smallest, shared in itertools.product(
+            (32, 64, 128), (16, 32, 64), (1, 4, 8), (False, True)
+        )
+    ]
+    + [
+        Design(0, workers, 1, True, pack_patches, concatenate=True)
+        for pack_patches, workers in itertools.product((32, 64, 128, 256), (8, 16, 32, 64))
+    ]
+)
+
+
+def best_design(seed: int, designs, patch_scale: float = 1.0) -> tuple[Design, dict]:
+    """The design of ``designs`` with the shortest predicted total."""
+    tried = [(packed(seed, design, patch_scale), design) for design in designs]
+    result, design = min(tried, key=lambda item: item[0]["total"])
+    return design, result
+
+
+def chain_floor(seed: int) -> dict:
+    """The longest chain of a configuration's sequential steps: no packing shortens it.
+
+    A configuration trained to ``epochs`` takes ``epochs * ceil(patches / batch)`` optimizer
+    steps one after another, each at least the fixed step cost (7 ms on the H200).
+    """
+    stages = make_stages(seed)
+    single = TrainingCost(pad=padding(8))
+    longest = (0.0, None)
+    for name in ("hyperband", "random"):
+        search = stages[name]
+        simulate(search, Synthetic(60, seed=seed), TrainingCost(), workers=1)
+        for job in search.jobs:
+            batch = int(search.params(job)["batch_size"])
+            steps = job.budget * math.ceil(single.train_patches / batch)
+            longest = max(longest, (steps * single.step_seconds, f"{name}: batch {batch}, {job.budget} epochs"))
+    return {"seconds": longest[0], "trial": longest[1]}
+
+
+FAMILIES = {
+    "packed": "one program per (activation, padded batch), k trials of it side by side: seglib.train.packed",
+    "activation_as_input": "the same with the activation an input of the program (not built)",
+    "concatenated": "unpadded batches of many trials in one step (not built)",
+}
+
+
+def family(design: Design) -> str:
+    if design.concatenate:
+        return "concatenated"
+    return "activation_as_input" if design.shared_activation else "packed"
+
+
+def table(single: dict, best: dict) -> str:
+    names = list(best)
+    lines = ["| stage | single stream (today) | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
+    for stage in STAGES:
+        cells = " | ".join(f"{best[n][1]['seconds'][stage]:.0f} s" for n in names)
+        lines.append(f"| {stage} | {single['seconds'][stage]:.0f} s | {cells} |")
+    totals = " | ".join(f"**{best[n][1]['total']:.0f} s**" for n in names)
+    lines.append(f"| **total** | **{single['total']:.0f} s** | {totals} |")
+    return "\n".join(lines)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--designs", type=int, default=len(DESIGNS), help="try only the first N designs")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    print("RESULT " + json.dumps({"prediction": True, "assumed": ASSUMED}), flush=True)
+    single = single_stream(args.seed)
+    best: dict[str, tuple[Design, dict]] = {}
+    for design in DESIGNS[: args.designs]:
+        result = packed(args.seed, design)
+        print(
+            "RESULT "
+            + json.dumps(
+                {"gpu": "H200", "design": dataclasses.asdict(design), "total_seconds": round(result["total"], 1)}
+            ),
+            flush=True,
+        )
+        name = family(design)
+        if name not in best or result["total"] < best[name][1]["total"]:
+            best[name] = (design, result)
+    print("RESULT " + json.dumps({"gpu": "H200", "chain_floor": chain_floor(args.seed)}), flush=True)
+    for name, (design, result) in best.items():
+        print(
+            "RESULT "
+            + json.dumps(
+                {
+                    "prediction": True,
+                    "gpu": "H200",
+                    "seed": args.seed,
+                    "family": name,
+                    "what": FAMILIES[name],
+                    "design": design.label(),
+                    "single": {k: round(v, 1) for k, v in single["seconds"].items()},
+                    "single_total_seconds": round(single["total"], 1),
+                    "single_programs": single["programs"],
+                    "packed": {k: round(v, 1) for k, v in result["seconds"].items()},
+                    "packed_total_seconds": round(result["total"], 1),
+                    "packed_programs": result["programs"],
+                    "goal_8_min_met": result["total"] <= 480,
+                }
+            ),
+            flush=True,
+        )
+    print(table(single, best), file=sys.stderr)
+    for gpu, scale in GPUS.items():
+        one = single_stream(args.seed, scale)
+        totals = {}
+        for name, (design, _) in best.items():
+            # A pack of one (the single stream, compiled ahead) where packing loses on this GPU.
+            chosen, result = best_design(args.seed, [DESIGNS[0], design], scale)
+            totals[name] = {"seconds": round(result["total"], 1), "design": chosen.label()}
+        print(
+            "RESULT "
+            + json.dumps(
+                {
+                    "prediction": True,
+                    "gpu": gpu,
+                    "measured": gpu == "H200",
+                    "per_patch_vs_h200": round(scale, 2),
+                    "single_total_seconds": round(one["total"], 1),
+                    "packed_total_seconds": totals,
+                }
+            ),
+            flush=True,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

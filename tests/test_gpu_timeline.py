@@ -1,0 +1,71 @@
+"""The simulated GPU timeline (benchmarks/gpu_timeline.py): it runs, and packing never predicts more time."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from seglib.hpo.schedule import Job
+from seglib.hpo.simulate import PackedCost, Running
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+_load("synthetic")
+timeline = _load("gpu_timeline")
+
+
+def _running(*batch_sizes, activation="relu"):
+    job = Job(parameter_id=0, config_id="c", bracket=0, s=0, rung=0, budget=1, resume_from=0)
+    return [Running(job, {"batch_size": b, "activation": activation}, i, 0.0) for i, b in enumerate(batch_sizes)]
+
+
+def test_a_pack_step_costs_the_fixed_cost_once_and_every_slot_s_patches():
+    cost = PackedCost(pad=lambda b: 8 if b <= 8 else 16, slots=4)
+    round_seconds, shares = cost.shares(_running(1, 3, 8, 9))
+    # batches 1, 3, 8 share one pack of 4 x 8 patches; batch 9 is alone in a pack of 4 x 16
+    assert round_seconds == pytest.approx(2 * 0.007 + 0.00019 * (4 * 8 + 4 * 16))
+    assert sum(shares) == pytest.approx(round_seconds)
+    assert shares[0] == pytest.approx((0.007 + 0.00019 * 32) / 3)
+    assert cost.speeds(_running(1, 3)) == [pytest.approx(1 / (0.007 + 0.00019 * 32))] * 2
+
+
+def test_concatenated_packs_charge_each_trial_its_own_patches():
+    cost = PackedCost(concatenate=True, pack_patches=64)
+    round_seconds, shares = cost.shares(_running(1, 31, 40))  # 72 patches: two packs of 64
+    assert round_seconds == pytest.approx(2 * (0.007 + 0.00019 * 64))
+    assert shares[1] / shares[0] == pytest.approx(31)
+
+
+def test_the_timeline_runs_and_packing_never_predicts_more_than_one_stream():
+    single = timeline.single_stream(0)
+    assert set(single["seconds"]) == set(timeline.STAGES)
+    assert 0 < single["seconds"]["baseline"] < single["seconds"]["hyperband"]
+    assert single["programs"] == 13  # 12 (activation, padded batch) programs and the report's prediction
+    designs = [
+        timeline.Design(4, 16, 8, False),
+        timeline.Design(0, 32, 8, True, 64),
+        timeline.Design(0, 32, 1, True, 64, concatenate=True),
+    ]
+    for scale in (1.0, timeline.GPUS["L4"]):
+        one = timeline.single_stream(0, scale)
+        for design in designs:
+            chosen, result = timeline.best_design(0, [timeline.DESIGNS[0], design], scale)
+            assert result["total"] <= one["total"], (scale, chosen)
+    # On the H200 every design packs, and beats the single stream.
+    assert timeline.packed(0, designs[0])["total"] < single["total"]
+    # A pack of one trains exactly the single stream's steps: no stage costs more.
+    alone = timeline.packed(0, timeline.DESIGNS[0])
+    for stage in timeline.STAGES:
+        assert alone["seconds"][stage] <= single["seconds"][stage] + 1e-6, stage

@@ -1,0 +1,152 @@
+"""Packed training (seglib.train.packed): trials trained together train as each would alone."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from seglib.settings import Settings
+from seglib.train import epoch_order
+from seglib.train.packed import PackedTrial, _epoch_batches, _Member
+
+# Three trials of one tiny architecture, alone with train() and then packed: mixed batch
+# sizes, learning rates and seeds (so shuffle orders and dropout), and the third warm-started
+# from a checkpoint of its first epoch while the first trains 2 epochs and the second 3.
+ALONE_AND_PACKED = textwrap.dedent(
+    """
+    import json, shutil, sys, tempfile
+    from pathlib import Path
+    import numpy as np
+    from seglib.settings import Settings
+    from seglib.train import TrainOptions, train
+    from seglib.train.packed import PackedTrial, train_packed
+
+    rng = np.random.default_rng(0)
+    x = rng.random((16, 16, 16, 3), dtype=np.float32)
+    y = np.clip(x[..., 0] * 6, 0, 5).astype(np.uint8)
+    data = (x[:12], y[:12], x[12:], y[12:])
+    base = Settings(base_filters=2, depth=2, patch_size=16)
+    settings = [base.replace(batch_size=2, learning_rate=0.05, seed=1),
+                base.replace(batch_size=3, learning_rate=0.01, seed=2),
+                base.replace(batch_size=4, learning_rate=0.02, seed=3)]
+    epochs = [2, 3, 3]
+    options = TrainOptions(loop="jax", verbose=0)
+    root = Path(tempfile.mkdtemp())
+    train(*data, settings=settings[2], epochs=1, checkpoint_dir=root / "warm", options=options)
+    shutil.copytree(root / "warm", root / "warm_alone")
+    folders = [None, None, root / "warm_alone"]
+    alone = [train(*data, settings=s, epochs=e, checkpoint_dir=f, options=options)
+             for s, e, f in zip(settings, epochs, folders)]
+    trials = [PackedTrial(s, e, f) for s, e, f in zip(settings, epochs, [None, None, root / "warm"])]
+    packed = train_packed(*data, trials=trials, options=options)
+    resumed = train(*data, settings=settings[2], epochs=4, checkpoint_dir=root / "warm", options=options)
+    keys = ("loss", "val_loss")
+    print(json.dumps({
+        "alone": [{k: r.history[k] for k in keys} for r in alone],
+        "packed": [{k: r.history[k] for k in keys} for r in packed],
+        "initial_epochs": [r.initial_epoch for r in packed],
+        "epochs_trained": [r.epochs_trained for r in packed],
+        "loops": [r.metadata["loop"] for r in packed],
+        "resumed_from_packed": resumed.initial_epoch,
+    }))
+    """
+)
+
+
+def run_jax(code: str, timeout=900) -> dict:
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_trials_packed_together_give_each_the_losses_it_gets_alone():
+    result = run_jax(ALONE_AND_PACKED)
+    assert result["initial_epochs"] == [0, 0, 1]
+    assert result["epochs_trained"] == [2, 3, 3]
+    assert result["loops"] == ["packed"] * 3
+    assert result["resumed_from_packed"] == 3  # the packed trial's checkpoints are train()'s
+    for alone, packed in zip(result["alone"], result["packed"]):
+        for key in ("loss", "val_loss"):
+            np.testing.assert_allclose(packed[key], alone[key], atol=5e-5, err_msg=key)
+    # The check can fail: every trial's losses differ from every other's by more than its tolerance,
+    # so a pack that mixed up learning rates, orders or weights would not match.
+    curves = [alone["loss"][:2] + alone["val_loss"][:2] for alone in result["alone"]]
+    for i in range(3):
+        for j in range(i + 1, 3):
+            assert np.max(np.abs(np.subtract(curves[i], curves[j]))) > 1e-4, (i, j)
+
+
+def _member(batch_size: int, seed: int, initial_epoch: int, epochs: int) -> _Member:
+    trial = PackedTrial(Settings(batch_size=batch_size, seed=seed), epochs)
+    return _Member(trial, model=None, config={}, initial_epoch=initial_epoch, history={})
+
+
+def test_each_trial_steps_through_its_own_order_padded_and_masked_then_sits_out():
+    members = [_member(2, 1, 0, 2), _member(3, 2, 0, 2), _member(4, 3, 1, 2)]
+    active = [m.trains(0) for m in members]
+    assert active == [True, True, False]
+    indices, mask, on = _epoch_batches(members, active, 13, 0, 8)
+    assert indices.shape == (6, 3, 8) and mask.shape == (6, 3, 8) and on.shape == (6, 3)
+    for index, (batch, seed) in enumerate([(2, 1), (3, 2)]):
+        order = epoch_order(13, seed, 0)
+        steps = 13 // batch
+        np.testing.assert_array_equal(indices[:steps, index, :batch].ravel(), order[: steps * batch])
+        assert on[:steps, index].all() and not on[steps:, index].any()
+        assert (mask[:, index, :batch] == 1).all() and (mask[:, index, batch:] == 0).all()
+    assert not on[:, 2].any()  # not training in this epoch: every step sits out
+
+
+# One HyperBand pass (R = 3) on the local engine, trials one at a time and then packed 3 at a
+# time: the same pairs, warm starts and losses, and the packed pass's trials were packed.
+LOCAL_ENGINE = textwrap.dedent(
+    """
+    import json, sys
+    from pathlib import Path
+    from seglib import hpo
+    from seglib.artifacts import read_json
+    from seglib.settings import profile
+
+    data, out = sys.argv[1], Path(sys.argv[2])
+    space = hpo.search_space({"batch_size": {"_type": "choice", "_value": [4, 6, 8]},
+                              "activation": {"_type": "choice", "_value": ["relu", "tanh"]}})
+    settings = profile("quick", data=data, patch_size=32, max_patches=60, base_filters=4, depth=2,
+                       max_budget=3, eta=3, engine="local", seed=3)
+    runs = {}
+    for pack in (1, 3):
+        experiment = hpo.tune(out / f"pack{pack}", settings.replace(pack_trials=pack), space=space)
+        runs[pack] = {
+            "trials": sorted([r.config_id, r.budget, r.status, r.resumed_from, r.epochs_trained, r.value]
+                             for r in experiment.trials),
+            "loops": sorted(read_json(p)["loop"] for p in (out / f"pack{pack}").rglob("result.json")),
+        }
+    print(json.dumps(runs))
+    """
+)
+
+
+@pytest.mark.slow
+def test_the_local_engine_packs_a_rungs_trials_with_the_losses_they_get_alone(tmp_path, embedded_root):
+    env = {**os.environ, "KERAS_BACKEND": "jax", "SEGLIB_CACHE": str(tmp_path / "cache")}
+    done = subprocess.run(
+        [sys.executable, "-c", LOCAL_ENGINE, str(embedded_root), str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    runs = json.loads(done.stdout.strip().splitlines()[-1])
+    alone, packed = runs["1"], runs["3"]
+    assert "packed" in packed["loops"] and "packed" not in alone["loops"]
+    assert len(alone["trials"]) == len(packed["trials"]) > 3
+    for one, other in zip(alone["trials"], packed["trials"]):
+        assert one[:5] == other[:5]  # configuration, budget, status, warm start, epochs
+        assert other[5] == pytest.approx(one[5], abs=5e-5)
