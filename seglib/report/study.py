@@ -31,7 +31,8 @@ SEARCHES = "searches"
 WINNERS = "winners"
 FIGURES = {"epochs": "anytime_epochs.png", "wall": "anytime_wall.png"}
 WHOLE_IMAGE_MODE = "blend"  # the held-out score the study compares: blended windows, as seglib predict's default
-GRID_POINTS = 200  # points of an anytime curve
+GRID_POINTS = 80  # points of a wall-time anytime curve (epochs: every epoch)
+MIN_SEEDS = 3  # fewer results than this per tuner: their interquartile range says nothing, no verdict
 FOLDER = re.compile(r"^(?P<tuner>[a-z]+)-seed(?P<seed>\d+)$")
 
 
@@ -176,7 +177,8 @@ def summarize(study_dir, tuners=None, seeds=None) -> dict:
     return {
         "profile": run.get("profile"),
         "overrides": run.get("overrides"),
-        "stamp": run.get("stamp"),
+        # without the command line: a continued study ran several, the first is not the study's
+        "stamp": {k: v for k, v in run.get("stamp", {}).items() if k != "command"},
         "equal_epochs": equal,
         "held_out_mode": WHOLE_IMAGE_MODE,
         "tuners": tuners,
@@ -198,11 +200,18 @@ def verdict(spreads: dict[str, dict], what: str, lower_is_better: bool = True) -
     """One sentence on ``spreads`` (tuner -> :func:`spread`) saying only what their ranges support.
 
     A tuner is called better than another only when its interquartile range lies wholly on
-    the better side of the other's; ranges that overlap are said to be within each other.
+    the better side of the other's; ranges that overlap are said to be within each other. A
+    tuner with fewer than :data:`MIN_SEEDS` results stops any verdict.
     """
     scored = {name: s for name, s in spreads.items() if s["median"] is not None}
     if len(scored) < 2:
         return f"{what}: fewer than two tuners have a result, so there is nothing to compare."
+    few = sorted(name for name, s in scored.items() if s["n"] < MIN_SEEDS)
+    if few:
+        return (
+            f"{what}: too few seeds to compare ({_list([_name(n) for n in few])} "
+            f"{'has' if len(few) == 1 else 'have'} fewer than {MIN_SEEDS}); no tuner is called better."
+        )
     ranked = sorted(scored, key=lambda name: scored[name]["median"], reverse=not lower_is_better)
     beats = {
         name: [other for other in ranked if other != name and separated(scored[name], scored[other], lower_is_better)]
