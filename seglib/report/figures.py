@@ -180,7 +180,10 @@ def figure_anytime(tuners: dict, axis: str, path: Path, stamp: str) -> str:
     ax.set_title("Anytime performance: median and interquartile band over seeds")
     if axis == "epochs":
         _integer_ticks(ax)
-    ax.legend()
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
+    else:  # no tuner has a curve yet (its seeds share no point of the axis)
+        ax.text(0.5, 0.5, "no curve yet", ha="center", va="center", transform=ax.transAxes)
     return save_figure(fig, path, stamp)
 
 
