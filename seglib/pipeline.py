@@ -252,13 +252,14 @@ WHOLE_IMAGE_FIGURES = 3  # images shown whole in the report (all of them are sco
 FIGURE_SIDE = 480  # pixels: the longest side of an image as the report shows it
 
 
-def segment_held_out(run: Run, name: str = "tuned") -> dict | None:
+def segment_held_out(run: Run, name: str = "tuned", modes: tuple[str, ...] | None = None) -> dict | None:
     """Segment the held-out tiles' whole images with the model ``name``; score each tiling mode.
 
     Whole images, not patches: every image of the test tiles, at its full size, through
     ``seglib.predict`` with non-overlapping windows, blended windows, and blended windows
     averaged over the 8 flips and rotations; IoU per class and mean, pooled over the images.
-    Writes ``name/whole_images.json`` and a few images for the report's figure. Only a
+    ``modes`` scores only those (default: all three). Writes ``name/whole_images.json`` and
+    a few images for the report's figure. Only a
     ``tiles`` split holds whole images out (the original's random split holds out none): for
     another split it says so and returns None.
     """
@@ -281,7 +282,7 @@ def segment_held_out(run: Run, name: str = "tuned") -> dict | None:
     held_out = set(all_patches.tile_of_patch[load_split(paths.split_file)["test"]])
     pairs = [pair for pair in find_pairs(all_patches.root) if pair.tile in held_out]
     model = load_model(recorded_model(paths, name), compile=False)
-    scores = predict.score_whole_images(model, pairs)
+    scores = predict.score_whole_images(model, pairs, **({"modes": modes} if modes else {}))
     shown = pairs[:WHOLE_IMAGE_FIGURES]
     figure = {}
     for k, pair in enumerate(shown):

@@ -4,13 +4,15 @@
 ``hyperparameter-optimization.md`` with its figures under ``images/`` and copies of the
 records its numbers come from under ``run/``. ``seglib.report.figures`` draws,
 ``seglib.report.markdown`` writes the text from ``templates/``, ``seglib.report.display``
-shows tables and figures in the notebooks.
+shows tables and figures in the notebooks. A run folder holding a study of the searches
+(``study/``, or ``study_dir``: ``seglib.report.study``) adds "Which search to use".
 """
 
 from __future__ import annotations
 
 import os
 import shlex
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,9 +31,10 @@ from seglib.artifacts import (
     write_json,
 )
 from seglib.hpo.hyperband import brackets
-from seglib.report import figures, markdown
+from seglib.report import figures, markdown, study
 
 REPORT_NAME = "hyperparameter-optimization.md"
+STUDY = "study"  # a run folder's study of the searches (seglib.report.study), when it has one
 SOURCES = "run"  # beside the report: copies of the run's records its numbers come from
 # ... with the main search's records from its own folder (hpo/ for HyperBand; see source_files)
 SOURCE_FILES = (
@@ -90,8 +93,12 @@ def _samples(path: Path, producer: str) -> dict:
         return dict(samples)
 
 
-def write_report(run_dir, docs_dir=None) -> Path:
-    """Write ``hyperparameter-optimization.md`` and its figures for the run in ``run_dir``."""
+def write_report(run_dir, docs_dir=None, study_dir=None) -> Path:
+    """Write ``hyperparameter-optimization.md`` and its figures for the run in ``run_dir``.
+
+    ``study_dir``: a study folder of the searches (default: ``run_dir/study`` when it holds
+    ``study.json``) whose section "Which search to use" ends the report.
+    """
     a = load_artefacts(run_dir)
     docs = Path(docs_dir) if docs_dir else a.run.paths.docs
     images = docs / markdown.IMAGES
@@ -126,10 +133,25 @@ def write_report(run_dir, docs_dir=None) -> Path:
             markdown.section_beyond(a.run, a.data, a.hpo, a.random, a.baseline, a.tuned, drawn, a.whole),
         ]
     )
+    study_dir = Path(study_dir) if study_dir else a.run.paths.root / STUDY
+    if (study_dir / study.STUDY_FILE).is_file():
+        text += "\n" + study_section(study_dir, docs)
     path = docs / REPORT_NAME
     path.write_text(text)
     copy_sources(a.run.paths.root, docs / SOURCES, a.run.paths.search(s.tuner).name)
     return path
+
+
+def study_section(study_dir: Path, docs: Path) -> str:
+    """Section "Which search to use" from ``study_dir``; its figures to ``images/``, its record to ``run/study/``."""
+    record = study.load_study(study_dir)
+    shown = {}
+    for alt, name in (("anytime, epochs", study.FIGURES["epochs"]), ("anytime, wall time", study.FIGURES["wall"])):
+        if (study_dir / name).is_file():
+            shutil.copyfile(study_dir / name, docs / markdown.IMAGES / name)
+            shown[alt] = name
+    write_json(docs / SOURCES / STUDY / study.STUDY_FILE, portable(record, study_dir.resolve()))
+    return study.section_study(record, shown)
 
 
 def source_files(main_folder: str = "hpo") -> tuple[str, ...]:

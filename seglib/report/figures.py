@@ -156,6 +156,37 @@ def figure_search_comparison(
     return save_figure(fig, path, stamp)
 
 
+def figure_anytime(tuners: dict, axis: str, path: Path, stamp: str) -> str:
+    """A study's anytime curves: per tuner the median best validation loss so far over seeds, its
+    interquartile band shaded, against cumulative epochs (``axis`` "epochs") or wall seconds ("seconds")."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    for row in tuners.values():
+        curve = row["curves"][axis]
+        if not curve["x"]:
+            continue
+        step = "post" if axis == "epochs" else None
+        line = (ax.step if step else ax.plot)(
+            curve["x"],
+            curve["median"],
+            **({"where": step} if step else {}),
+            label=f"{row['title']} ({len(row['seeds'])} seeds)",
+        )[0]
+        ax.fill_between(
+            curve["x"], curve["q1"], curve["q3"], color=line.get_color(), alpha=0.2, **({"step": step} if step else {})
+        )
+    ax.set_xlabel("epochs spent (cumulative)" if axis == "epochs" else "wall time since the search's start (s)")
+    ax.set_ylabel("best validation loss so far")
+    ax.set_title("Anytime performance: median and interquartile band over seeds")
+    if axis == "epochs":
+        _integer_ticks(ax)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
+    else:  # no tuner has a curve yet (its seeds share no point of the axis)
+        ax.text(0.5, 0.5, "no curve yet", ha="center", va="center", transform=ax.transAxes)
+    return save_figure(fig, path, stamp)
+
+
 def figure_loss(tuned: ModelRecord, baseline: ModelRecord, path: Path, stamp: str) -> str:
     """Training and validation loss against epochs: the tuned model, the baseline superimposed."""
     plt = _pyplot()
