@@ -150,3 +150,16 @@ def test_the_local_engine_packs_a_rungs_trials_with_the_losses_they_get_alone(tm
     for one, other in zip(alone["trials"], packed["trials"]):
         assert one[:5] == other[:5]  # configuration, budget, status, warm start, epochs
         assert other[5] == pytest.approx(one[5], abs=5e-5)
+
+
+@pytest.mark.parametrize(
+    "recipe", [{"augment": "d4"}, {"lr_schedule": "cosine"}, {"keep_epoch": "best"}, {"patience": 3}]
+)
+def test_packing_refuses_a_recipe_it_does_not_train(recipe):
+    from seglib.settings import SettingError
+
+    Settings(pack_trials=4)  # the original recipe packs
+    Settings(pack_trials=1, **recipe)  # the new recipe trains one trial at a time
+    name = next(iter(recipe))
+    with pytest.raises(SettingError, match=rf"pack_trials=4 trains the original recipe only.*'{name}'"):
+        Settings(pack_trials=4, **recipe)

@@ -43,6 +43,7 @@ from seglib.train.checkpoints import (
 from seglib.train.jax_loop import padded_size
 from seglib.train.loop import (
     POLICIES,
+    RECIPE,
     TrainOptions,
     TrainResult,
     _best_val_loss,
@@ -325,7 +326,14 @@ def _result(member: _Member) -> TrainResult:
         best_val_loss=_best_val_loss(member.history),
         message=member.message,
         checkpoint=member.checkpoint,
-        metadata={"config": member.config, "backend": keras.backend.backend(), "loop": "packed"},
+        metadata={
+            "config": member.config,
+            "backend": keras.backend.backend(),
+            "loop": "packed",
+            # the original recipe, the only one packing trains (Settings refuses the others)
+            "recipe": {name: getattr(member.trial.settings, name) for name in RECIPE}
+            | {"schedule_epochs": None, "kept_epoch": None},
+        },
     )
 
 
