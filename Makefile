@@ -7,6 +7,10 @@ PROFILE ?= quick
 # The dataset: the Kaggle dataset's "Semantic segmentation dataset" folder, or "kaggle" to
 # download it (kagglehub: pip install -e ".[colab]"). `make run` without it uses the embedded one.
 DATA ?=
+# Tests in two processes (pytest-xdist), a test file's tests together in one (they share its
+# fixtures: a reference search, the Colab venv, SSH machines). Most tests wait on processes
+# (NNI's manager, kernels, trials) part of the time; PARALLEL= runs them one after another.
+PARALLEL ?= -n 2 --dist loadfile
 
 .PHONY: setup test test-all run bench sync device-kit
 setup: $(VENV)/.installed
@@ -20,12 +24,12 @@ $(VENV)/.installed: pyproject.toml
 
 # The fast tier: every seglib module, one real NNI experiment, minutes.
 test: setup
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -m "not slow" $(PARALLEL)
 
 # Everything: adds the Colab emulation, SSH machines, kills, the device kit and whole notebook
 # runs (tests marked slow). What CI runs.
 test-all: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PARALLEL)
 
 run: setup
 	$(BIN)/seglib run --profile $(PROFILE) --out $(OUT) $(if $(DATA),--data "$(DATA)")

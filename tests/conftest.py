@@ -15,6 +15,12 @@ REAL_DATA = Path(
     )
 )
 
+# Under pytest-xdist (`make test-all`) each worker's NNI web UIs look for a port from their own
+# start, so two experiments started at once never pick the same free port.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+if WORKER.startswith("gw"):
+    os.environ["SEGLIB_NNI_PORT"] = str(8080 + 300 * int(WORKER[2:]))
+
 
 @pytest.fixture(scope="session")
 def real_data_root() -> Path:

@@ -154,14 +154,14 @@ def test_device_kit_installs_offline_without_tensorflow_and_runs_the_gpu_script(
     assert seglib_version == seglib_installed_here()
 
     # benchmarks/gpu_full_run.sh, as a device session runs it, at the quick profile on this CPU
-    # (smaller still: the script and the offline environment are what is tested).
+    # (smaller still, one trial a search: the script and the offline environment are what is tested).
     out = tmp_path / "out"
     env = {
         **os.environ,
         "PYTHON": str(vpy),
         "SEGLIB_PROFILE": "quick",
         "SEGLIB_PRECISION": "fp32",
-        "SEGLIB_PARAMS": "-p max_patches=120 -p epochs=2",
+        "SEGLIB_PARAMS": "-p max_patches=120 -p epochs=2 -p max_budget=1",
         "SEGLIB_RUN_DIR": str(tmp_path / "run"),
         "SEGLIB_CACHE": str(tmp_path / "cache"),
         "SEGLIB_COMPILE_CACHE": str(tmp_path / "compile-cache"),

@@ -33,7 +33,7 @@ from seglib.hpo.export import progress
 
 log = logging.getLogger("seglib.hpo.nni")
 
-DEFAULT_PORT = 8080
+DEFAULT_PORT = 8080  # the web UI's first choice; $SEGLIB_NNI_PORT moves it (several sessions on one host)
 POLL_SECONDS = 2.0
 STALE_HEARTBEAT_SECONDS = 120.0  # the tuner writes one every 2 s
 TUNER_CLASS = "seglib.hpo.engines.nni_tuner.SeglibTuner"
@@ -185,7 +185,7 @@ def _reopen(paths, record, port, action: str) -> NNIExperiment:
     nni_experiment = Experiment(config, id=experiment_id)
     experiment = NNIExperiment(paths, record)
     paths.tuner_error_file.unlink(missing_ok=True)
-    _launch(experiment, nni_experiment, port or free_port(record.get("port") or DEFAULT_PORT), action=action)
+    _launch(experiment, nni_experiment, port or free_port(record.get("port")), action=action)
     return experiment
 
 
@@ -249,8 +249,11 @@ def require_nni() -> None:
         ) from None
 
 
-def free_port(start: int = DEFAULT_PORT, tries: int = 200) -> int:
-    """The first port from ``start`` that is free together with the next one (NNI may use both)."""
+def free_port(start: int | None = None, tries: int = 200) -> int:
+    """The first port from ``start`` (default ``$SEGLIB_NNI_PORT`` or 8080) that is free together
+    with the next one (NNI may use both)."""
+    if start is None:
+        start = int(os.environ.get("SEGLIB_NNI_PORT") or DEFAULT_PORT)
     for port in range(start, start + tries):
         if all(_port_free(p) for p in (port, port + 1)):
             return port
