@@ -42,7 +42,7 @@ bench: setup
 sync: setup
 	$(BIN)/jupytext --sync notebooks/*.py
 
-# What the lent GPU machine lacks for the full profile offline (benchmarks/gpu_full_run.sh).
+# What a GPU machine without network access lacks for the full profile offline (benchmarks/gpu_full_run.sh).
 device-kit: setup
 	$(if $(DATA),,$(error make device-kit needs DATA=PATH (the dataset folder), DATA=kaggle, or DATA=none for a kit without it))
 	$(BIN)/python benchmarks/device_kit.py --out .device-kit $(if $(filter none,$(DATA)),--no-data,--data "$(DATA)")

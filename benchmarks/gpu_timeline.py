@@ -12,8 +12,8 @@ configuration), the report, and the programs compiled.
   (activation, padded batch) is met (``seglib.hpo.simulate.TrainingCost``).
 * ``packed``: trials of one program trained side by side (``seglib.train.packed``) in packs
   of ``slots`` members; the baseline, the HyperBand pass, the tuned model and random search
-  all feed the same packs (``--workers`` trials running at once), and every program is
-  compiled before training, ``--parallel-compiles`` at a time
+  all feed the same packs (each design's ``workers`` trials running at once), and every program
+  is compiled before training, each design's ``parallel_compiles`` at a time
   (``seglib.hpo.simulate.PackedCost``). Several designs are tried; the fastest on the
   H200 is the one reported against the single stream.
 
