@@ -172,7 +172,18 @@ def check_python(words: list[str]) -> str | None:
         return f"{script} does not exist"
     spec = importlib.util.spec_from_file_location(Path(script).stem, ROOT / script)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    # as `python script` runs it: its folder importable, itself a module (its dataclasses need that)
+    sys.path.insert(0, str((ROOT / script).parent))
+    before = sys.modules.get(spec.name)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str((ROOT / script).parent))
+        if before is None:
+            del sys.modules[spec.name]
+        else:
+            sys.modules[spec.name] = before
     if hasattr(module, "parse_args"):
         try:
             module.parse_args(rest)
