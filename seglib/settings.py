@@ -114,6 +114,9 @@ class Settings:
 
 
 NAMES = tuple(f.name for f in dataclasses.fields(Settings))
+# The settings that make the training recipe: recorded beside a saved model (``seglib predict``
+# turns test-time averaging on by default for a model trained with augmentation), named in the report.
+RECIPE = ("learning_rate", "augment", "lr_schedule", "warmup_epochs", "keep_epoch", "patience")
 
 PROFILES: dict[str, dict] = {
     # The original's settings: 256x256 patches, U-Net of 16 filters and depth 4, 50 epochs,

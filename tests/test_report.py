@@ -458,3 +458,17 @@ def test_the_notebooks_views_print_their_numbers_outside_a_notebook(fake_run, ca
     assert out.startswith(f"HyperBand R = {run.settings.max_budget}, η = {run.settings.eta}\n"), out
     assert "one pass:" in out and "\nval " in out and out.rstrip().endswith("starting..."), out
     assert "trials (" in summary and "best validation loss" in summary, summary
+
+
+def test_the_report_says_when_the_models_trained_with_another_recipe_than_the_originals():
+    from seglib.report.markdown import recipe_note
+    from seglib.settings import original, profile
+
+    assert recipe_note(original()) == "" and recipe_note(profile("quick")) == ""
+    note = recipe_note(profile("best-cpu"))
+    assert "not the original's" in note
+    assert "learning rate 0.001, the 8 symmetries of a square, a cosine schedule with 1 warm-up epoch" in note
+    assert "the last epoch's weights" in note
+    assert "colour jitter" in recipe_note(profile("best")) and "the best epoch's weights" in recipe_note(
+        profile("best")
+    )

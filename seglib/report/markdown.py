@@ -22,7 +22,7 @@ from seglib.report.numbers import (
     statuses_text,
     wall_seconds,
 )
-from seglib.settings import original
+from seglib.settings import RECIPE, original
 
 NEGLIGIBLE_CHANGE = 0.01  # relative loss difference below which the report calls two models even
 # The seed report's own figures (its data, settings and split): what the report compares with.
@@ -392,6 +392,29 @@ def _data_as_placeholder(words: list[str]) -> tuple[list[str], bool]:
     return out, replaced
 
 
+def recipe_note(s) -> str:
+    """Say when the models trained with another recipe than the original's (docs/hpo.md)."""
+    o = original()
+    if all(getattr(s, k) == getattr(o, k) for k in RECIPE):
+        return ""
+    schedule = (
+        f"a cosine schedule with {s.warmup_epochs} warm-up epoch{'s' if s.warmup_epochs != 1 else ''}"
+        if s.lr_schedule == "cosine"
+        else "a constant learning rate"
+    )
+    augment = {
+        "none": "no augmentation",
+        "d4": "the 8 symmetries of a square",
+        "d4+color": "the 8 symmetries and colour jitter",
+    }
+    stop = "" if s.patience is None else f", stopped after {s.patience} epochs without a lower validation loss"
+    return (
+        f"\n>\n> **Trained with seglib's recipe, not the original's**: learning rate {s.learning_rate:g}, "
+        f"{augment[s.augment]}, {schedule}, the {s.keep_epoch} epoch's weights{stop} (the original: "
+        f"{o.learning_rate:g}, no augmentation, a constant rate, the last epoch)."
+    )
+
+
 def scope_note(run: Run) -> str:
     """Say plainly when the run is not the original's full settings on a GPU."""
     s, o = run.settings, original()
@@ -402,9 +425,10 @@ def scope_note(run: Run) -> str:
         if k in ("patch_size", "max_patches", "base_filters", "depth", "epochs", "max_budget", "eta")
         and v != getattr(o, k)
     }
+    recipe = recipe_note(s)
     if not differs:
-        return ""
-    return (
+        return recipe
+    return recipe + (
         f"\n>\n> **This is a {device} run with reduced settings** ({s.patch_size}×{s.patch_size} patches"
         f"{'' if s.max_patches is None else f', {s.max_patches} of them'}, a U-Net of {s.base_filters} base filters and"
         f" depth {s.depth}, {s.epochs} baseline epochs, R = {s.max_budget}, η = {s.eta}), not the original's"

@@ -34,7 +34,7 @@ from seglib import metrics as seglib_metrics
 from seglib.artifacts import read_json
 from seglib.model import build_unet
 from seglib.palette import NUM_CLASSES
-from seglib.settings import Settings
+from seglib.settings import RECIPE, Settings
 from seglib.system import COMPILE_CACHE_VARIABLE
 from seglib.train.augment import augment
 from seglib.train.checkpoints import (
@@ -54,9 +54,6 @@ log = logging.getLogger(__name__)
 # Keras' dtype policy for each of seglib's precision names.
 POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 LOOPS = ("auto", "fit", "jax")
-# The settings that make the training recipe, recorded beside a saved model (``seglib predict``
-# turns test-time averaging on by default for a model trained with augmentation).
-RECIPE = ("learning_rate", "augment", "lr_schedule", "warmup_epochs", "keep_epoch", "patience")
 
 
 @dataclass

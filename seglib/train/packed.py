@@ -31,7 +31,7 @@ import keras
 import numpy as np
 
 from seglib.artifacts import read_json
-from seglib.settings import Settings
+from seglib.settings import RECIPE, Settings
 from seglib.train.checkpoints import (
     check_same_config,
     checkpoint_path,
@@ -43,7 +43,6 @@ from seglib.train.checkpoints import (
 from seglib.train.jax_loop import padded_size
 from seglib.train.loop import (
     POLICIES,
-    RECIPE,
     TrainOptions,
     TrainResult,
     _best_val_loss,
