@@ -40,25 +40,40 @@ TRACEBACK_START = re.compile(
 )
 TRACEBACK_GOES_ON = re.compile(r"^(Traceback \(most recent call last\):|Python runtime state: \w+)$")
 STOPPED = re.compile(r"^(KeyboardInterrupt\b.*|zmq\.error\.ZMQError: Socket operation on non-socket)$")
+# Python's joint between chained exceptions: a signal landing in an import's own `except` prints
+# importlib's KeyError first, then this, then the KeyboardInterrupt; the chain is one traceback.
+CHAINED = re.compile(
+    r"^(During handling of the above exception, another exception occurred:"
+    r"|The above exception was the direct cause of the following exception:)$"
+)
 _installed = False
 
 
 class Filter:
-    """Lines in, lines out: the noise dropped, and a traceback dropped whole when it ends in a stop."""
+    """Lines in, lines out: the noise dropped, and a traceback dropped whole when it ends in a stop.
+
+    A chain of tracebacks is judged by its last exception, the one that ended the process; so a
+    finished traceback is held until the next line shows whether another is chained to it.
+    """
 
     def __init__(self):
         self.held: list[str] = []
+        self.last: str | None = None  # the held traceback's exception line, once it has one
 
     def feed(self, lines: list[str]) -> list[str]:
         kept = []
         for line in lines:
+            if self.held and self.last is not None:
+                if not line.strip() or CHAINED.match(line):
+                    self.held.append(line)
+                    if line.strip():
+                        self.last = None
+                    continue
+                kept += self._release()
             if self.held:
                 self.held.append(line)
-                ended = line.strip() and not line[0].isspace() and not TRACEBACK_GOES_ON.match(line)
-                if ended:  # the exception's own line, last of the traceback
-                    block, self.held = self.held, []
-                    if not STOPPED.match(line):
-                        kept += block
+                if line.strip() and not line[0].isspace() and not TRACEBACK_GOES_ON.match(line):
+                    self.last = line  # the exception's own line, last of the traceback
             elif TRACEBACK_START.match(line):
                 self.held = [line]
             elif not NOISE.match(line):
@@ -66,9 +81,13 @@ class Filter:
         return kept
 
     def flush(self) -> list[str]:
-        """What is still held at the end (a traceback cut short): written, not lost."""
-        block, self.held = self.held, []
-        return block
+        """What is still held at the end (a traceback cut short, or a real one): written, not lost."""
+        return self._release()
+
+    def _release(self) -> list[str]:
+        block, last = self.held, self.last
+        self.held, self.last = [], None
+        return [] if last is not None and STOPPED.match(last) else block
 
 
 def quiet_stderr() -> bool:

@@ -179,3 +179,31 @@ def test_the_noise_filter_drops_a_stopped_kernels_tracebacks_and_keeps_real_ones
     kept += noise.feed([*ZMQ_TRACEBACK[2:], *REAL_ERROR, "oneDNN custom operations are on", *FATAL_AT_START, "after"])
     assert kept == ["before", *REAL_ERROR, "after"]
     assert noise.feed(REAL_ERROR[:2]) == [] and noise.flush() == REAL_ERROR[:2], "a cut-short traceback is written"
+    assert noise.feed(REAL_ERROR) == [] and noise.flush() == REAL_ERROR, "the last traceback is written at the end"
+
+
+# A signal that lands while importlib handles its own KeyError (a normal miss in its path cache).
+CHAINED_STOP = """Traceback (most recent call last):
+  File "<frozen importlib._bootstrap_external>", line 1437, in _path_importer_cache
+KeyError: '/venv/lib/python3.11/site-packages/IPython/core/magics'
+
+During handling of the above exception, another exception occurred:
+
+Traceback (most recent call last):
+  File "<frozen importlib._bootstrap_external>", line 1440, in _path_importer_cache
+KeyboardInterrupt""".splitlines()
+
+
+def test_a_chain_of_tracebacks_is_judged_by_its_last_exception():
+    noise = Filter()
+    assert noise.feed(["before", *CHAINED_STOP, "", "after"]) == ["before", "after"]
+    real_after_stop = [
+        *KERNEL_TRACEBACK[:-1],
+        "ValueError: inner",
+        "",
+        "The above exception was the direct cause of the following exception:",
+        "",
+        *REAL_ERROR,
+    ]
+    assert noise.feed([*real_after_stop, "next"]) == [*real_after_stop, "next"]
+    assert noise.feed(CHAINED_STOP[:3]) == [] and noise.flush() == CHAINED_STOP[:3], "a real error is never lost"
