@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 import errno
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 from seglib.predict.options import DEFAULT_BATCH_SIZE, MODES
@@ -83,41 +86,70 @@ def cli(args: argparse.Namespace) -> int:
         )
     failed = 0
     written: dict[str, str] = {}
-    for index, image in enumerate(args.images):
-        stem = Path(image).stem
-        try:
-            if stem in written:
-                raise DataError(
-                    f"cannot segment {image}: expected a name of its own in --out, found the same "
-                    f"stem as {written[stem]} (its outputs would be overwritten); rename one"
+    with _stops_counted() as stops:
+        for index, image in enumerate(args.images):
+            if stops():  # a stop TensorFlow's runtime swallowed: the images reported are done, the rest not
+                raise KeyboardInterrupt
+            stem = Path(image).stem
+            try:
+                if stem in written:
+                    raise DataError(
+                        f"cannot segment {image}: expected a name of its own in --out, found the same "
+                        f"stem as {written[stem]} (its outputs would be overwritten); rename one"
+                    )
+                result = predict_file(
+                    model,
+                    image,
+                    args.out,
+                    mode=args.mode,
+                    tta=tta,
+                    batch_size=args.batch_size,
+                    model_file=args.model,
                 )
-            result = predict_file(
-                model,
-                image,
-                args.out,
-                mode=args.mode,
-                tta=tta,
-                batch_size=args.batch_size,
-                model_file=args.model,
-            )
-            written[stem] = image
-        except DataError as exc:
-            print(f"seglib predict: {exc}", file=sys.stderr)
-            failed += 1
-            continue
-        except Exception as exc:
-            if isinstance(exc, OSError) and exc.errno in DISK_FULL:
-                print(
-                    f"seglib predict: cannot write the outputs of {image} in {args.out}: {exc.strerror} "
-                    f"({errno.errorcode[exc.errno]}); no partial file was left; free space or choose another "
-                    f"--out, then run it again with the {len(args.images) - index} image(s) from {image} on",
-                    file=sys.stderr,
-                )
-                return 1
-            print(f"seglib predict: failed on {image}: {type(exc).__name__}: {exc}", file=sys.stderr)
-            failed += 1
-            continue
-        print(summary_line(result), flush=True)
+                written[stem] = image
+            except DataError as exc:
+                print(f"seglib predict: {exc}", file=sys.stderr)
+                failed += 1
+                continue
+            except Exception as exc:
+                if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+                    print(
+                        f"seglib predict: cannot write the outputs of {image} in {args.out}: {exc.strerror} "
+                        f"({errno.errorcode[exc.errno]}); no partial file was left; free space or choose another "
+                        f"--out, then run it again with the {len(args.images) - index} image(s) from {image} on",
+                        file=sys.stderr,
+                    )
+                    return 1
+                print(f"seglib predict: failed on {image}: {type(exc).__name__}: {exc}", file=sys.stderr)
+                failed += 1
+                continue
+            print(summary_line(result), flush=True)
+        if stops():
+            raise KeyboardInterrupt
     if failed:
         print(f"seglib predict: {failed} of {len(args.images)} images failed", file=sys.stderr)
     return 1 if failed else 0
+
+
+@contextmanager
+def _stops_counted():
+    """Ctrl-C, SIGTERM and SIGHUP raise KeyboardInterrupt as usual, and are counted: one that lands
+    inside TensorFlow's runtime can end in an exception it catches, and must still stop the command
+    once the image in hand is written. Yields a function giving the count."""
+    count = [0]
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield lambda: count[0]
+        return
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+
+    def stop(signum, frame):
+        count[0] += 1
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    for signum in handlers:
+        signal.signal(signum, stop)
+    try:
+        yield lambda: count[0]
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
