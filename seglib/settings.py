@@ -144,7 +144,7 @@ PROFILES: dict[str, dict] = {
         "warmup_epochs": 2,
         "keep_epoch": "best",
     },
-    # A real-data run of about 90 minutes on a 2-core CPU: 64 px patches, 800 of them, held-out
+    # A real-data run on a 2-core CPU (105 min, docs/benchmarks.md): 64 px patches, 800 of them, held-out
     # tiles, the original's U-Net, one HyperBand pass of 3 brackets (R = 9, eta = 3), in-process.
     # Small budgets under-train: symmetries only, the last epoch's weights.
     "best-cpu": {

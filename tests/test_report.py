@@ -28,6 +28,7 @@ from seglib.artifacts import (
 from seglib.hpo.asha import Asha
 from seglib.hpo.bohb import BOHB
 from seglib.hpo.hyperband import HyperBand, RandomSearch, brackets
+from seglib.report.markdown import section_whole_images
 from seglib.report.numbers import best_so_far, best_trial, fmt, fmt_seconds
 
 IMAGE_LINK = re.compile(r"!\[[^\]]*\]\(([^)]+)\)")
@@ -394,6 +395,28 @@ def test_whole_image_scores_come_from_their_record(fake_run, written):
     assert f"| **mean IoU** | **{means[0]}** | **{means[1]}** | **{means[2]}** |" in text
     assert "(Tile 6: 3 images)" in text and "images/whole_images.png" in text
     assert (written.parent / "run" / "tuned" / "whole_images.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "tta, augmented, said",
+    [
+        (0.50, False, "matches or beats them (0.5000)"),
+        (0.30, False, "this model trained without flips or rotations"),
+        (0.30, True, "although the model trained on all eight views"),
+    ],
+)
+def test_the_whole_image_comment_follows_the_scores_and_the_training(tta, augmented, said):
+    mode = {"per_class_iou": [0.4] * 6, "seconds": 1.0}
+    modes = {
+        "tiles": {**mode, "mean_iou": 0.35},
+        "blend": {**mode, "mean_iou": 0.40},
+        "blend+tta": {**mode, "mean_iou": tta},
+    }
+    whole = {"modes": modes, "tiles": ["Tile 6"], "images": ["a.jpg"]}
+    text = section_whole_images(whole, {"whole_images": Path("images/whole_images.png")}, augmented=augmented)
+    assert "Blended windows match or beat non-overlapping ones (mean IoU 0.4000 against 0.3500)." in text
+    assert said in text
+    assert ("never saw" in text) == (tta < 0.40 and not augmented)
 
 
 @pytest.mark.parametrize("tuner, title", [("asha", "ASHA"), ("bohb", "BOHB")])
