@@ -394,6 +394,8 @@ def test_whole_image_scores_come_from_their_record(fake_run, written):
     means = [fmt(whole["modes"][m]["mean_iou"]) for m in ("tiles", "blend", "blend+tta")]
     assert f"| **mean IoU** | **{means[0]}** | **{means[1]}** | **{means[2]}** |" in text
     assert "(Tile 6: 3 images)" in text and "images/whole_images.png" in text
+    row = f"| tuned model: held-out whole images, mean IoU (blended) | not reported | {means[1]} (3 images of Tile 6) |"
+    assert row in text, "the comparison with the seed names the held-out whole-image score"
     assert (written.parent / "run" / "tuned" / "whole_images.json").is_file()
 
 

@@ -129,7 +129,7 @@ def write_report(run_dir, docs_dir=None, study_dir=None) -> Path:
     text = header + "\n".join(
         [
             markdown.section_hyperband(a.run, a.hpo, drawn),
-            markdown.section_results(a.run, a.hpo, a.baseline, a.tuned, drawn),
+            markdown.section_results(a.run, a.hpo, a.baseline, a.tuned, drawn, a.whole),
             markdown.section_beyond(a.run, a.data, a.hpo, a.random, a.baseline, a.tuned, drawn, a.whole),
         ]
     )

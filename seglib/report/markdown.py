@@ -153,8 +153,10 @@ def _comparison(tuned: float | None, baseline: float | None) -> str:
     return f"{change:.1%} higher: this run's search did not beat the initial parameters"
 
 
-def section_results(run: Run, hpo: Experiment, baseline: ModelRecord, tuned: ModelRecord, figures: dict) -> str:
-    """Every section of the seed report, filled from this run."""
+def section_results(
+    run: Run, hpo: Experiment, baseline: ModelRecord, tuned: ModelRecord, figures: dict, whole: dict | None = None
+) -> str:
+    """Every section of the seed report, filled from this run (``whole``: its whole held-out images' scores)."""
     s = run.settings
     best_value = hpo.best.value
     seed_rows = [
@@ -176,6 +178,12 @@ def section_results(run: Run, hpo: Experiment, baseline: ModelRecord, tuned: Mod
             f"{fmt(tuned.val['mean_iou'])} / {fmt((tuned.test or {}).get('mean_iou'))}",
         ],
     ]
+    if whole is not None:
+        where = f"{len(whole['images'])} images of {', '.join(whole['tiles'])}"
+        blend = fmt(whole["modes"]["blend"]["mean_iou"])
+        seed_rows.append(
+            ["tuned model: held-out whole images, mean IoU (blended)", "not reported", f"{blend} ({where})"]
+        )
     space = "{\n" + ",\n".join(f"    {k!r}: {v!r}" for k, v in hpo.best.search_space.items()) + "\n}"
     return render(
         "results",
