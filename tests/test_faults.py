@@ -248,7 +248,8 @@ def test_driver_killed_mid_search_of_asha_or_bohb(tmp_path, data, space_file, tu
     driver.wait()
     wait_for(lambda: not processes_of(out), 60)
     assert hpo.progress(out)["interrupted"] >= 1 and hpo.progress(out)["running"] == 0
-    resumed = start_driver(out, [*args, "--resume"])
+    # A port of its own, as resume() takes: the killed search's NNI manager may still hold its old one.
+    resumed = start_driver(out, args_for(data, space_file, tuner=tuner, engine=engine, concurrency=1, resume=True))
     _, err = resumed.communicate(timeout=TIMEOUT)
     assert resumed.returncode == 0, err[-3000:]
     assert_nothing_lost(out, before, tuner_references[tuner])

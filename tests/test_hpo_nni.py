@@ -124,8 +124,8 @@ def test_a_dead_tuner_fails_loudly_and_leaves_nothing_running(tmp_path, env):
 def test_manager_listens_on_localhost_only_a_second_driver_is_refused_and_stop_ends_it(tmp_path, env):
     import psutil
 
-    out = tmp_path / "bind"
-    driver = start_driver(out, cli_args(env, max_budget=1, concurrency=1, port=port(), backend=BACKEND))
+    out, taken = tmp_path / "bind", port()
+    driver = start_driver(out, cli_args(env, max_budget=1, concurrency=1, port=taken, backend=BACKEND))
     wait_for((out / "tuner_heartbeat.json").is_file, 120, driver)
     manager = next(p for p in psutil.Process(driver.pid).children(recursive=True) if p.name() == "node")
     listening = [c.laddr for c in manager.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
@@ -133,6 +133,10 @@ def test_manager_listens_on_localhost_only_a_second_driver_is_refused_and_stop_e
     second = start_driver(out, cli_args(env, max_budget=1, resume=True))
     _, err = second.communicate(timeout=60)
     assert second.returncode == 1 and f"is running in process {driver.pid}" in err and "--stop" in err, err
+    other = start_driver(tmp_path / "other", cli_args(env, max_budget=1, port=taken, backend=BACKEND))
+    _, err = other.communicate(timeout=120)
+    assert other.returncode == 1 and f"cannot use port {taken} for the search" in err and "--port" in err, err
+    assert not (tmp_path / "other").exists(), "a search refused for its port writes nothing"
     stop = start_driver(out, ["--stop"])
     stdout, _ = stop.communicate(timeout=180)
     assert stop.returncode == 0 and "stopped the search" in stdout

@@ -96,6 +96,10 @@ def tune(
         with DriverLock(paths):  # refused, naming the running driver (a race lost to its end: nothing done)
             pass
     _check_resume(paths, resume)  # refused before anything is written
+    if engine_args.get("port") is not None:
+        from seglib.hpo.engines.nni import check_port
+
+        check_port(engine_args["port"], paths.root)
     if not paths.experiment_file.is_file() and settings is None:
         raise ValueError("a new search needs settings (seglib.settings.profile(...))")
     with DriverLock(paths):

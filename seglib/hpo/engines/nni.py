@@ -93,6 +93,7 @@ def view(out_dir, port: int | None = None) -> NNIExperiment:
     if not record or not record.get("nni"):
         raise FileNotFoundError(f"{paths.root} holds no NNI experiment to view")
     quiet_nni_logger()
+    check_port(port, paths.root)
     return _reopen(paths, record, port, action="view")
 
 
@@ -258,6 +259,16 @@ def free_port(start: int | None = None, tries: int = 200) -> int:
         if all(_port_free(p) for p in (port, port + 1)):
             return port
     raise RuntimeError(f"no free port pair in {start}..{start + tries}; pass --port")
+
+
+def check_port(port: int | None, root) -> None:
+    """Refuse a port given by the user that something already listens on, naming it (NNI would
+    say only "Port N is not idle", after the search folder was prepared)."""
+    if port is not None and not _port_free(port):
+        raise RuntimeError(
+            f"cannot use port {port} for the search in {root}: it is in use (another NNI experiment, or a "
+            "manager of this search still stopping); pass another --port, or none to take a free one"
+        )
 
 
 def _port_free(port: int) -> bool:
