@@ -116,9 +116,12 @@ IMAGE_LINK = re.compile(r"!\[[^\]]*\]\(([^)]+)\)")
 @pytest.mark.notebooks
 @pytest.mark.slow
 def test_quick_pipeline_runs_all_four_notebooks_headless(tmp_path):
+    """The README's main job, smaller, its searches in-process: notebooks on NNI are tested in test_colab
+    (each in a fresh runtime, 03 killed and resumed), and each engine's search in the hpo tests."""
     out = tmp_path / "run"
+    smaller = ["-p", "engine=local", "-p", "epochs=2", "-p", "max_patches=120"]
     result = subprocess.run(
-        [sys.executable, "-m", "seglib.cli", "run", "--profile", "quick", "--out", str(out)],
+        [sys.executable, "-m", "seglib.cli", "run", "--profile", "quick", "--out", str(out), *smaller],
         capture_output=True,
         text=True,
         timeout=900,
