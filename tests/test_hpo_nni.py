@@ -49,7 +49,7 @@ def port() -> int:
 def test_a_complete_hyperband_pass_warm_starts_and_survives_nan_and_crashes(tmp_path, env):
     """R=4, η=2 on NNI (3 brackets, 14 trials): every bracket runs; trained epochs = budget - the rung resumed from.
 
-    The search space makes some trials diverge (learning rate 1e30: NaN loss) and some fail
+    The search space makes some trials diverge (learning rate 1e30 with relu or swish: NaN loss) and some fail
     (an activation the settings refuse): the first get the finite penalty, the second a
     FAILED record with their traceback; neither is promoted and neither stalls its bracket.
     """
