@@ -93,8 +93,9 @@ def finished_pairs(out) -> dict:
     return {(r.config_id, r.budget): r for r in hpo.export(out).trials if r.status == "SUCCEEDED"}
 
 
-def resume(out, data, space_file) -> str:
-    driver = start_driver(out, args_for(data, space_file, resume=True))
+def resume(out, data, space_file, **extra) -> str:
+    """``--resume`` on a port of its own: the killed search's NNI manager may still hold its old one."""
+    driver = start_driver(out, args_for(data, space_file, resume=True, **extra))
     _, err = driver.communicate(timeout=TIMEOUT)
     assert driver.returncode == 0, err[-3000:]
     return err
@@ -248,10 +249,7 @@ def test_driver_killed_mid_search_of_asha_or_bohb(tmp_path, data, space_file, tu
     driver.wait()
     wait_for(lambda: not processes_of(out), 60)
     assert hpo.progress(out)["interrupted"] >= 1 and hpo.progress(out)["running"] == 0
-    # A port of its own, as resume() takes: the killed search's NNI manager may still hold its old one.
-    resumed = start_driver(out, args_for(data, space_file, tuner=tuner, engine=engine, concurrency=1, resume=True))
-    _, err = resumed.communicate(timeout=TIMEOUT)
-    assert resumed.returncode == 0, err[-3000:]
+    resume(out, data, space_file, tuner=tuner, engine=engine, concurrency=1)
     assert_nothing_lost(out, before, tuner_references[tuner])
     assert json.loads((out / "search_state.json").read_text())["kind"] == tuner
 
