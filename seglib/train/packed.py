@@ -202,7 +202,6 @@ def _start(trial: PackedTrial, x_train, dropout_rng: str, pool=None) -> _Member:
     config = run_config(settings, len(x_train), dropout_rng)
     folder = Path(trial.checkpoint_dir) if trial.checkpoint_dir is not None else None
     initial_epoch = latest_checkpoint(folder, trial.epochs) if folder is not None else 0
-    keras.utils.set_random_seed(settings.seed)
     history: dict[str, list[float]] = {}
     checkpoint = None
     if initial_epoch:
@@ -216,6 +215,7 @@ def _start(trial: PackedTrial, x_train, dropout_rng: str, pool=None) -> _Member:
         pool_key = ("packed", tuple(x_train.shape[1:]), settings.seed, *(config[k] for k in _POOLED))
         model, initial = pool.take(pool_key, settings.learning_rate)
     if model is None and pool is None and initial_epoch:
+        keras.utils.set_random_seed(settings.seed)
         model = load_model(checkpoint)
     elif model is None:
         model = _build(x_train, config, POLICIES[settings.precision])
