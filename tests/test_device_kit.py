@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -28,6 +29,9 @@ KIT_SCRIPT = ROOT / "benchmarks" / "device_kit.py"
 PYENV_312 = Path("/root/.pyenv/versions/3.12.1/bin/python3.12")
 # Preinstalled on the H200 but not in machine-needs.txt: the device's numpy and JAX versions
 # (JAX's CPU build here), and what seglib imports without declaring it.
+# The first window's time limit: past notebook 01 (which writes run.json) and well before the
+# run's end (about 2 min here), so that it stops a run which the second window continues.
+FIRST_WINDOW_SECONDS = 45
 STAND_INS = ["numpy==2.5.2", "jax[cpu]==0.11.2", "psutil", "requests"]
 
 CHECK = """
@@ -137,7 +141,7 @@ def kit_venv(tmp_path: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_device_kit_installs_offline_without_tensorflow_and_runs_the_gpu_script(tmp_path):
+def test_device_kit_installs_offline_without_tensorflow_and_its_gpu_run_continues_on_a_bare_machine(tmp_path):
     vpy = kit_venv(tmp_path)
     kit = device_kit()
     size = kit_size_mib(tmp_path / "kit")
@@ -153,39 +157,62 @@ def test_device_kit_installs_offline_without_tensorflow_and_runs_the_gpu_script(
     assert f"keras=={keras_version}" in kit.REQUIREMENTS, f"keras {keras_version} is not the kit's pin"
     assert seglib_version == seglib_installed_here()
 
-    # benchmarks/gpu_full_run.sh, as a device session runs it, at the quick profile on this CPU
-    # (smaller still, one trial a search: the script and the offline environment are what is tested).
-    out = tmp_path / "out"
+    # benchmarks/gpu_full_run.sh as device windows run it, at the quick profile on this CPU
+    # (smaller still, one trial a search: the script, the carried state and the offline
+    # environment are what is tested). The first window's time limit stops the run; the second
+    # starts on a "bare machine" (no run folder, no caches) from what the first left in its OUT.
     env = {
         **os.environ,
         "PYTHON": str(vpy),
         "SEGLIB_PROFILE": "quick",
         "SEGLIB_PRECISION": "fp32",
         "SEGLIB_PARAMS": "-p max_patches=120 -p epochs=2 -p max_budget=1",
-        "SEGLIB_RUN_DIR": str(tmp_path / "run"),
+        "SEGLIB_GPU_DIR": str(tmp_path / "gpu"),
         "SEGLIB_CACHE": str(tmp_path / "cache"),
         "SEGLIB_COMPILE_CACHE": str(tmp_path / "compile-cache"),
         "JAX_PLATFORMS": "cpu",
         "PATH": f"{vpy.parent}:{os.environ['PATH']}",
     }
-    started = time.perf_counter()
-    done = subprocess.run(
-        [*offline("bash", ROOT / "benchmarks" / "gpu_full_run.sh", tmp_path / "kit", out)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=1500,
-    )
-    print(f"gpu_full_run.sh (quick, CPU, offline): {time.perf_counter() - started:.0f} s")
+
+    def window(out: Path, *previous: Path, limit: int = 560) -> subprocess.CompletedProcess:
+        for machine_state in ("gpu", "cache", "compile-cache"):
+            shutil.rmtree(tmp_path / machine_state, ignore_errors=True)
+        started = time.perf_counter()
+        done = subprocess.run(
+            [*offline("bash", ROOT / "benchmarks" / "gpu_full_run.sh", tmp_path / "kit", out, *previous)],
+            capture_output=True,
+            text=True,
+            env={**env, "SEGLIB_TIME_LIMIT": str(limit)},
+            cwd=ROOT,
+            timeout=1500,
+        )
+        seconds = time.perf_counter() - started
+        print(f"gpu_full_run.sh {out.name} (quick, CPU, offline): {seconds:.0f} s, exit {done.returncode}")
+        return done
+
+    first = window(tmp_path / "out1", limit=FIRST_WINDOW_SECONDS)
+    assert first.returncode == 124, first.stdout[-3000:] + first.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "out1").iterdir()) == ["run.log", "state.tar.gz", "timings.json"]
+    with tarfile.open(tmp_path / "out1" / "state.tar.gz") as archive:
+        carried = archive.getnames()
+    assert "run.json" in carried and not [n for n in carried if n.endswith(".keras") or "checkpoints" in n], carried
+
+    previous = tmp_path / "previous"  # what the user copies into the checkout for the next window
+    previous.mkdir()
+    shutil.copy(tmp_path / "out1" / "state.tar.gz", previous)
+    out = tmp_path / "out2"
+    done = window(out, previous)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert f"restored {tmp_path / 'gpu' / 'run'}" in done.stdout
     files = sorted(p.name for p in out.iterdir())
     assert files == ["hyperparameter-optimization.md", "report.tar.gz", "run.log", "timings.json"] and len(files) <= 8
     timings = json.loads((out / "timings.json").read_text())
     assert timings["hyperband"]["finished"] and timings["random"]["finished"]
     assert set(timings["notebook_seconds"]) == {"01_data", "02_baseline", "03_hyperband_hpo", "04_report"}
-    search = json.loads((tmp_path / "run" / "hpo" / "trials.json").read_text())["summary"]
-    assert (search["engine"], search["finished"]) == ("local", True)
+    search = json.loads((tmp_path / "gpu" / "run" / "hpo" / "trials.json").read_text())
+    assert (search["summary"]["engine"], search["summary"]["finished"]) == ("local", True)
+    pairs = [(t["config_id"], t["budget"]) for t in search["trials"]]
+    assert len(pairs) == len(set(pairs)), f"a (configuration, budget) pair recorded twice: {pairs}"
     assert "| Keras backend | jax |" in (out / "hyperparameter-optimization.md").read_text()
 
 
