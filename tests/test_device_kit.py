@@ -220,3 +220,52 @@ def seglib_installed_here() -> str:
     import seglib
 
     return seglib.__version__
+
+
+def carry_state():
+    spec = importlib.util.spec_from_file_location("carry_state", ROOT / "benchmarks" / "carry_state.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_carried_state_keeps_records_and_leaves_models_checkpoints_and_locks(tmp_path):
+    carry = carry_state()
+    run = tmp_path / "run"
+    kept = ["run.json", "data/split.npz", "hpo/search_state.json", "hpo/trials/c0000-b001/history.json"]
+    left = [
+        "hpo/checkpoints/c0000/epoch_0001.keras",
+        "hpo/checkpoints/c0000/epoch_0001.json",
+        "hpo/trials/c0000-b001/model.keras",
+        "hpo/driver.lock",
+        "baseline/metrics.json",
+        "baseline/model.keras",
+        "tuned/metrics.json",
+        "docs/hyperparameter-optimization.md",
+    ]
+    for name in kept + left:
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (run / name).write_text(name)
+    state = carry.pack(run, tmp_path / "out", limit_mib=1)
+    with tarfile.open(state) as archive:
+        assert sorted(archive.getnames()) == sorted(kept)
+
+    again = tmp_path / "next-machine" / "run"
+    assert carry.restore(tmp_path / "out", again)
+    assert sorted(str(p.relative_to(again)) for p in again.rglob("*") if p.is_file()) == sorted(kept)
+    assert (again / "hpo/search_state.json").read_text() == "hpo/search_state.json"
+    with pytest.raises(SystemExit, match="already holds a run"):
+        carry.restore(tmp_path / "out", again)  # never over a run
+    assert not carry.restore(tmp_path / "empty", tmp_path / "elsewhere")  # nothing carried: start afresh
+
+
+def test_a_state_too_large_to_travel_back_is_refused_naming_its_largest_file(tmp_path):
+    carry = carry_state()
+    run = tmp_path / "run"
+    (run / "hpo").mkdir(parents=True)
+    (run / "run.json").write_text("{}")
+    (run / "hpo" / "big.npz").write_bytes(os.urandom(2**20))  # random: does not compress
+    with pytest.raises(SystemExit, match=r"over the 0\.5 MiB .*hpo/big\.npz \(1\.0 MiB\)"):
+        carry.pack(run, tmp_path / "out", limit_mib=0.5)
+    assert not list((tmp_path / "out").iterdir()), "nothing is left behind in OUT"
+    assert carry.pack(tmp_path / "no-run-yet", tmp_path / "out", limit_mib=1) is None
