@@ -32,6 +32,8 @@ import sys
 import tarfile
 from pathlib import Path
 
+from seglib.artifacts import atomic_write
+
 STATE_FILE = "state.tar.gz"
 LEFT_OUT_FOLDERS = {"checkpoints"}  # anywhere in the run folder
 LEFT_OUT_TOP = {"baseline", "tuned", "docs"}  # directly under it
@@ -55,22 +57,22 @@ def pack(run: Path, out: Path, limit_mib: float) -> Path | None:
         print(f"carry_state: {run} holds no run.json: nothing to carry (the next window starts from the beginning)")
         return None
     files = carried(run)
-    out.mkdir(parents=True, exist_ok=True)
-    target, partial = out / STATE_FILE, out / f".{STATE_FILE}.partial"
-    with tarfile.open(partial, "w:gz") as archive:
-        for name in files:
-            archive.add(run / name, arcname=str(name), recursive=False)
-    size = partial.stat().st_size
-    if size > limit_mib * MIB:
-        partial.unlink()
-        largest = sorted(files, key=lambda f: (run / f).stat().st_size, reverse=True)[:5]
-        listed = ", ".join(f"{f} ({(run / f).stat().st_size / MIB:.1f} MiB)" for f in largest)
-        sys.exit(
-            f"carry_state: the state of {run} is {size / MIB:.1f} MiB compressed, over the "
-            f"{limit_mib:g} MiB that can travel back; largest: {listed}"
-        )
-    os.replace(partial, target)
-    print(f"carry_state: {target} ({size / MIB:.2f} MiB, {len(files)} files of {run})")
+
+    def write(path: Path) -> None:
+        with tarfile.open(path, "w:gz") as archive:
+            for name in files:
+                archive.add(run / name, arcname=str(name), recursive=False)
+        size = path.stat().st_size
+        if size > limit_mib * MIB:  # atomic_write removes the archive: nothing is left in OUT
+            largest = sorted(files, key=lambda f: (run / f).stat().st_size, reverse=True)[:5]
+            listed = ", ".join(f"{f} ({(run / f).stat().st_size / MIB:.1f} MiB)" for f in largest)
+            sys.exit(
+                f"carry_state: the state of {run} is {size / MIB:.1f} MiB compressed, over the "
+                f"{limit_mib:g} MiB that can travel back; largest: {listed}"
+            )
+
+    target = atomic_write(out / STATE_FILE, write)
+    print(f"carry_state: {target} ({target.stat().st_size / MIB:.2f} MiB, {len(files)} files of {run})")
     return target
 
 

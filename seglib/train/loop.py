@@ -294,8 +294,7 @@ def train(
         if initial_epoch:  # weights and optimizer state, into the compiled model
             model.load_weights(checkpoint_path(checkpoint_dir, initial_epoch))
     elif initial_epoch:
-        keras.utils.set_random_seed(settings.seed)
-        model = load_model(checkpoint_path(checkpoint_dir, initial_epoch))
+        model = _load(checkpoint_path(checkpoint_dir, initial_epoch), settings.seed)
     elif model is None:
         model = _build(x_train, config, policy)
     if initial_epoch:
@@ -436,6 +435,12 @@ def run_config(
     if model is not None:
         config.update(base_filters=None, depth=None, num_classes=int(model.output_shape[-1]))
     return config
+
+
+def _load(checkpoint: Path, seed: int) -> keras.Model:
+    """A checkpoint's model, made as ``_build`` makes one: after setting the global seed."""
+    keras.utils.set_random_seed(seed)
+    return load_model(checkpoint)
 
 
 def _build(x_train, config: dict, policy: str) -> keras.Model:

@@ -36,7 +36,6 @@ from seglib.train.checkpoints import (
     check_same_config,
     checkpoint_path,
     latest_checkpoint,
-    load_model,
     save_checkpoint,
     state_path,
 )
@@ -47,6 +46,7 @@ from seglib.train.loop import (
     TrainResult,
     _best_val_loss,
     _build,
+    _load,
     compile_model,
     enable_compile_cache,
     epoch_order,
@@ -215,8 +215,7 @@ def _start(trial: PackedTrial, x_train, dropout_rng: str, pool=None) -> _Member:
         pool_key = ("packed", tuple(x_train.shape[1:]), settings.seed, *(config[k] for k in _POOLED))
         model, initial = pool.take(pool_key, settings.learning_rate)
     if model is None and pool is None and initial_epoch:
-        keras.utils.set_random_seed(settings.seed)
-        model = load_model(checkpoint)
+        model = _load(checkpoint, settings.seed)
     elif model is None:
         model = _build(x_train, config, POLICIES[settings.precision])
         compile_model(model, settings.learning_rate)
