@@ -257,8 +257,8 @@ def segment_held_out(run: Run, name: str = "tuned", modes: tuple[str, ...] | Non
 
     Whole images, not patches: every image of the test tiles, at its full size, through
     ``seglib.predict`` with non-overlapping windows, blended windows, and blended windows
-    averaged over the 8 flips and rotations; IoU per class and mean, pooled over the images.
-    ``modes`` scores only those (default: all three). Writes ``name/whole_images.json`` and
+    averaged over the 8 flips and rotations (unless the setting ``whole_image_tta`` is off); IoU
+    per class and mean, pooled over the images. ``modes`` scores only those. Writes ``name/whole_images.json`` and
     a few images for the report's figure. Only a
     ``tiles`` split holds whole images out (the original's random split holds out none): for
     another split it says so and returns None.
@@ -282,7 +282,9 @@ def segment_held_out(run: Run, name: str = "tuned", modes: tuple[str, ...] | Non
     held_out = set(all_patches.tile_of_patch[load_split(paths.split_file)["test"]])
     pairs = [pair for pair in find_pairs(all_patches.root) if pair.tile in held_out]
     model = load_model(recorded_model(paths, name), compile=False)
-    scores = predict.score_whole_images(model, pairs, **({"modes": modes} if modes else {}))
+    if modes is None:
+        modes = tuple(m for m in predict.SCORE_MODES if run.settings.whole_image_tta or not m.endswith("+tta"))
+    scores = predict.score_whole_images(model, pairs, modes)
     shown = pairs[:WHOLE_IMAGE_FIGURES]
     figure = {}
     for k, pair in enumerate(shown):

@@ -119,7 +119,7 @@ def test_quick_pipeline_runs_all_four_notebooks_headless(tmp_path):
     """The README's main job, smaller, its searches in-process: notebooks on NNI are tested in test_colab
     (each in a fresh runtime, 03 killed and resumed), and each engine's search in the hpo tests."""
     out = tmp_path / "run"
-    smaller = ["-p", "engine=local", "-p", "epochs=2", "-p", "max_patches=120"]
+    smaller = ["-p", "engine=local", "-p", "epochs=2", "-p", "max_patches=120", "-p", "whole_image_tta=False"]
     result = subprocess.run(
         [sys.executable, "-m", "seglib.cli", "run", "--profile", "quick", "--out", str(out), *smaller],
         capture_output=True,
@@ -141,3 +141,4 @@ def test_quick_pipeline_runs_all_four_notebooks_headless(tmp_path):
     assert "embedded default dataset" in text and "profile: quick" in text
     whole = json.loads((out / "tuned" / "whole_images.json").read_text())
     assert f"**{fmt(whole['modes']['blend']['mean_iou'])}**" in text  # whole held-out images, scored
+    assert list(whole["modes"]) == ["tiles", "blend"], "whole_image_tta=False scores no 8-fold average"

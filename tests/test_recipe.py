@@ -211,7 +211,15 @@ def test_patience_stops_after_epochs_without_a_lower_val_loss(tmp_path):
 
 @pytest.mark.parametrize(
     "name, value",
-    [("augment", "flips"), ("lr_schedule", "step"), ("keep_epoch", "first"), ("warmup_epochs", -1), ("patience", 0)],
+    [
+        ("augment", "flips"),
+        ("lr_schedule", "step"),
+        ("keep_epoch", "first"),
+        ("warmup_epochs", -1),
+        ("patience", 0),
+        ("whole_image_tta", "no"),
+        ("whole_image_tta", 1),
+    ],
 )
 def test_bad_recipe_values_are_refused_with_their_names(name, value):
     with pytest.raises(SettingError, match=f"{name}={value!r}: expected"):

@@ -421,6 +421,19 @@ def test_the_whole_image_comment_follows_the_scores_and_the_training(tta, augmen
     assert ("never saw" in text) == (tta < 0.40 and not augmented)
 
 
+def test_whole_images_scored_without_the_8_fold_average_get_two_columns_and_say_why():
+    mode = {"per_class_iou": [0.4] * 6, "seconds": 1.0}
+    whole = {
+        "modes": {"tiles": {**mode, "mean_iou": 0.35}, "blend": {**mode, "mean_iou": 0.40}},
+        "tiles": ["Tile 6"],
+        "images": ["a.jpg"],
+    }
+    text = section_whole_images(whole, {}, augmented=True)
+    assert "| class | tiles | blend |\n" in text and "| **mean IoU** | **0.3500** | **0.4000** |" in text
+    assert "two ways" in text and "(`--tta`)" not in text
+    assert "not scored (the setting `whole_image_tta` is off" in text
+
+
 @pytest.mark.parametrize("tuner, title", [("asha", "ASHA"), ("bohb", "BOHB")])
 def test_a_run_whose_main_search_is_asha_or_bohb_gets_its_report(tmp_path, tuner, title):
     """The report reads the main search from its own folder and names it where it speaks of it."""
@@ -492,8 +505,7 @@ def test_the_report_says_when_the_models_trained_with_another_recipe_than_the_or
     assert recipe_note(original()) == "" and recipe_note(profile("quick")) == ""
     note = recipe_note(profile("best-cpu"))
     assert "not the original's" in note
-    assert "learning rate 0.001, the 8 symmetries of a square, a cosine schedule with 1 warm-up epoch" in note
-    assert "the last epoch's weights" in note
-    assert "colour jitter" in recipe_note(profile("best")) and "the best epoch's weights" in recipe_note(
-        profile("best")
-    )
+    assert "learning rate 0.001, the 8 symmetries and colour jitter, a constant learning rate" in note
+    assert "the best epoch's weights" in note
+    cosine = recipe_note(profile("best-cpu", lr_schedule="cosine", warmup_epochs=1, augment="d4", keep_epoch="last"))
+    assert "the 8 symmetries of a square, a cosine schedule with 1 warm-up epoch, the last epoch's weights" in cosine

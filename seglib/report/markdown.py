@@ -219,6 +219,7 @@ def section_results(
 
 
 WHOLE_MODES = {"tiles": "tiles", "blend": "blend", "blend+tta": "blend + 8 flips/rotations"}
+WAYS = {2: "two", 3: "three"}
 
 
 def section_whole_images(whole: dict | None, figures: dict, augmented: bool = False) -> str:
@@ -230,17 +231,22 @@ def section_whole_images(whole: dict | None, figures: dict, augmented: bool = Fa
             "a `tiles` split does.*\n"
         )
     modes = whole["modes"]
-    rows = [[name] + [fmt(modes[m]["per_class_iou"][k]) for m in WHOLE_MODES] for k, name in enumerate(CLASS_NAMES)]
-    rows.append(["**mean IoU**"] + [f"**{fmt(modes[m]['mean_iou'])}**" for m in WHOLE_MODES])
-    rows.append(["seconds"] + [fmt_seconds(modes[m]["seconds"]) for m in WHOLE_MODES])
-    blend, tiles, tta = (
-        round(modes[m]["mean_iou"], 4) for m in ("blend", "tiles", "blend+tta")
-    )  # as the table shows them
+    shown = [m for m in WHOLE_MODES if m in modes]
+    rows = [[name] + [fmt(modes[m]["per_class_iou"][k]) for m in shown] for k, name in enumerate(CLASS_NAMES)]
+    rows.append(["**mean IoU**"] + [f"**{fmt(modes[m]['mean_iou'])}**" for m in shown])
+    rows.append(["seconds"] + [fmt_seconds(modes[m]["seconds"]) for m in shown])
+    blend, tiles = (round(modes[m]["mean_iou"], 4) for m in ("blend", "tiles"))  # as the table shows them
     comment = (
         f"Blended windows {'match or beat' if blend >= tiles else 'score below'} non-overlapping ones "
         f"(mean IoU {fmt(blend)} against {fmt(tiles)})."
     )
-    if tta >= blend:
+    tta = round(modes["blend+tta"]["mean_iou"], 4) if "blend+tta" in modes else None
+    if tta is None:
+        comment += (
+            " The average over the 8 flips and rotations was not scored (the setting `whole_image_tta` is off:"
+            " it costs eight times the blended windows' time); `seglib predict --tta` scores it."
+        )
+    elif tta >= blend:
         comment += f" Averaging over flips and rotations matches or beats them ({fmt(tta)})."
     elif augmented:
         comment += (
@@ -256,7 +262,9 @@ def section_whole_images(whole: dict | None, figures: dict, augmented: bool = Fa
         "whole_images",
         tiles=", ".join(whole["tiles"]),
         images=len(whole["images"]),
-        table=table(["class", *WHOLE_MODES.values()], rows),
+        ways=WAYS[len(shown)],
+        tta=" and the same averaged over the 8 flips and rotations (`--tta`)" if tta is not None else "",
+        table=table(["class", *(WHOLE_MODES[m] for m in shown)], rows),
         figure=image(figures["whole_images"], "whole image | mask | prediction") if "whole_images" in figures else "",
         comment=comment,
     )
