@@ -95,7 +95,8 @@ display.metrics_table(tuned)
 #
 # The tuned model segments every image of the held-out tiles at its full size (`seglib
 # predict`): non-overlapping windows, blended windows, and blended windows averaged over the 8
-# flips and rotations; IoU per class for each, for the report.
+# flips and rotations (eight times the blended time; the setting `whole_image_tta` turns it
+# off); IoU per class for each, for the report.
 
 # %%
 whole = pipeline.segment_held_out(run)
