@@ -496,9 +496,7 @@ class _FitLoop:
         x, y = augment(self.x, self.y, self.augment, self.seed, epoch)
         augment_seconds = time.perf_counter() - started
         fit = self.model.fit(
-            x[order],
-            y[order],
-            batch_size=self.batch_size,
+            *_batches(x[order], y[order], self.batch_size),
             epochs=epoch + 1,
             initial_epoch=epoch,
             shuffle=False,
@@ -508,6 +506,17 @@ class _FitLoop:
         )
         logs = {k: float(v[-1]) for k, v in fit.history.items()}
         return {**logs, "train_seconds": timer.seconds, "augment_seconds": augment_seconds}
+
+
+def _batches(x, y, batch_size: int) -> tuple:
+    """``fit``'s data: on TensorFlow a dataset whose batch dimension is unknown, so a lent model's
+    step is traced once for every batch size (numpy arrays give each its own static shape: a
+    second trace, 2-4 s on a 2-core CPU); elsewhere the arrays, as ``fit`` takes them."""
+    if keras.backend.backend() != "tensorflow":
+        return x, y, batch_size
+    import tensorflow as tf
+
+    return (tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size),)
 
 
 class _TrainTimer(keras.callbacks.Callback):
