@@ -241,6 +241,18 @@ def test_training_beats_the_majority_class_on_learnable_data():
     assert result.history["loss"][-1] < result.history["loss"][0]
 
 
+def test_validation_loss_is_taken_in_the_trials_batch_size():
+    """Dice pools over a batch, so the batch size is part of the validation loss: every loop
+    validates in the trial's own (a dataset-fed ``fit`` would default to batches of 32)."""
+    x, y = learnable_arrays(n=60, size=16)
+    settings = small(batch_size=3, learning_rate=0.01)
+    result = train(x[:20], y[:20], x[20:], y[20:], settings=settings, epochs=2, options=QUIET)
+    in_threes = evaluate(result.model, x[20:], y[20:], batch_size=3)["loss"]
+    in_32s = evaluate(result.model, x[20:], y[20:], batch_size=32)["loss"]
+    assert abs(in_32s - in_threes) > 1e-4, "this data cannot tell the batch sizes apart"
+    assert result.history["val_loss"][-1] == pytest.approx(in_threes, rel=1e-6)
+
+
 @pytest.mark.slow
 def test_short_real_data_baseline_beats_the_majority_class(real_data_root):
     """Reduced CPU profile on the real tiles (64x64 patches, small net, held-out val tiles).

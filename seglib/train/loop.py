@@ -487,8 +487,17 @@ class _FitLoop:
 
     def __init__(self, model, x_train, y_train, validation, batch_size, verbose, settings):
         self.model, self.x, self.y = model, x_train, y_train
-        self.validation, self.batch_size, self.verbose = validation, batch_size, verbose
+        self.batch_size, self.verbose = batch_size, verbose
         self.augment, self.seed = settings.augment, settings.seed
+        # Validated in the trial's batch size, as the original did and the jax and packed loops
+        # do: Dice pools over a batch, so the batch size is part of the validation loss.
+        self.validation = {}
+        if validation is not None:
+            data = _batches(*validation, batch_size)
+            self.validation = {
+                "validation_data": data.get("x") if "y" not in data else (data["x"], data["y"]),
+                "validation_batch_size": data.get("batch_size"),
+            }
 
     def run_epoch(self, order: np.ndarray, epoch: int, epochs: int) -> dict:
         timer = _TrainTimer()
@@ -496,11 +505,11 @@ class _FitLoop:
         x, y = augment(self.x, self.y, self.augment, self.seed, epoch)
         augment_seconds = time.perf_counter() - started
         fit = self.model.fit(
-            *_batches(x[order], y[order], self.batch_size),
+            **_batches(x[order], y[order], self.batch_size),
+            **self.validation,
             epochs=epoch + 1,
             initial_epoch=epoch,
             shuffle=False,
-            validation_data=self.validation,
             callbacks=[keras.callbacks.TerminateOnNaN(), timer],
             verbose=self.verbose,
         )
@@ -508,15 +517,18 @@ class _FitLoop:
         return {**logs, "train_seconds": timer.seconds, "augment_seconds": augment_seconds}
 
 
-def _batches(x, y, batch_size: int) -> tuple:
-    """``fit``'s data: on TensorFlow a dataset whose batch dimension is unknown, so a lent model's
-    step is traced once for every batch size (numpy arrays give each its own static shape: a
-    second trace, 2-4 s on a 2-core CPU); elsewhere the arrays, as ``fit`` takes them."""
+def _batches(x, y, batch_size: int) -> dict:
+    """``fit``'s ``x``, ``y`` and ``batch_size`` for ``(x, y)`` in batches of ``batch_size``.
+
+    On TensorFlow a dataset whose batch dimension is unknown, so a lent model's steps are traced
+    once for every batch size (numpy arrays give each its own static shape: a second trace,
+    2-4 s on a 2-core CPU); elsewhere the arrays, as ``fit`` takes them.
+    """
     if keras.backend.backend() != "tensorflow":
-        return x, y, batch_size
+        return {"x": x, "y": y, "batch_size": batch_size}
     import tensorflow as tf
 
-    return (tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size),)
+    return {"x": tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)}
 
 
 class _TrainTimer(keras.callbacks.Callback):
