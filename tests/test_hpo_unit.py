@@ -359,3 +359,26 @@ def test_a_job_done_again_is_handed_out_first_and_every_search_keeps_count(kind)
         settle(search, job.parameter_id, {"status": "SUCCEEDED", "final": {"default": 0.5}})
     pairs = [(j.config_id, j.budget) for j in search.jobs]
     assert search.finished and len(pairs) == len(set(pairs)) and len(search.jobs) >= jobs
+
+
+def test_a_trials_scores_are_its_kept_epochs_validation_as_a_second_pass_would_give_them():
+    """A trial takes its scores from the validation training already did (no second pass): they
+    must be what evaluate() gives its model in the trial's batch size, for the best epoch kept."""
+    import numpy as np
+
+    from seglib.hpo.trial import kept_scores
+    from seglib.metrics import evaluate
+    from seglib.settings import Settings
+    from seglib.train import TrainOptions, train
+
+    rng = np.random.default_rng(0)
+    x = rng.random((40, 16, 16, 3), dtype=np.float32)
+    y = np.clip(x[..., 0] * 6, 0, 5).astype(np.uint8)
+    settings = Settings(batch_size=3, base_filters=4, depth=2, learning_rate=0.1, keep_epoch="best")
+    result = train(x[:20], y[:20], x[20:], y[20:], settings=settings, epochs=4, options=TrainOptions(verbose=0))
+    assert result.kept_epoch < 4, "the best epoch must not be the last here, or the test cannot tell them apart"
+    scores, again = kept_scores(result), evaluate(result.model, x[20:], y[20:], batch_size=3)
+    assert set(scores) == {"loss", "accuracy", "jaccard", "precision", "recall", "mean_iou"}
+    for name, value in scores.items():
+        assert value == pytest.approx(again[name], rel=1e-5, abs=1e-6), name
+    assert scores["loss"] == result.history["val_loss"][result.kept_epoch - 1]
