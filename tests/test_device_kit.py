@@ -234,7 +234,7 @@ def test_the_carried_state_keeps_records_and_leaves_models_checkpoints_and_locks
     run = tmp_path / "run"
     kept = ["run.json", "data/split.npz", "hpo/search_state.json", "hpo/trials/c0000-b001/history.json"]
     left = [
-        "hpo/checkpoints/c0000/epoch_0001.keras",
+        "hpo/checkpoints/c0000/epoch_0001.npz",
         "hpo/checkpoints/c0000/epoch_0001.json",
         "hpo/trials/c0000-b001/model.keras",
         "hpo/driver.lock",

@@ -293,14 +293,14 @@ def test_a_truncated_checkpoint_is_set_aside_and_its_trial_resumes_before_it(
     driver.wait()
     before = finished_pairs(out)
     checkpoints = out / "checkpoints" / folder.name.split("-")[0]
-    complete = [p for p in checkpoints.glob("epoch_*.keras") if p.with_suffix(".json").is_file()]
+    complete = [p for p in checkpoints.glob("epoch_*.npz") if p.with_suffix(".json").is_file()]
     victim = max(complete)  # the one the trial would resume from
     assert victim.stat().st_size > 100_000
     os.truncate(victim, 100_000)
 
     code, _, err = resume_local(out, data, space_file)
     assert code == 0, err[-3000:]
-    assert f"cannot read model {victim}: truncated zip" in err, err[-3000:]
+    assert f"cannot read checkpoint {victim}: truncated zip" in err, err[-3000:]
     assert f"sets it aside as {victim.name}.damaged: training resumes from epoch" in err, err[-3000:]
     assert victim.with_name(victim.name + ".damaged").stat().st_size == 100_000  # kept, never read again
     assert_nothing_lost(out, before, reference)
@@ -421,14 +421,14 @@ def test_a_truncated_baseline_checkpoint_is_retrained_and_a_damaged_model_named(
     for process in [*psutil.Process(first.pid).children(recursive=True), psutil.Process(first.pid)]:
         process.kill()  # the command and its kernel, as a closed laptop would
     first.communicate()
-    victim = max(p.with_suffix(".keras") for p in checkpoints.glob("epoch_*.json"))
+    victim = max(p.with_suffix(".npz") for p in checkpoints.glob("epoch_*.json"))
     os.truncate(victim, victim.stat().st_size // 2)
 
     again = seglib_run(out, notebooks)
     _, err = again.communicate(timeout=TIMEOUT)
     assert again.returncode == 0, err[-3000:]
     executed = (out / "02_baseline.ipynb").read_text()
-    assert f"cannot read model {victim}: truncated zip" in executed and "sets it aside as" in executed
+    assert f"cannot read checkpoint {victim}: truncated zip" in executed and "sets it aside as" in executed
     assert victim.with_name(victim.name + ".damaged").is_file()
     reference = tmp_path / "reference"
     run = pipeline.start_run(reference, "quick", None, {"epochs": 4, "max_patches": 120})

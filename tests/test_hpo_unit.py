@@ -224,7 +224,8 @@ def test_a_trial_that_dies_without_a_word_is_retried_then_failed():
         (MemoryError(), ("FAILED", "environment")),
         (RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate"), ("FAILED", "environment")),
         (zipfile.BadZipFile("File is not a zip file"), ("FAILED", "environment")),
-        (ValueError("cannot read model x/epoch_0001.keras: truncated zip"), ("FAILED", "environment")),
+        (ValueError("cannot read model x/model.keras: truncated zip"), ("FAILED", "environment")),
+        (ValueError("cannot read checkpoint x/epoch_0001.npz: truncated zip"), ("FAILED", "environment")),
         (ValueError("activation='x'"), ("FAILED", "trial")),
     ],
 )

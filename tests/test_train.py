@@ -112,18 +112,27 @@ def test_resume_k_then_n_equals_zero_to_n(tmp_path):
 def test_incomplete_checkpoint_is_ignored_and_other_config_is_refused(tmp_path):
     x, y = random_arrays(n=16)
     train(x, y, settings=small(), epochs=1, checkpoint_dir=tmp_path, options=QUIET)
-    (tmp_path / "epoch_0002.keras").write_bytes(b"half-written")  # no state file: not a checkpoint
+    (tmp_path / "epoch_0002.npz").write_bytes(b"half-written")  # no state file: not a checkpoint
     assert latest_checkpoint(tmp_path, 5) == 1
     with pytest.raises(ValueError, match=r"epoch_0001\.json.*learning_rate: saved 0\.007, now 0\.001"):
         train(x, y, settings=small(learning_rate=0.001), epochs=2, checkpoint_dir=tmp_path, options=QUIET)
 
 
-def test_checkpoint_loads_with_optimizer_state(tmp_path):
+def test_a_checkpoint_restores_weights_and_optimizer_state_into_a_new_model(tmp_path):
+    from seglib.model import build_unet
+    from seglib.train import compile_model, restore_checkpoint
+
     x, y = random_arrays(n=16)
     result = train(x, y, settings=small(), epochs=1, checkpoint_dir=tmp_path, options=QUIET)
-    loaded = load_model(tmp_path / "epoch_0001.keras")
-    assert int(loaded.optimizer.iterations.numpy()) == 2  # 16 patches / batch 8
-    np.testing.assert_array_equal(loaded.predict(x, verbose=0), result.model.predict(x, verbose=0))
+    fresh = compile_model(build_unet(input_shape=x.shape[1:], base_filters=4, depth=2), 0.007)
+    restore_checkpoint(fresh, tmp_path / "epoch_0001.npz")
+    assert int(keras.ops.convert_to_numpy(fresh.optimizer.iterations)) == 2  # 16 patches / batch 8
+    for restored, trained in zip(fresh.optimizer.variables, result.model.optimizer.variables):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(restored), keras.ops.convert_to_numpy(trained))
+    np.testing.assert_array_equal(fresh.predict(x, verbose=0), result.model.predict(x, verbose=0))
+    other = compile_model(build_unet(input_shape=x.shape[1:], base_filters=4, depth=3), 0.007)
+    with pytest.raises(ValueError):  # another architecture's weights do not fit
+        restore_checkpoint(other, tmp_path / "epoch_0001.npz")
 
 
 def test_a_damaged_checkpoint_is_set_aside_and_training_resumes_from_the_one_before(tmp_path, caplog):
@@ -132,15 +141,15 @@ def test_a_damaged_checkpoint_is_set_aside_and_training_resumes_from_the_one_bef
     args = (x, y, x[:8], y[:8])
     straight = train(*args, settings=small(), epochs=3, options=QUIET)
     train(*args, settings=small(), epochs=2, checkpoint_dir=tmp_path, options=QUIET)
-    damaged = tmp_path / "epoch_0002.keras"
+    damaged = tmp_path / "epoch_0002.npz"
     half = damaged.stat().st_size // 2
     os.truncate(damaged, half)
     with caplog.at_level(logging.WARNING, logger="seglib.train.checkpoints"):
         resumed = train(*args, settings=small(), epochs=3, checkpoint_dir=tmp_path, options=QUIET)
     assert (resumed.initial_epoch, resumed.epochs_trained) == (1, 3)
-    assert f"cannot read model {damaged}: truncated zip" in caplog.text, caplog.text
-    assert "sets it aside as epoch_0002.keras.damaged: training resumes from epoch 1" in caplog.text, caplog.text
-    assert (tmp_path / "epoch_0002.keras.damaged").stat().st_size == half  # kept for a look, never read again
+    assert f"cannot read checkpoint {damaged}: truncated zip" in caplog.text, caplog.text
+    assert "sets it aside as epoch_0002.npz.damaged: training resumes from epoch 1" in caplog.text, caplog.text
+    assert (tmp_path / "epoch_0002.npz.damaged").stat().st_size == half  # kept for a look, never read again
     same_history(resumed.history, straight.history)
     assert latest_checkpoint(tmp_path, 3) == 3  # written anew
 
@@ -149,13 +158,13 @@ def test_when_no_checkpoint_can_be_read_training_starts_again(tmp_path, caplog):
     x, y = random_arrays(n=16)
     train(x, y, settings=small(), epochs=2, checkpoint_dir=tmp_path, options=QUIET)
     (tmp_path / "epoch_0002.json").write_text('{"epoch": 2, "con')
-    (tmp_path / "epoch_0001.keras").write_bytes(b"")
+    (tmp_path / "epoch_0001.npz").write_bytes(b"")
     with caplog.at_level(logging.WARNING, logger="seglib.train.checkpoints"):
         result = train(x, y, settings=small(), epochs=2, checkpoint_dir=tmp_path, options=QUIET)
     assert (result.initial_epoch, result.epochs_trained, len(result.history["loss"])) == (0, 2, 2)
-    assert sorted(p.name for p in tmp_path.glob("*.damaged")) == ["epoch_0001.keras.damaged", "epoch_0002.json.damaged"]
+    assert sorted(p.name for p in tmp_path.glob("*.damaged")) == ["epoch_0001.npz.damaged", "epoch_0002.json.damaged"]
     assert f"cannot read checkpoint state {tmp_path / 'epoch_0002.json'}: not valid JSON" in caplog.text
-    assert f"cannot read model {tmp_path / 'epoch_0001.keras'}: empty file" in caplog.text
+    assert f"cannot read checkpoint {tmp_path / 'epoch_0001.npz'}: empty file" in caplog.text
     assert caplog.text.count("training starts again from epoch 0") == 2
 
 
@@ -163,8 +172,8 @@ def test_load_model_names_a_damaged_file_instead_of_file_not_found(tmp_path):
     from seglib.data import DataError
 
     x, y = random_arrays(n=16)
-    train(x, y, settings=small(), epochs=1, checkpoint_dir=tmp_path, options=QUIET)
-    path = tmp_path / "epoch_0001.keras"
+    path = tmp_path / "model.keras"
+    train(x, y, settings=small(), epochs=1, options=QUIET).model.save(path)
     os.truncate(path, 1000)
     with pytest.raises(DataError, match=f"cannot read model {path}: truncated zip .*; retrain it or restore the file"):
         load_model(path)
@@ -175,23 +184,23 @@ def test_pruning_keeps_later_checkpoints_and_forgetting_takes_a_range(tmp_path):
     from seglib.train import forget_checkpoints, prune_checkpoints
 
     for epoch in (1, 2, 3, 9):
-        for suffix in (".keras", ".json"):
+        for suffix in (".npz", ".json"):
             (tmp_path / f"epoch_{epoch:04d}{suffix}").write_text("")
-    (tmp_path / "epoch_0001.keras.damaged").write_text("")
+    (tmp_path / "epoch_0001.npz.damaged").write_text("")
     prune_checkpoints(tmp_path, 2)
-    assert sorted(p.name for p in tmp_path.glob("epoch_*.keras*")) == [
-        "epoch_0001.keras.damaged",
-        "epoch_0002.keras",
-        "epoch_0003.keras",
-        "epoch_0009.keras",
+    assert sorted(p.name for p in tmp_path.glob("epoch_*.npz*")) == [
+        "epoch_0001.npz.damaged",
+        "epoch_0002.npz",
+        "epoch_0003.npz",
+        "epoch_0009.npz",
     ]
     assert forget_checkpoints(tmp_path, 2, 3) == [3]
     assert sorted(p.name for p in tmp_path.glob("epoch_*")) == [
-        "epoch_0001.keras.damaged",
+        "epoch_0001.npz.damaged",
         "epoch_0002.json",
-        "epoch_0002.keras",
+        "epoch_0002.npz",
         "epoch_0009.json",
-        "epoch_0009.keras",
+        "epoch_0009.npz",
     ]
 
 

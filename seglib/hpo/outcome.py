@@ -30,8 +30,9 @@ MAX_LOST = 3  # a pair whose trial process died this often without a word is FAI
 TRIAL_CAUSE, ENVIRONMENT_CAUSE = "trial", "environment"
 ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.ENOMEM}
 # How a damaged file reads in a recorded error (earlier seglib versions recorded these as the
-# trial's own): zipfile's, seglib's check of a model file, Keras' answer to a truncated one.
-DAMAGED_FILE_ERRORS = ("BadZipFile", "cannot read model", "File not found: filepath=")
+# trial's own): zipfile's, seglib's checks of a model or checkpoint file, Keras' answer to a
+# truncated model.
+DAMAGED_FILE_ERRORS = ("BadZipFile", "cannot read model", "cannot read checkpoint", "File not found: filepath=")
 
 
 class Interrupted(Exception):

@@ -8,7 +8,6 @@ the pair's outcome. Engines and the export read these; they are the source of tr
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 from seglib.artifacts import FINISHED, INTERRUPTED, RUNNING, read_json_or, write_json
@@ -61,12 +60,3 @@ def close_dead_attempts(trial_dir: Path, reason: str = "its process is gone", tr
     if dead:
         write_json(Path(trial_dir) / "history.json", history)
     return bool(dead)
-
-
-def link_or_copy(source: Path, target: Path) -> None:
-    """Hard-link ``source`` to ``target`` (no second copy on disk), copying where links fail."""
-    target.unlink(missing_ok=True)
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)

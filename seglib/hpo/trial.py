@@ -48,7 +48,7 @@ from seglib.artifacts import (
 )
 from seglib.hpo.hyperband import Job, Search
 from seglib.hpo.outcome import classify, describe
-from seglib.hpo.records import link_or_copy, read_history, read_result
+from seglib.hpo.records import read_history, read_result
 from seglib.settings import HYPERPARAMETERS, Settings
 from seglib.system import machine_name
 
@@ -313,11 +313,7 @@ def _finish(result, history, trial_dir, checkpoint_dir) -> dict:
         return record
     metrics = kept_scores(result)
     checkpoint = Path(result.checkpoint) if result.checkpoint else None
-    last_kept = result.kept_epoch in (None, result.epochs_trained)  # keep_epoch="best" may keep an earlier one
-    if checkpoint is not None and checkpoint.is_file() and last_kept:
-        link_or_copy(checkpoint, trial_dir / "model.keras")
-    else:  # through a new file: an earlier attempt's model.keras may be a link to a checkpoint
-        atomic_write(trial_dir / "model.keras", result.model.save)
+    atomic_write(trial_dir / "model.keras", result.model.save)
     write_recipe(trial_dir / "model.keras", result.metadata.get("recipe", {}))
     if checkpoint is not None and checkpoint.is_file():
         prune_checkpoints(checkpoint_dir, result.epochs_trained)

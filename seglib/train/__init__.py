@@ -8,6 +8,7 @@ from seglib.train.checkpoints import (
     latest_checkpoint,
     load_model,
     prune_checkpoints,
+    restore_checkpoint,
 )
 from seglib.train.loop import (
     POLICIES,
@@ -38,5 +39,6 @@ __all__ = [
     "load_model",
     "prune_checkpoints",
     "reset_dropout_seeds",
+    "restore_checkpoint",
     "train",
 ]

@@ -42,7 +42,7 @@ from seglib.train.checkpoints import (
     checkpoint_path,
     latest_checkpoint,
     load_best,
-    load_model,
+    restore_checkpoint,
     save_best,
     save_checkpoint,
     state_path,
@@ -291,19 +291,16 @@ def train(
             )
             model.optimizer.build(model.trainable_variables)
             initial = model.get_weights()
-        if initial_epoch:  # weights and optimizer state, into the compiled model
-            model.load_weights(checkpoint_path(checkpoint_dir, initial_epoch))
-    elif initial_epoch:
-        model = _load(checkpoint_path(checkpoint_dir, initial_epoch), settings.seed)
     elif model is None:
         model = _build(x_train, config, policy)
-    if initial_epoch:
-        log.info("resumed from %s", checkpoint_path(checkpoint_dir, initial_epoch))
     loop = resolve_loop(loop, model)
     if getattr(model, "optimizer", None) is None or not model.compiled:
         # Keras' own steps_per_execution only applies to fit(); the jax loop reads it itself.
         steps = (options.steps_per_execution or 1) if loop == "fit" else 1
         compile_model(model, settings.learning_rate, steps, options.jit_compile)
+    if initial_epoch:  # weights and optimizer state, into the compiled model
+        restore_checkpoint(model, checkpoint_path(checkpoint_dir, initial_epoch))
+        log.info("resumed from %s", checkpoint_path(checkpoint_dir, initial_epoch))
 
     validation = (x_val, y_val) if x_val is not None else None
     diverged = False
@@ -435,12 +432,6 @@ def run_config(
     if model is not None:
         config.update(base_filters=None, depth=None, num_classes=int(model.output_shape[-1]))
     return config
-
-
-def _load(checkpoint: Path, seed: int) -> keras.Model:
-    """A checkpoint's model, made as ``_build`` makes one: after setting the global seed."""
-    keras.utils.set_random_seed(seed)
-    return load_model(checkpoint)
 
 
 def _build(x_train, config: dict, policy: str) -> keras.Model:

@@ -36,6 +36,7 @@ from seglib.train.checkpoints import (
     check_same_config,
     checkpoint_path,
     latest_checkpoint,
+    restore_checkpoint,
     save_checkpoint,
     state_path,
 )
@@ -46,7 +47,6 @@ from seglib.train.loop import (
     TrainResult,
     _best_val_loss,
     _build,
-    _load,
     compile_model,
     enable_compile_cache,
     epoch_order,
@@ -214,17 +214,13 @@ def _start(trial: PackedTrial, x_train, dropout_rng: str, pool=None) -> _Member:
     if pool is not None:
         pool_key = ("packed", tuple(x_train.shape[1:]), settings.seed, *(config[k] for k in _POOLED))
         model, initial = pool.take(pool_key, settings.learning_rate)
-    if model is None and pool is None and initial_epoch:
-        model = _load(checkpoint, settings.seed)
-    elif model is None:
+    if model is None:
         model = _build(x_train, config, POLICIES[settings.precision])
         compile_model(model, settings.learning_rate)
         model.optimizer.build(model.trainable_variables)
         initial = model.get_weights() if pool is not None else None
-    if pool is not None and initial_epoch:  # weights and optimizer state, into the compiled model
-        model.load_weights(checkpoint)
-    if not model.optimizer.built:
-        model.optimizer.build(model.trainable_variables)
+    if initial_epoch:  # weights and optimizer state, into the compiled model
+        restore_checkpoint(model, Path(checkpoint))
     member = _Member(trial, model, config, initial_epoch, history, checkpoint=checkpoint, started=time.perf_counter())
     member.pool_key, member.initial = pool_key, initial
     return member
