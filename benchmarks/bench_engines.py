@@ -8,6 +8,9 @@ data, fresh folders) and prints one ``RESULT`` line:
   trial's start (its process's start, under NNI) to its end, minus its epochs' patches at the
   run's steady rate (the median seconds per patch of epochs that were not a trial's first,
   so compiling, tracing, validation, checkpoints, data loading and start-up all count);
+  and two parts of it measured directly: ``start_and_end_seconds`` (the trial's time outside
+  its epochs: start-up, data, the model, checkpoints, records) and
+  ``validation_seconds_per_epoch`` (an epoch's time after its training steps);
 * whether the two exports have the same columns and the same trial and epoch counts.
 
     .venv/bin/python benchmarks/bench_engines.py                     # quick profile, embedded data, CPU
@@ -60,7 +63,7 @@ def trial_costs(out: Path) -> dict:
 
     trials = json.loads((out / "trials.json").read_text())["trials"]
     train_size = len(np.load(out / "trial_code" / "split.npz")["train"])
-    per_patch, rows = [], []
+    per_patch, rows, start_and_end, validation = [], [], [], []
     for trial in trials:
         folder = out / "trials" / f"{trial['config_id']}-b{trial['budget']:03d}"
         history = json.loads((folder / "history.json").read_text())
@@ -74,6 +77,9 @@ def trial_costs(out: Path) -> dict:
         attempts = history["attempts"]
         total = sum(a["ended"] - a["process_started"] for a in attempts if a.get("ended"))
         rows.append((total, len(history["epochs"]) * patches))
+        start_and_end.append(total - sum(e.get("epoch_seconds") or 0.0 for e in history["epochs"]))
+        timed = [e for e in history["epochs"] if e.get("epoch_seconds") and e.get("train_seconds")]
+        validation += [e["epoch_seconds"] - e["train_seconds"] for e in timed]
     rate = statistics.median(per_patch)
     outside = [total - patches * rate for total, patches in rows]
     return {
@@ -81,6 +87,8 @@ def trial_costs(out: Path) -> dict:
         "epochs": sum(t["epochs_trained"] for t in trials),
         "seconds_per_patch": rate,
         "outside_training_seconds": outside,
+        "start_and_end_seconds": round(statistics.median(start_and_end), 2),
+        "validation_seconds_per_epoch": round(statistics.median(validation), 2),
     }
 
 

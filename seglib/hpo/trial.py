@@ -330,8 +330,8 @@ def kept_scores(result) -> dict:
     """The validation scores of the epoch whose weights the trial's model holds.
 
     Training validated every epoch in the trial's batch size, so these are what a second pass
-    over the validation set would give; that pass cost a trial 0.3-0.6 s on a 2-core CPU. A
-    trial's scores therefore have no per-class IoU (the baseline's and tuned model's have).
+    over the validation set would give, without its cost to every trial. A trial's scores
+    therefore have no per-class IoU (the baseline's and the tuned model's have).
     """
     epoch = result.kept_epoch or result.epochs_trained
     prefix = "val_"
