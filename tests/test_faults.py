@@ -295,14 +295,14 @@ def test_a_truncated_checkpoint_is_set_aside_and_its_trial_resumes_before_it(
     checkpoints = out / "checkpoints" / folder.name.split("-")[0]
     complete = [p for p in checkpoints.glob("epoch_*.npz") if p.with_suffix(".json").is_file()]
     victim = max(complete)  # the one the trial would resume from
-    assert victim.stat().st_size > 100_000
-    os.truncate(victim, 100_000)
+    half = victim.stat().st_size // 2
+    os.truncate(victim, half)
 
     code, _, err = resume_local(out, data, space_file)
     assert code == 0, err[-3000:]
     assert f"cannot read checkpoint {victim}: truncated zip" in err, err[-3000:]
     assert f"sets it aside as {victim.name}.damaged: training resumes from epoch" in err, err[-3000:]
-    assert victim.with_name(victim.name + ".damaged").stat().st_size == 100_000  # kept, never read again
+    assert victim.with_name(victim.name + ".damaged").stat().st_size == half  # kept, never read again
     assert_nothing_lost(out, before, reference)
     assert_same_result(out, reference_search)
     history = json.loads((folder / "history.json").read_text())
