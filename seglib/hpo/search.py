@@ -20,7 +20,7 @@ from seglib.artifacts import Experiment, ExperimentPaths, read_json, write_json
 from seglib.hpo.driver import DriverLock, driver
 from seglib.hpo.export import export, load_search, progress
 from seglib.hpo.hyperband import Search, brackets, pass_epochs
-from seglib.hpo.outcome import revisit
+from seglib.hpo.outcome import ENVIRONMENT_ERRNOS, describe, revisit
 from seglib.hpo.runtime import read_trial_settings, write_trial_settings
 from seglib.hpo.space import search_space
 from seglib.settings import Settings
@@ -112,6 +112,7 @@ def tune(
             return export(paths.root)  # rewritten: a damaged export is made whole again
         _check_trial_code(paths)
         record = read_json(paths.experiment_file)
+        halted = None
         try:
             if record["engine"] == "local":
                 from seglib.hpo.engines import local
@@ -121,9 +122,20 @@ def tune(
                 from seglib.hpo.engines import nni
 
                 nni.run_experiment(paths, record, show=show, timeout=timeout, **engine_args)
+        except OSError as error:
+            # A full disk that halted the search may not take the state that says so either; the
+            # trial it stopped is recorded as running, and a resumed search hands it out again.
+            if error.errno not in ENVIRONMENT_ERRNOS:
+                raise
+            halted = describe(error)
         finally:
-            experiment = export(paths.root)
-    halted = progress(paths.root)["halted"]
+            try:
+                experiment = export(paths.root)
+            except OSError as error:
+                if error.errno not in ENVIRONMENT_ERRNOS:
+                    raise
+                halted = halted or describe(error)  # the exports are written again by the next run
+    halted = halted or progress(paths.root)["halted"]
     if halted:
         raise SearchHalted(
             f"the search in {paths.root} halted: {halted}. The trials it stopped are kept and will run again: "
