@@ -21,16 +21,20 @@ machine-2 from the checkpoint machine-1 wrote, then c3 -> machine-1 and c4 -> ma
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import getpass
+import importlib.util
 import json
 import os
 import random
 import shlex
 import shutil
 import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -39,7 +43,7 @@ import pytest
 from hpo_helpers import ONE_BATCH_SIZE, cli_args, epochs_in_history, processes_of, start_driver, wait_for
 
 from seglib.artifacts import ExperimentPaths, read_experiment
-from seglib.hpo.engines.nni import LOOPBACK_JS, build_config, free_port
+from seglib.hpo.engines.nni import LOOPBACK_JS, build_config, free_port, manager_preload
 from seglib.hpo.remote import remote_training_service
 from seglib.hpo.search import plan
 from seglib.settings import profile
@@ -355,6 +359,67 @@ def test_a_lost_machine_hands_its_trial_out_again_and_the_search_ends_on_the_oth
     assert resumed.returncode == 0, err[-3000:]
     assert "6 trials" in stdout, stdout
     assert {p: p.read_text() for p in histories} == histories, "the resume trained something again"
+
+
+# ---------------------------------------------------------------------------------------------
+# A connection lost while NNI's manager opens it
+
+
+# What NNI 3.0's manager does (remote_v3/ssh.js): connect, then wait for 'ready' with events.once.
+CONNECT_AS_NNI_DOES = """
+const events = require('node:events');
+const { Client } = require('ssh2');
+const client = new Client();
+client.connect({ host: '127.0.0.1', port: Number(process.argv[2]), username: 'alice', password: 'x' });
+events.once(client, 'ready').catch((error) => console.log(`NNI sees: ${error.message}`));
+"""
+
+
+def resetting_server() -> tuple[socket.socket, int]:
+    """A port that accepts connections and resets them before saying a word: a machine lost mid-connect."""
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def reset():
+        with contextlib.suppress(OSError):
+            while True:
+                connection, _ = server.accept()
+                connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                time.sleep(0.2)  # the client has connected and is waiting for the server's header
+                connection.close()
+
+    threading.Thread(target=reset, daemon=True).start()
+    return server, server.getsockname()[1]
+
+
+@pytest.mark.parametrize("guarded", [False, True], ids=["nni-alone", "with-seglibs-preload"])
+def test_an_ssh_connection_reset_before_its_handshake_does_not_kill_nnis_manager(tmp_path, guarded):
+    """ssh2 emits two errors (ECONNRESET, then 'Connection lost before handshake'); events.once hears the first.
+
+    Alone, Node throws the second and the manager process dies; with seglib's preload it is reported.
+    """
+    nni_node = Path(importlib.util.find_spec("nni_node").origin).parent
+    script = tmp_path / "connect.js"
+    script.write_text(CONNECT_AS_NNI_DOES)
+    preload = tmp_path / "seglib_preload.js"
+    preload.write_text(manager_preload("remote", loopback=True))
+    server, port = resetting_server()
+    with server:
+        done = subprocess.run(
+            [str(nni_node / "node"), *(["--require", str(preload)] if guarded else []), str(script), str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=nni_node,  # NNI's node_modules, where the manager finds ssh2
+            env={**os.environ, "NODE_PATH": str(nni_node / "node_modules")},
+        )
+    assert "NNI sees: read ECONNRESET" in done.stdout, done.stdout + done.stderr
+    if guarded:
+        assert done.returncode == 0, done.stderr
+        assert done.stderr.strip() == (
+            f"seglib: lost the SSH connection to alice@127.0.0.1:{port}: Connection lost before handshake"
+        )
+    else:
+        assert done.returncode != 0 and "Error: Connection lost before handshake" in done.stderr, done.stderr
 
 
 # ---------------------------------------------------------------------------------------------

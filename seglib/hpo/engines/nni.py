@@ -53,6 +53,31 @@ net.Server.prototype.listen = function (...args) {
   return listen.apply(this, args);
 };
 """
+# Preloaded into NNI's manager of a remote experiment: NNI 3.0 waits for an SSH connection's 'ready' with
+# events.once, whose error listener goes after the first error. A machine lost mid-connection emits a second
+# one ('Connection lost before handshake' after ECONNRESET), which Node throws when nothing listens, and the
+# manager dies with every machine's trials. Unheard, the error is reported instead; NNI's own check of the
+# trial keeper then finds the machine gone and hands its trial out again.
+SSH_GUARD_JS = """'use strict';
+const Module = require('module');
+const load = Module._load;
+Module._load = function (request, ...rest) {
+  const loaded = load.call(this, request, ...rest);
+  if (request === 'ssh2' && loaded && loaded.Client && !loaded.Client.prototype.seglibGuarded) {
+    const emit = loaded.Client.prototype.emit;
+    loaded.Client.prototype.emit = function (event, ...args) {
+      if (event === 'error' && this.listenerCount('error') === 0) {
+        const where = this.config ? `${this.config.username}@${this.config.host}:${this.config.port}` : 'a machine';
+        console.error(`seglib: lost the SSH connection to ${where}: ${args[0] && args[0].message}`);
+        return false;
+      }
+      return emit.call(this, event, ...args);
+    };
+    loaded.Client.prototype.seglibGuarded = true;
+  }
+  return loaded;
+};
+"""
 
 
 class ExperimentFailed(RuntimeError):
@@ -193,7 +218,8 @@ def _reopen(paths, record, port, action: str) -> NNIExperiment:
 def _launch(experiment: NNIExperiment, nni_experiment, port: int, action: str) -> None:
     """Start NNI's manager for ``action`` (create/resume/view).
 
-    Bound to 127.0.0.1 unless other machines must reach it.
+    Bound to 127.0.0.1 unless other machines must reach it; with SSH machines, their lost
+    connections reported rather than fatal.
     """
     from seglib.hpo.engines.nni_compat import patch_nni_file_lock, patch_nni_manager_wait
 
@@ -201,17 +227,19 @@ def _launch(experiment: NNIExperiment, nni_experiment, port: int, action: str) -
     patch_nni_manager_wait()  # NNI 3.0 gives its manager 3 s to start
     nni_experiment._action = action
     experiment.started = time.time()
-    loopback = _loopback_only(experiment.record["nni"]["platform"], nni_experiment.config.nni_manager_ip, action)
+    platform = experiment.record["nni"]["platform"]
+    loopback = _loopback_only(platform, nni_experiment.config.nni_manager_ip, action)
+    script = manager_preload(platform, loopback)
     previous = os.environ.get("NODE_OPTIONS")
-    if loopback:
-        preload = experiment.paths.nni_dir / "seglib_loopback.js"
+    if script:
+        preload = experiment.paths.nni_dir / "seglib_preload.js"
         preload.parent.mkdir(parents=True, exist_ok=True)
-        preload.write_text(LOOPBACK_JS)
+        preload.write_text(script)
         os.environ["NODE_OPTIONS"] = f'{previous or ""} --require "{preload}"'.strip()
     try:
         nni_experiment.start(port)
     finally:
-        if loopback:
+        if script:
             if previous is None:
                 os.environ.pop("NODE_OPTIONS", None)
             else:
@@ -227,6 +255,12 @@ def _launch(experiment: NNIExperiment, nni_experiment, port: int, action: str) -
         experiment.url,
         "localhost only" if loopback else "open to the trial machines: firewall it",
     )
+
+
+def manager_preload(platform: str, loopback: bool) -> str:
+    """The Node script preloaded into NNI's manager ('' for none): each part in a scope of its own."""
+    scripts = [LOOPBACK_JS] * loopback + [SSH_GUARD_JS] * (platform == "remote")
+    return "".join(f"(() => {{\n{script}}})();\n" for script in scripts)
 
 
 def _loopback_only(platform: str, manager_ip: str | None, action: str) -> bool:
