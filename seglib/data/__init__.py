@@ -21,7 +21,13 @@ from seglib.data.dataset import (
     scale_patches,
 )
 from seglib.data.errors import DataError, DatasetNotFoundError
-from seglib.data.model_file import check_model_file, read_recipe, trained_with_augmentation, write_recipe
+from seglib.data.model_file import (
+    check_model_file,
+    read_recipe,
+    trained_with_augmentation,
+    write_recipe,
+    zip_problem,
+)
 from seglib.data.pairs import Pair, find_pairs, natural_key
 from seglib.data.split import (
     SPLIT_NAMES,
@@ -71,4 +77,5 @@ __all__ = [
     "subsample",
     "trained_with_augmentation",
     "write_recipe",
+    "zip_problem",
 ]

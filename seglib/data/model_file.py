@@ -65,23 +65,32 @@ def check_model_file(path: str | os.PathLike, damaged_hint: str = DAMAGED_HINT) 
         raise refuse(
             f"not a Keras archive (a {KERAS_SUFFIX} model is a zip file; found {size:,} bytes starting {head!r})"
         )
+    problem = zip_problem(path, ARCHIVE_MEMBERS, "a Keras archive")
+    if problem is not None:
+        raise refuse(problem)
+    return path
+
+
+def zip_problem(path: Path, members: tuple[str, ...] = (), kind: str = "the archive expected") -> str | None:
+    """What is wrong with the zip archive at ``path`` (empty, truncated, without the ``members`` every
+    ``kind`` holds, a member failing its CRC check), in words, else None."""
     try:
+        size = path.stat().st_size
+        if size == 0:
+            return "empty file (0 bytes)"
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
-            missing = [name for name in ARCHIVE_MEMBERS if name not in names]
+            missing = [name for name in members if name not in names]
             if missing:
-                found = ", ".join(names) or "nothing"
-                raise refuse(f"a zip file but not a Keras archive (no {', '.join(missing)}; found {found})")
+                return f"a zip file but not {kind} (no {', '.join(missing)}; found {', '.join(names) or 'nothing'})"
             damaged = archive.testzip()
     except zipfile.BadZipFile as exc:
         if not zipfile.is_zipfile(path):
-            raise refuse(f"truncated zip ({size:,} bytes; the end of the archive is missing)") from None
-        raise refuse(f"damaged zip ({exc})") from None
+            return f"truncated zip ({size:,} bytes; the end of the archive is missing)"
+        return f"damaged zip ({exc})"
     except (OSError, EOFError) as exc:
-        raise refuse(f"damaged zip ({exc})") from None
-    if damaged is not None:
-        raise refuse(f"damaged zip ({damaged} fails its CRC check)")
-    return path
+        return f"damaged zip ({exc})"
+    return f"damaged zip ({damaged} fails its CRC check)" if damaged is not None else None
 
 
 def recipe_path(model_path: str | os.PathLike) -> Path:

@@ -21,14 +21,13 @@ from __future__ import annotations
 import logging
 import os
 import re
-import zipfile
 from pathlib import Path
 
 import keras
 import numpy as np
 
 from seglib.artifacts import ArtifactError, atomic_write, read_json, set_aside, write_json
-from seglib.data import check_model_file
+from seglib.data import check_model_file, zip_problem
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +92,7 @@ def latest_checkpoint(checkpoint_dir: str | os.PathLike, max_epoch: int) -> int:
 def _unreadable(checkpoint_dir: Path, epoch: int) -> tuple[Path, str] | None:
     """(file, what is wrong with it) for a checkpoint that cannot be read, else None."""
     arrays = checkpoint_path(checkpoint_dir, epoch)
-    problem = _unreadable_archive(arrays)
+    problem = zip_problem(arrays)
     if problem is not None:
         return arrays, f"cannot read checkpoint {arrays}: {problem}; {SET_ASIDE}"
     state = state_path(checkpoint_dir, epoch)
@@ -102,23 +101,6 @@ def _unreadable(checkpoint_dir: Path, epoch: int) -> tuple[Path, str] | None:
     except ArtifactError:
         return state, f"cannot read checkpoint state {state}: not valid JSON; {SET_ASIDE}"
     return None
-
-
-def _unreadable_archive(path: Path) -> str | None:
-    """What is wrong with the ``.npz`` archive at ``path`` (empty, truncated, a failed CRC), else None."""
-    try:
-        size = path.stat().st_size
-        if size == 0:
-            return "empty file (0 bytes)"
-        with zipfile.ZipFile(path) as archive:
-            damaged = archive.testzip()
-    except zipfile.BadZipFile as exc:
-        if not zipfile.is_zipfile(path):
-            return f"truncated zip ({size:,} bytes; the end of the archive is missing)"
-        return f"damaged zip ({exc})"
-    except (OSError, EOFError) as exc:
-        return f"damaged zip ({exc})"
-    return f"damaged zip ({damaged} fails its CRC check)" if damaged is not None else None
 
 
 def save_checkpoint(checkpoint_dir: Path, epoch: int, model: keras.Model, state: dict) -> Path:
