@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import psutil
+
+from seglib.hpo.engines.nni import free_port
 
 # A tiny U-Net on 32x32 patches of the embedded dataset: seconds per trial on a 2-core CPU.
 TINY_OVERRIDES = {
@@ -21,6 +24,15 @@ TINY_OVERRIDES = {
     "concurrency": 2,
 }
 ONE_BATCH_SIZE = {"batch_size": {"_type": "choice", "_value": [16]}}
+
+
+def spare_port() -> int:
+    """A free port pair for an NNI manager, at random below Linux's ephemeral range (32768 up).
+
+    Ports above it are handed to outgoing connections (trials, SSH, the other test worker's
+    NNI) between the check and the manager's listen, which then fails with EADDRINUSE.
+    """
+    return free_port(random.randrange(20000, 32000, 2))
 
 
 def cli_args(

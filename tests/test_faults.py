@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -32,12 +31,12 @@ from hpo_helpers import (
     cli_args,
     epochs_in_history,
     processes_of,
+    spare_port,
     start_driver,
     wait_for,
 )
 
 from seglib import hpo
-from seglib.hpo.engines.nni import free_port
 from seglib.settings import profile
 
 pytestmark = [pytest.mark.nni, pytest.mark.slow]
@@ -74,7 +73,7 @@ def args_for(data, space_file, **extra):
         seed=SEED,
         backend=BACKEND,
         space=space_file,
-        port=free_port(random.randrange(20000, 40000, 2)),
+        port=spare_port(),
         **extra,
     )
 

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import time
 
 import pytest
-from hpo_helpers import TINY_OVERRIDES, cli_args, epochs_in_history, processes_of, start_driver, wait_for
+from hpo_helpers import TINY_OVERRIDES, cli_args, epochs_in_history, processes_of, spare_port, start_driver, wait_for
 
 from seglib import hpo
-from seglib.hpo.engines.nni import free_port
 from seglib.hpo.hyperband import brackets, pass_epochs
 from seglib.hpo.space import search_space
 from seglib.settings import profile
@@ -41,10 +39,6 @@ def env(tmp_path, monkeypatch, embedded_root):
     return embedded_root
 
 
-def port() -> int:
-    return free_port(random.randrange(20000, 40000, 2))
-
-
 @pytest.mark.slow
 def test_a_complete_hyperband_pass_warm_starts_and_survives_nan_and_crashes(tmp_path, env):
     """R=4, η=2 on NNI (3 brackets, 14 trials): every bracket runs; trained epochs = budget - the rung resumed from.
@@ -64,7 +58,7 @@ def test_a_complete_hyperband_pass_warm_starts_and_survives_nan_and_crashes(tmp_
         TINY.replace(max_budget=4, eta=2, data=str(env), seed=8),
         space=space,
         backend=BACKEND,
-        port=port(),
+        port=spare_port(),
         timeout=TIMEOUT,
     )
     print(f"HyperBand pass R=4 on NNI: {time.time() - t0:.0f} s")
@@ -112,7 +106,7 @@ def test_a_complete_hyperband_pass_warm_starts_and_survives_nan_and_crashes(tmp_
 @pytest.mark.slow  # the fast tier keeps one NNI experiment: the next test's
 def test_a_dead_tuner_fails_loudly_and_leaves_nothing_running(tmp_path, env):
     out = tmp_path / "dead"
-    driver = start_driver(out, cli_args(env, max_budget=3, port=port(), backend=BACKEND))
+    driver = start_driver(out, cli_args(env, max_budget=3, port=spare_port(), backend=BACKEND))
     heartbeat = out / "tuner_heartbeat.json"
     wait_for(heartbeat.is_file, 120, driver)
     os.kill(json.loads(heartbeat.read_text())["pid"], signal.SIGKILL)
@@ -123,10 +117,23 @@ def test_a_dead_tuner_fails_loudly_and_leaves_nothing_running(tmp_path, env):
     wait_for(lambda: not processes_of(out), 30)
 
 
+def test_a_port_an_outgoing_connection_holds_is_not_offered(tmp_path):
+    """Nothing listens on a connection's own port, yet NNI's manager cannot listen there (EADDRINUSE)."""
+    import socket
+
+    from seglib.hpo.engines.nni import check_port, free_port
+
+    with socket.create_server(("127.0.0.1", 0)) as server, socket.create_connection(server.getsockname()) as client:
+        held = client.getsockname()[1]
+        assert free_port(held) != held
+        with pytest.raises(RuntimeError, match=f"cannot use port {held} for the search"):
+            check_port(held, tmp_path)
+
+
 def test_manager_listens_on_localhost_only_a_second_driver_is_refused_and_stop_ends_it(tmp_path, env):
     import psutil
 
-    out, taken = tmp_path / "bind", port()
+    out, taken = tmp_path / "bind", spare_port()
     driver = start_driver(out, cli_args(env, max_budget=1, concurrency=1, port=taken, backend=BACKEND))
     wait_for((out / "tuner_heartbeat.json").is_file, 120, driver)
     manager = next(p for p in psutil.Process(driver.pid).children(recursive=True) if p.name() == "node")
@@ -158,7 +165,7 @@ def test_cli_random_search_at_a_given_epoch_budget_in_bf16(tmp_path, env, capsys
     code = cli.main(
         [
             "hpo",
-            *cli_args(env, port=port(), backend=BACKEND),
+            *cli_args(env, port=spare_port(), backend=BACKEND),
             "--out",
             str(out),
             "--tuner",
@@ -197,7 +204,7 @@ def test_bohb_on_nni_hands_out_what_it_decides_with_warm_start(tmp_path, env):
     out = tmp_path / tuner
     space_file = tmp_path / "space.json"
     space_file.write_text(json.dumps({"batch_size": SPACE["batch_size"]}))
-    args = cli_args(env, port=port(), backend=BACKEND, concurrency=1, tuner=tuner, space=space_file)
+    args = cli_args(env, port=spare_port(), backend=BACKEND, concurrency=1, tuner=tuner, space=space_file)
     assert cli.main(["hpo", *args, "--out", str(out)]) == 0
     experiment = hpo.export(out)
     summary = experiment.summary

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 
 import pytest
@@ -16,12 +15,12 @@ from hpo_helpers import (
     handed_out,
     processes_of,
     replayed,
+    spare_port,
     start_driver,
     wait_for,
 )
 
 from seglib import hpo
-from seglib.hpo.engines.nni import free_port
 from seglib.settings import profile
 
 TINY = profile("quick", **TINY_OVERRIDES)
@@ -52,7 +51,7 @@ def test_local_and_nni_engines_run_the_same_search_with_the_same_exports(tmp_pat
         settings.replace(engine="nni"),
         space=SPACE,
         backend="tensorflow",
-        port=free_port(random.randrange(20000, 40000, 2)),
+        port=spare_port(),
     )
     assert (local.summary.engine, nni.summary.engine) == ("local", "nni")
     assert local.summary.finished and nni.summary.finished

@@ -27,7 +27,6 @@ import getpass
 import importlib.util
 import json
 import os
-import random
 import shlex
 import shutil
 import socket
@@ -40,10 +39,10 @@ from pathlib import Path
 
 import psutil
 import pytest
-from hpo_helpers import ONE_BATCH_SIZE, cli_args, epochs_in_history, processes_of, start_driver, wait_for
+from hpo_helpers import ONE_BATCH_SIZE, cli_args, epochs_in_history, processes_of, spare_port, start_driver, wait_for
 
 from seglib.artifacts import ExperimentPaths, read_experiment
-from seglib.hpo.engines.nni import LOOPBACK_JS, build_config, free_port, manager_preload
+from seglib.hpo.engines.nni import LOOPBACK_JS, build_config, manager_preload
 from seglib.hpo.remote import remote_training_service
 from seglib.hpo.search import plan
 from seglib.settings import profile
@@ -223,7 +222,7 @@ def search_args(data, space_file, machines, python_path) -> list[str]:
             backend=BACKEND,
             space=space_file,
             concurrency=1,
-            port=free_port(random.randrange(20000, 40000, 2)),
+            port=spare_port(),
         ),
         *machines.cli_args(python_path),
     ]

@@ -306,8 +306,18 @@ def check_port(port: int | None, root) -> None:
 
 
 def _port_free(port: int) -> bool:
+    """Whether NNI's manager could listen on ``port``: nothing listens there and no connection holds
+    it (an outgoing connection's port is invisible to a connect test, yet makes the listen fail)."""
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", port)) == 0:
+            return False
     with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) != 0
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Node listens: TIME_WAIT is no obstacle
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
 
 
 # ---------------------------------------------------------------------------------------------
