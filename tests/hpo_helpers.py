@@ -27,10 +27,11 @@ ONE_BATCH_SIZE = {"batch_size": {"_type": "choice", "_value": [16]}}
 
 
 def spare_port() -> int:
-    """A free port pair for an NNI manager, at random below Linux's ephemeral range (32768 up).
+    """A free port pair for a server a test starts (an NNI manager, an SSH server), at random below
+    Linux's ephemeral range (32768 up).
 
-    Ports above it are handed to outgoing connections (trials, SSH, the other test worker's
-    NNI) between the check and the manager's listen, which then fails with EADDRINUSE.
+    Ports in that range are handed to outgoing connections (trials, SSH, the other test worker's
+    NNI) between the check and the server's listen, which then fails with EADDRINUSE.
     """
     return free_port(random.randrange(20000, 32000, 2))
 

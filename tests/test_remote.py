@@ -64,12 +64,6 @@ LOOPBACK = ("127.0.0.1", "::1")
 # Two machines on loopback
 
 
-def _free_tcp_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class Machines:
     """SSH servers on 127.0.0.1 standing for machines; everything they start is theirs to kill."""
 
@@ -92,7 +86,7 @@ class Machines:
         folder = self.folder(n)
         (folder / "home").mkdir(parents=True)
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(folder / "host_key")], check=True)
-        port = _free_tcp_port()
+        port = spare_port()
         (folder / "sshd_config").write_text(f"""\
 ListenAddress 127.0.0.1:{port}
 HostKey {folder / "host_key"}
@@ -474,7 +468,7 @@ def test_a_relative_output_folder_is_refused(tmp_path, data):
 def test_a_refused_key_or_an_unreachable_machine_is_named(tmp_path, machines, python_path, data):
     wrong = tmp_path / "wrong_key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(wrong)], check=True)
-    nowhere = f"{LOGIN}@127.0.0.1:{_free_tcp_port()}"
+    nowhere = f"{LOGIN}@127.0.0.1:{spare_port()}"
     code, err, seconds = seglib_hpo(
         tmp_path / "hpo", data, *machines.cli_args(python_path, 1, 2, key=wrong), "--remote", nowhere
     )
