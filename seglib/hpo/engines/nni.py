@@ -308,7 +308,7 @@ def check_port(port: int | None, root) -> None:
 def _port_free(port: int) -> bool:
     """Whether NNI's manager could listen on ``port``: nothing listens there and no connection holds
     it (an outgoing connection's port is invisible to a connect test, yet makes the listen fail)."""
-    with socket.socket() as probe:
+    with socket.socket() as probe:  # also on BSD/macOS, where a wildcard bind may share a listener's port
         if probe.connect_ex(("127.0.0.1", port)) == 0:
             return False
     with socket.socket() as sock:
