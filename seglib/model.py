@@ -85,32 +85,66 @@ class RbgDropout(layers.Dropout):
         return jnp.where(keep, inputs / jnp.asarray(1.0 - self.rate, inputs.dtype), jnp.zeros((), inputs.dtype))
 
 
+@keras.saving.register_keras_serializable(package="seglib")
+class ActivationSwitch(layers.Layer):
+    """One of ``ACTIVATIONS``, chosen by a non-trainable weight (one-hot) instead of the code.
+
+    A program traced with these layers serves every activation: the choice is data, so trials
+    of different activations share one compiled training step (``seglib.train.packed``, where
+    each trial's choice is its own slice of the stacked weights). Every activation is computed
+    and all but the chosen one are discarded with a select, never multiplied by zero, so the
+    output and its gradient are the chosen activation's exactly, and an overflowing branch that
+    is not chosen cannot turn them into NaN.
+    """
+
+    def __init__(self, activation: str | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation={activation!r}; expected one of {list(ACTIVATIONS)} (None = linear)")
+        self.activation = activation
+
+    def build(self, input_shape):
+        self.choice = self.add_weight(shape=(len(ACTIVATIONS),), initializer="zeros", trainable=False, name="choice")
+        self.choice.assign(one_hot_activation(self.activation))
+
+    def call(self, inputs):
+        outputs = inputs  # None: linear
+        for index, name in enumerate(ACTIVATIONS):
+            if name is not None:
+                outputs = ops.where(self.choice[index] > 0, keras.activations.get(name)(inputs), outputs)
+        return outputs
+
+    def get_config(self):
+        return {**super().get_config(), "activation": self.activation}
+
+
+def one_hot_activation(activation: str | None) -> np.ndarray:
+    """``ActivationSwitch``'s weight for ``activation``."""
+    return np.eye(len(ACTIVATIONS), dtype=np.float32)[ACTIVATIONS.index(activation)]
+
+
 def _seed(seed: int | None, offset: int) -> int | None:
     return None if seed is None else seed * 1000 + offset
 
 
-def _double_conv(x, filters, activation, dropout, seed, index, name, dropout_rng="keras"):
+def _double_conv(x, filters, activation, dropout, seed, index, name, dropout_rng="keras", switch=False):
     """Two 3x3 convolutions with dropout between them, as every level of the original."""
     dropout_layer = RbgDropout if dropout_rng == "rbg" else layers.Dropout
-    x = layers.Conv2D(
-        filters,
-        3,
-        activation=activation,
-        kernel_initializer=NumpyInitializer("he_normal", _seed(seed, 3 * index)),
-        bias_initializer=NumpyInitializer("zeros"),
-        padding="same",
-        name=f"{name}_conv1",
-    )(x)
-    x = dropout_layer(dropout, seed=_seed(seed, 3 * index + 1), name=f"{name}_dropout")(x)
-    return layers.Conv2D(
-        filters,
-        3,
-        activation=activation,
-        kernel_initializer=NumpyInitializer("he_normal", _seed(seed, 3 * index + 2)),
-        bias_initializer=NumpyInitializer("zeros"),
-        padding="same",
-        name=f"{name}_conv2",
-    )(x)
+    for conv in (1, 2):
+        x = layers.Conv2D(
+            filters,
+            3,
+            activation=None if switch else activation,
+            kernel_initializer=NumpyInitializer("he_normal", _seed(seed, 3 * index + 2 * (conv - 1))),
+            bias_initializer=NumpyInitializer("zeros"),
+            padding="same",
+            name=f"{name}_conv{conv}",
+        )(x)
+        if switch:
+            x = ActivationSwitch(activation, name=f"{name}_conv{conv}_activation")(x)
+        if conv == 1:
+            x = dropout_layer(dropout, seed=_seed(seed, 3 * index + 1), name=f"{name}_dropout")(x)
+    return x
 
 
 def build_unet(
@@ -123,6 +157,7 @@ def build_unet(
     bottleneck_dropout: float = 0.3,
     seed: int | None = None,
     dropout_rng: str = "keras",
+    activation_switch: bool = False,
 ) -> keras.Model:
     """The original U-Net; ``depth`` down-sampling levels, filters doubling from ``base_filters``.
 
@@ -130,6 +165,8 @@ def build_unet(
     The softmax head computes in float32 so that mixed precision never feeds bf16/fp16
     probabilities to the loss. ``seed`` fixes the initial weights and the dropout streams.
     ``dropout_rng="rbg"`` draws dropout masks with JAX's RBG generator (see ``RbgDropout``).
+    ``activation_switch=True`` applies the activation with ``ActivationSwitch`` layers: the same
+    trainable weights and outputs, and one program for every activation.
     """
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation={activation!r}; expected one of {list(ACTIVATIONS)} (None = linear)")
@@ -145,10 +182,22 @@ def build_unet(
     x = inputs
     skips = []
     for level in range(depth):
-        x = _double_conv(x, base_filters * 2**level, activation, dropout, seed, level, f"down{level}", dropout_rng)
+        x = _double_conv(
+            x, base_filters * 2**level, activation, dropout, seed, level, f"down{level}", dropout_rng, activation_switch
+        )
         skips.append(x)
         x = layers.MaxPooling2D(2, name=f"down{level}_pool")(x)
-    x = _double_conv(x, base_filters * 2**depth, activation, bottleneck_dropout, seed, depth, "bottleneck", dropout_rng)
+    x = _double_conv(
+        x,
+        base_filters * 2**depth,
+        activation,
+        bottleneck_dropout,
+        seed,
+        depth,
+        "bottleneck",
+        dropout_rng,
+        activation_switch,
+    )
     for level in reversed(range(depth)):
         filters = base_filters * 2**level
         x = layers.Conv2DTranspose(
@@ -161,7 +210,9 @@ def build_unet(
             name=f"up{level}_transpose",
         )(x)
         x = layers.Concatenate(name=f"up{level}_concat")([x, skips[level]])
-        x = _double_conv(x, filters, activation, dropout, seed, 2 * depth + 1 + level, f"up{level}", dropout_rng)
+        x = _double_conv(
+            x, filters, activation, dropout, seed, 2 * depth + 1 + level, f"up{level}", dropout_rng, activation_switch
+        )
     outputs = layers.Conv2D(
         num_classes,
         1,

@@ -8,7 +8,7 @@ import pytest
 
 from seglib.losses import dice_focal_loss
 from seglib.metrics import training_metrics
-from seglib.model import NumpyInitializer, RbgDropout, build_unet
+from seglib.model import ActivationSwitch, NumpyInitializer, RbgDropout, build_unet, one_hot_activation
 from seglib.train import load_model
 
 
@@ -87,3 +87,24 @@ def test_save_load_gives_the_same_predictions_and_loss(tmp_path):
         assert np.array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
         assert loaded.loss.name == "dice_loss_plus_1_focal_loss"
         assert loaded.evaluate(x, y, verbose=0) == pytest.approx(model.evaluate(x, y, verbose=0), rel=1e-6)
+
+
+def test_the_activation_switch_computes_the_chosen_activation_exactly(tmp_path):
+    """A U-Net with the activation as a weight: the plain U-Net's weights and outputs, and the
+    choice is data (one model switched to another activation gives that activation's outputs)."""
+    x = np.random.default_rng(0).random((2, 16, 16, 3), dtype=np.float32)
+    switched = build_unet((16, 16, 3), base_filters=2, depth=2, seed=1, activation="relu", activation_switch=True)
+    choices = [layer.choice for layer in switched.layers if isinstance(layer, ActivationSwitch)]
+    assert len(choices) == 2 * 5  # two convolutions a level: 2 down, the bottleneck, 2 up
+    outputs = {}
+    for activation in ("relu", "tanh", "swish", None):
+        plain = build_unet((16, 16, 3), base_filters=2, depth=2, seed=1, activation=activation)
+        for choice in choices:
+            choice.assign(one_hot_activation(activation))
+        for mine, theirs in zip(switched.trainable_weights, plain.trainable_weights, strict=True):
+            np.testing.assert_array_equal(np.asarray(mine), np.asarray(theirs))
+        outputs[activation] = np.asarray(switched(x))
+        np.testing.assert_array_equal(outputs[activation], np.asarray(plain(x)))
+    assert np.abs(outputs["relu"] - outputs["tanh"]).max() > 1e-3  # the choice changes the outputs
+    switched.save(tmp_path / "switched.keras")
+    np.testing.assert_array_equal(np.asarray(load_model(tmp_path / "switched.keras")(x)), outputs[None])
