@@ -16,8 +16,9 @@ from seglib.train import epoch_order
 from seglib.train.packed import PackedTrial, _epoch_batches, _Member
 
 # Three trials of one tiny architecture, alone with train() and then packed: mixed batch
-# sizes, learning rates and seeds (so shuffle orders and dropout), and the third warm-started
-# from a checkpoint of its first epoch while the first trains 2 epochs and the second 3.
+# sizes, learning rates, activations and seeds (so shuffle orders and dropout), and the third
+# warm-started from a checkpoint of its first epoch while the first trains 2 epochs and the
+# second 3. One program trains all three: the activation is an input of it.
 ALONE_AND_PACKED = textwrap.dedent(
     """
     import json, shutil, sys, tempfile
@@ -26,15 +27,16 @@ ALONE_AND_PACKED = textwrap.dedent(
     from seglib.settings import Settings
     from seglib.train import TrainOptions, train
     from seglib.train.packed import PackedTrial, train_packed
+    from seglib.train.pool import ModelPool
 
     rng = np.random.default_rng(0)
     x = rng.random((16, 16, 16, 3), dtype=np.float32)
     y = np.clip(x[..., 0] * 6, 0, 5).astype(np.uint8)
     data = (x[:12], y[:12], x[12:], y[12:])
     base = Settings(base_filters=2, depth=2, patch_size=16)
-    settings = [base.replace(batch_size=2, learning_rate=0.05, seed=1),
-                base.replace(batch_size=3, learning_rate=0.01, seed=2),
-                base.replace(batch_size=4, learning_rate=0.02, seed=3)]
+    settings = [base.replace(batch_size=2, learning_rate=0.05, seed=1, activation="relu"),
+                base.replace(batch_size=3, learning_rate=0.01, seed=2, activation="tanh"),
+                base.replace(batch_size=4, learning_rate=0.02, seed=3, activation="swish")]
     epochs = [2, 3, 3]
     options = TrainOptions(loop="jax", verbose=0)
     root = Path(tempfile.mkdtemp())
@@ -44,7 +46,8 @@ ALONE_AND_PACKED = textwrap.dedent(
     alone = [train(*data, settings=s, epochs=e, checkpoint_dir=f, options=options)
              for s, e, f in zip(settings, epochs, folders)]
     trials = [PackedTrial(s, e, f) for s, e, f in zip(settings, epochs, [None, None, root / "warm"])]
-    packed = train_packed(*data, trials=trials, options=options)
+    pool = ModelPool()
+    packed = train_packed(*data, trials=trials, options=TrainOptions(loop="jax", verbose=0, pool=pool))
     resumed = train(*data, settings=settings[2], epochs=4, checkpoint_dir=root / "warm", options=options)
     keys = ("loss", "val_loss")
     print(json.dumps({
@@ -54,6 +57,8 @@ ALONE_AND_PACKED = textwrap.dedent(
         "epochs_trained": [r.epochs_trained for r in packed],
         "loops": [r.metadata["loop"] for r in packed],
         "resumed_from_packed": resumed.initial_epoch,
+        "programs": len(pool.programs),
+        "layers": sorted({type(layer).__name__ for r in packed for layer in r.model.layers}),
     }))
     """
 )
@@ -73,6 +78,8 @@ def test_trials_packed_together_give_each_the_losses_it_gets_alone():
     assert result["epochs_trained"] == [2, 3, 3]
     assert result["loops"] == ["packed"] * 3
     assert result["resumed_from_packed"] == 3  # the packed trial's checkpoints are train()'s
+    assert result["programs"] == 1  # three activations, one packed program
+    assert "ActivationSwitch" not in result["layers"]  # the trials' own models are plain U-Nets
     for alone, packed in zip(result["alone"], result["packed"]):
         for key in ("loss", "val_loss"):
             np.testing.assert_allclose(packed[key], alone[key], atol=5e-5, err_msg=key)

@@ -434,7 +434,7 @@ def run_config(
     return config
 
 
-def _build(x_train, config: dict, policy: str) -> keras.Model:
+def _build(x_train, config: dict, policy: str, activation_switch: bool = False) -> keras.Model:
     """The U-Net for these arrays, with its layers created under the dtype ``policy``.
 
     The global seed is set here, where a model is made, and not for every training: under
@@ -453,6 +453,7 @@ def _build(x_train, config: dict, policy: str) -> keras.Model:
             depth=config["depth"],
             seed=config["seed"],
             dropout_rng=config["dropout_rng"],
+            activation_switch=activation_switch,
         )
     finally:
         keras.config.set_dtype_policy(previous)

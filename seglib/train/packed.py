@@ -10,10 +10,15 @@ of its loss (``SegLoss.masked``), and a trial whose epoch has fewer steps than t
 whose epochs are not being trained, sits out those steps unchanged (its new state is dropped
 with ``jnp.where``). So each trial trains exactly as it would alone with ``train``, to
 floating-point noise, and its checkpoints are ``train``'s: either can resume the other's.
+The activation is an input of the program too: the step is traced with a twin of the U-Net
+whose activations are ``ActivationSwitch`` layers, each trial's choice a slice of the stacked
+weights, so trials of every activation share one pack and one program (3 training programs
+for the original's search space, batch sizes padded to 8, 16 and 32, instead of 12).
 
 Implementation notes. Each trial keeps its own Keras model (its validation, checkpoints and
-the model handed back); the first trial's model traces the packed step. Every epoch each
-model's variables are stacked along a new first axis, the pack's steps run (one jitted call
+the model handed back, all plain U-Nets); the twin only traces the packed step. Every epoch
+each model's variables (and its activation's one-hot, where the twin has a switch) are
+stacked along a new first axis, the pack's steps run (one jitted call
 per step, or a ``lax.scan`` over the epoch on a GPU, as ``JaxLoop``), and each trial's slice
 is written back to its model.
 """
@@ -31,6 +36,7 @@ import keras
 import numpy as np
 
 from seglib.artifacts import read_json
+from seglib.model import ActivationSwitch, one_hot_activation
 from seglib.settings import RECIPE, Settings
 from seglib.train.checkpoints import (
     check_same_config,
@@ -56,8 +62,9 @@ from seglib.train.loop import (
 )
 from seglib.train.pool import device_put
 
-# What every trial of a pack must share: the program's shapes and layers.
-ARCHITECTURE = ("activation", "base_filters", "depth", "precision", "patch_size")
+# What every trial of a pack must share: the program's shapes and layers (the activation is an
+# input of the program, not part of it).
+ARCHITECTURE = ("base_filters", "depth", "precision", "patch_size")
 # What a model lent by a ModelPool must match besides the input shape and seed.
 _POOLED = ("activation", "base_filters", "depth", "precision", "num_classes", "dropout_rng")
 
@@ -137,7 +144,8 @@ def train_packed(
     # One program per architecture for the process when a pool is given: later packs reuse it.
     programs = options.pool.programs if options.pool is not None else None
     key = (tuple(x_train.shape[1:]), options.dropout_rng, *(getattr(trials[0].settings, n) for n in ARCHITECTURE))
-    run, run_one = _programs(members[0].model, programs, key)
+    twin, run, run_one = _programs(members[0].trial.settings, members[0].config, x_train, programs, key)
+    switches = _switches(twin, members[0].model)
     validation = (x_val, y_val) if x_val is not None else None
     first = min(m.initial_epoch for m in members)
     last = max(m.trial.epochs for m in members)
@@ -150,7 +158,7 @@ def train_packed(
             if on:
                 reset_dropout_seeds(member.model, member.trial.settings.seed, epoch)
         batches = _epoch_batches(members, active, len(x_train), epoch, shape)
-        state = _stack(members)
+        state = _stack(members, switches)
         losses = []
         count = len(batches[0])
         if steps_per_execution == 1:
@@ -163,7 +171,7 @@ def train_packed(
                 state, chunk_losses = run(state, x, y, tuple(part[begin : begin + chunk] for part in batches))
                 losses.append(np.asarray(chunk_losses))
         losses, steps_on = np.concatenate(losses), batches[2]
-        _unstack(members, state, active)
+        _unstack(members, state, active, switches)
         seconds = time.perf_counter() - started
         for index, (member, on) in enumerate(zip(members, active)):
             if on:
@@ -255,25 +263,59 @@ def _epoch_batches(members, active, num_samples: int, epoch: int, shape: int):
     return indices, mask, on
 
 
-def _stack(members):
-    """Every trial's (trainable, non-trainable, optimizer) values, stacked along a new first axis."""
+def _switches(twin: keras.Model, model: keras.Model) -> list[bool]:
+    """For each of the twin's non-trainable variables, whether it is an activation's choice.
+
+    The others are a trial's own model's non-trainable variables, in the same order (the twin
+    is the same U-Net with switch layers added), which is checked here.
+    """
+    choices = {id(layer.choice) for layer in twin.layers if isinstance(layer, ActivationSwitch)}
+    switches = [id(v) in choices for v in twin.non_trainable_variables]
+    own = [tuple(v.shape) for v, switch in zip(twin.non_trainable_variables, switches) if not switch]
+    theirs = [tuple(v.shape) for v in model.non_trainable_variables]
+    if own != theirs or [tuple(v.shape) for v in twin.trainable_variables] != [
+        tuple(v.shape) for v in model.trainable_variables
+    ]:
+        raise ValueError(
+            f"the packed program's U-Net does not match the trials' ({model.name}): not the same variables"
+        )
+    return switches
+
+
+def _stack(members, switches: list[bool]):
+    """Every trial's (trainable, non-trainable, optimizer) values, stacked along a new first axis.
+
+    The non-trainable part is in the twin's order: a trial's own variables, with its
+    activation's one-hot where the twin has a switch.
+    """
     import jax.numpy as jnp
 
+    def non_trainable(member):
+        own = iter(member.model.non_trainable_variables)
+        choice = one_hot_activation(member.trial.settings.activation)
+        return [choice if switch else next(own).value for switch in switches]
+
     groups = [
-        [[v.value for v in variables] for variables in (m.model.trainable_variables, m.model.non_trainable_variables)]
-        + [[v.value for v in m.model.optimizer.variables]]
+        [
+            [v.value for v in m.model.trainable_variables],
+            non_trainable(m),
+            [v.value for v in m.model.optimizer.variables],
+        ]
         for m in members
     ]
     return tuple([jnp.stack(values) for values in zip(*(g[part] for g in groups))] for part in range(3))
 
 
-def _unstack(members, state, active) -> None:
+def _unstack(members, state, active, switches: list[bool]) -> None:
+    trainable, non_trainable, optimizer = state
+    non_trainable = [values for values, switch in zip(non_trainable, switches) if not switch]
     for index, (member, on) in enumerate(zip(members, active)):
         if not on:
             continue
         model = member.model
         for variables, values in zip(
-            (model.trainable_variables, model.non_trainable_variables, model.optimizer.variables), state
+            (model.trainable_variables, model.non_trainable_variables, model.optimizer.variables),
+            (trainable, non_trainable, optimizer),
         ):
             for variable, value in zip(variables, values):
                 variable.assign(value[index])
@@ -331,19 +373,24 @@ def _result(member: _Member) -> TrainResult:
     )
 
 
-def _programs(model, cache: dict | None = None, key: tuple = ()):
-    """The packed training programs traced with ``model``: (k steps in a ``lax.scan``, one step).
+def _programs(settings: Settings, config: dict, x_train, cache: dict | None = None, key: tuple = ()):
+    """(twin, k steps in a ``lax.scan``, one step): the packed training programs and their U-Net.
 
-    They read only ``model``'s structure, loss and optimizer update, never its variables, so
-    any model of the same architecture can trace them: kept in ``cache`` under ``key``
-    (a ``ModelPool``'s), or on ``model``.
+    The twin is the U-Net of ``settings`` and ``config`` (``run_config``'s) with
+    ``ActivationSwitch`` layers, compiled as a trial's model is.
+    The programs read only its structure, loss and optimizer update, never its variables, so
+    they serve every trial of the architecture whatever its activation: kept in ``cache``
+    under ``key`` (a ``ModelPool``'s) for the next pack.
     """
     key = ("packed", *key)
-    cache = model.__dict__.setdefault("_seglib_programs", {}) if cache is None else cache
-    if key in cache:
+    if cache is not None and key in cache:
         return cache[key]
     import jax
     import jax.numpy as jnp
+
+    model = _build(x_train, config, POLICIES[settings.precision], activation_switch=True)
+    compile_model(model, settings.learning_rate)
+    model.optimizer.build(model.trainable_variables)
 
     def step(state, x, y, batch):  # one trial: vmapped over the pack's first axis
         trainable, non_trainable, optimizer_state = state
@@ -364,5 +411,7 @@ def _programs(model, cache: dict | None = None, key: tuple = ()):
     def scan(state, x, y, batches):
         return jax.lax.scan(lambda carried, batch: packed_step(carried, x, y, batch), state, batches)
 
-    cache[key] = (jax.jit(scan), jax.jit(packed_step))
-    return cache[key]
+    programs = (model, jax.jit(scan), jax.jit(packed_step))
+    if cache is not None:
+        cache[key] = programs
+    return programs

@@ -19,7 +19,8 @@ class ModelPool:
     def __init__(self):
         self._models: dict[tuple, list[tuple[keras.Model, list]]] = {}  # several: packed trials take one each
         self._on_device: dict[tuple, tuple] = {}
-        self.programs: dict[tuple, tuple] = {}  # packed training programs by architecture (seglib.train.packed)
+        # packed training programs and their U-Net, by architecture (seglib.train.packed)
+        self.programs: dict[tuple, tuple] = {}
 
     def take(self, key: tuple, learning_rate: float) -> tuple[keras.Model | None, list | None]:
         """The kept model for ``key`` reset to its initial weights and a fresh optimizer, or (None, None)."""

@@ -129,7 +129,8 @@ class Packer:
 
     Each thread's call waits until every thread has either called or left (a trial already
     recorded, or one that failed before training); then one of them trains the calls, packed
-    by architecture (``seglib.train.packed``), and every call returns its own result.
+    by architecture, whatever their activations (``seglib.train.packed``), and every call
+    returns its own result.
     """
 
     def __init__(self, expected: int):
