@@ -11,8 +11,8 @@ architecture. Counted three ways for one pass at the original's R = 60, η = 3 (
   masked samples (the jax loop's default on a GPU): one per (activation, padded size).
 
 * ``packed``: each rung's trials trained in packs of ``--slots`` (``seglib.train.packed``)
-  per (activation, padded size), a pack of fewer trials filled with trials that sit out: one
-  program per (activation, padded size) with ``--slots`` members.
+  per padded size, a pack of fewer trials filled with trials that sit out: the activation is
+  an input of the program, so one program per padded size with ``--slots`` members.
 
 Which configurations a pass promotes depends on their losses, but every trial's configuration
 is one of those drawn for its bracket's first rung, so the counts do not.
@@ -51,7 +51,7 @@ def packs(search: HyperBand, pad, slots: int) -> list[tuple]:
     groups: dict[tuple, list] = {}
     for job in search.jobs:
         params = search.params(job)
-        key = (job.bracket, job.rung, params["activation"], pad(params["batch_size"]))
+        key = (job.bracket, job.rung, pad(params["batch_size"]))
         groups.setdefault(key, []).append(job)
     return [(key, jobs[i : i + slots]) for key, jobs in groups.items() for i in range(0, len(jobs), slots)]
 
@@ -70,9 +70,13 @@ def compile_seconds(shape: int, slots: int | None, args) -> float:
 
     settings = Settings(patch_size=args.patch_size)
     x = np.zeros((1, args.patch_size, args.patch_size, 3), np.float32)
-    model = _build(x, run_config(settings, args.train_patches, "keras"), "float32")
-    compile_model(model, settings.learning_rate)
-    model.optimizer.build(model.trainable_variables)
+    config = run_config(settings, args.train_patches, "keras")
+    if slots is None:
+        model = _build(x, config, "float32")
+        compile_model(model, settings.learning_rate)
+        model.optimizer.build(model.trainable_variables)
+    else:  # the packed program's own U-Net: the activation an input (ActivationSwitch layers)
+        model, _, packed_step = _programs(settings, config, x)
     state = tuple(
         [v.value for v in variables]
         for variables in (model.trainable_variables, model.non_trainable_variables, model.optimizer.variables)
@@ -86,7 +90,6 @@ def compile_seconds(shape: int, slots: int | None, args) -> float:
         lowered = one.lower(state, *data, np.zeros(shape, np.int32))
     else:
         stacked = jax.tree.map(lambda v: jax.ShapeDtypeStruct((slots, *v.shape), v.dtype), state)
-        _, packed_step = _programs(model)
         batch = (np.zeros((slots, shape), np.int32), np.ones((slots, shape), np.float32), np.ones(slots, bool))
         lowered = packed_step.lower(stacked, *data, batch)
     started = time.perf_counter()
@@ -116,7 +119,7 @@ def main(argv=None) -> int:
         "in_process": len({(c["activation"], c["batch_size"]) for c in configs}),
         "in_process_padded": len({(c["activation"], padded_size(c["batch_size"])) for c in configs}),
         "slots": args.slots,
-        "packed": len({(key[2], key[3]) for key, _ in packs(search, padded_size, args.slots)}),
+        "packed": len({key[2] for key, _ in packs(search, padded_size, args.slots)}),
         "packs": len(packs(search, padded_size, args.slots)),
     }
     if args.measure:
@@ -138,7 +141,7 @@ def main(argv=None) -> int:
             # unpadded programs' seconds taken as those of the padded shape at or above them
             "in_process_seconds": round(sum(alone[padded_size(b)] for _, b in unpadded), 1),
             "in_process_padded_seconds": round(sum(alone[s] * n for s, n in per_shape.items()), 1),
-            "packed_seconds": round(sum(together[s] * n for s, n in per_shape.items()), 1),
+            "packed_seconds": round(sum(together.values()), 1),  # one program per padded size
         }
     print("RESULT " + json.dumps(result))
     return 0

@@ -10,8 +10,9 @@ configuration), the report, and the programs compiled.
 * ``single``: what seglib does today on a GPU (the in-process engine): one trial after
   another, batches padded to a power of two >= 8, a program compiled the first time its
   (activation, padded batch) is met (``seglib.hpo.simulate.TrainingCost``).
-* ``packed``: trials of one program trained side by side (``seglib.train.packed``) in packs
-  of ``slots`` members; the baseline, the HyperBand pass, the tuned model and random search
+* ``packed``: trials of one program trained side by side in packs of ``slots`` members, a
+  program per (activation, padded batch), or per padded batch with the activation an input
+  of it (``seglib.train.packed``'s program); the baseline, the HyperBand pass, the tuned model and random search
   all feed the same packs (each design's ``workers`` trials running at once), and every program
   is compiled before training, each design's ``parallel_compiles`` at a time
   (``seglib.hpo.simulate.PackedCost``). Several designs are tried; the fastest on the
@@ -54,9 +55,12 @@ ASSUMED = {
     "parallel_compiles": "4 programs compiled at once on the host's 16 cores, each 1.5x as slow as alone",
     "shared_activation_cost": "the activation as an input (every activation computed, one kept): 1.15x per patch",
     "packed_patch_cost": "a packed step costs 0.19 ms per patch of all its slots, as one large batch does",
+    "packed_compile": "a packed program compiles in 1.9x a single one's time, whatever its slots (measured on a "
+    "2-core CPU for 4 slots: 10.8-11.4 s against 5.6-6.1 s, benchmarks/bench_programs.py --measure)",
 }
 REPORT_SECONDS = 20.0
 COMPILE_SLOWDOWN = 1.5
+PACKED_COMPILE = 1.9
 # Per-patch time relative to the H200 (4.8 TB/s): memory bandwidth from the makers' specifications.
 GPUS = {"H200": 1.0, "A100": 4.8 / 2.04, "L4": 4.8 / 0.30, "T4": 4.8 / 0.32}
 
@@ -214,7 +218,8 @@ def packed(seed: int, design: Design, patch_scale: float = 1.0) -> dict:
     programs = len(shapes) * len(activations) + 1
     waves = math.ceil(programs / design.parallel_compiles)
     slowdown = COMPILE_SLOWDOWN if design.parallel_compiles > 1 else 1.0
-    seconds["compiles"] = waves * cost.compile_seconds * slowdown
+    packs = design.slots != 1 or design.pack_patches is not None  # a pack of one is the single stream's program
+    seconds["compiles"] = waves * cost.compile_seconds * slowdown * (PACKED_COMPILE if packs else 1.0)
     seconds["report"] = REPORT_SECONDS * patch_scale
     return {"seconds": seconds, "total": sum(seconds.values()), "programs": programs, "makespan": run.makespan}
 
@@ -286,8 +291,8 @@ def chain_floor(seed: int) -> dict:
 
 
 FAMILIES = {
-    "packed": "one program per (activation, padded batch), k trials of it side by side: seglib.train.packed",
-    "activation_as_input": "the same with the activation an input of the program (not built)",
+    "packed": "one program per (activation, padded batch), k trials of it side by side (for comparison)",
+    "activation_as_input": "one program per padded batch, the activation an input of it: seglib.train.packed",
     "concatenated": "unpadded batches of many trials in one step (not built)",
 }
 
