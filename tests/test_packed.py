@@ -49,6 +49,13 @@ ALONE_AND_PACKED = textwrap.dedent(
     pool = ModelPool()
     packed = train_packed(*data, trials=trials, options=TrainOptions(loop="jax", verbose=0, pool=pool))
     resumed = train(*data, settings=settings[2], epochs=4, checkpoint_dir=root / "warm", options=options)
+    # Padded (as on a GPU) into 4 slots: a pack of 3 and then one of 2 fill their empty slots
+    # and share one program.
+    padded_pool = ModelPool()
+    padded = TrainOptions(loop="jax", verbose=0, pool=padded_pool, pad_batches=True)
+    filled = [train_packed(*data, trials=[PackedTrial(s, e) for s, e in zip(settings[:n], epochs)],
+                           options=padded, slots=4) for n in (3, 2)]
+    (_, _, one_step), = padded_pool.programs.values()
     keys = ("loss", "val_loss")
     print(json.dumps({
         "alone": [{k: r.history[k] for k in keys} for r in alone],
@@ -58,6 +65,8 @@ ALONE_AND_PACKED = textwrap.dedent(
         "loops": [r.metadata["loop"] for r in packed],
         "resumed_from_packed": resumed.initial_epoch,
         "programs": len(pool.programs),
+        "filled": [[{k: r.history[k] for k in keys} for r in pack] for pack in filled],
+        "filled_executables": one_step._cache_size(),
         "layers": sorted({type(layer).__name__ for r in packed for layer in r.model.layers}),
     }))
     """
@@ -80,6 +89,11 @@ def test_trials_packed_together_give_each_the_losses_it_gets_alone():
     assert result["resumed_from_packed"] == 3  # the packed trial's checkpoints are train()'s
     assert result["programs"] == 1  # three activations, one packed program
     assert "ActivationSwitch" not in result["layers"]  # the trials' own models are plain U-Nets
+    assert result["filled_executables"] == 1  # packs of 3 and of 2 trials, one compiled step
+    for pack in result["filled"]:
+        for alone, packed in zip(result["alone"], pack):
+            for key in ("loss", "val_loss"):
+                np.testing.assert_allclose(packed[key], alone[key], atol=5e-5, err_msg=f"filled {key}")
     for alone, packed in zip(result["alone"], result["packed"]):
         for key in ("loss", "val_loss"):
             np.testing.assert_allclose(packed[key], alone[key], atol=5e-5, err_msg=key)
@@ -109,6 +123,9 @@ def test_each_trial_steps_through_its_own_order_padded_and_masked_then_sits_out(
         assert on[:steps, index].all() and not on[steps:, index].any()
         assert (mask[:, index, :batch] == 1).all() and (mask[:, index, batch:] == 0).all()
     assert not on[:, 2].any()  # not training in this epoch: every step sits out
+    indices, mask, on = _epoch_batches(members, active, 13, 0, 8, empty=2)  # two empty slots
+    assert indices.shape == (6, 5, 8) and not on[:, 3:].any() and (mask[:, 3:] == 1).all()
+    assert (indices[:, 3:] == 0).all()
 
 
 # One HyperBand pass (R = 3) on the local engine, trials one at a time and then packed 3 at a

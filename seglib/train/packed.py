@@ -110,6 +110,7 @@ def train_packed(
     trials: Sequence[PackedTrial],
     on_epoch_end: Callable[[int, int, dict], None] | None = None,
     options: TrainOptions | None = None,
+    slots: int | None = None,
 ) -> list[TrainResult]:
     """Train ``trials`` together; one :class:`TrainResult` each, as ``train`` would give it alone.
 
@@ -119,7 +120,11 @@ def train_packed(
     ``pad_batches`` as for the jax loop (the pack's shape: the largest batch, padded to a power
     of two when ``pad_batches``, the default on a GPU), ``verbose``, ``dropout_rng``,
     ``compile_cache_dir``, and ``pool`` (the data on the device and the packed programs,
-    kept for the next pack); the others are not used here.
+    kept for the next pack); the others are not used here. ``slots``: with padded batches, a
+    pack of fewer trials fills its empty slots with a copy of the first trial that never
+    keeps its steps, so packs of every size up to ``slots`` share one program (a program is
+    compiled per number of slots); without padding (a CPU), where an empty slot would cost
+    its patches, a pack keeps its own size.
     """
     import jax
 
@@ -140,6 +145,7 @@ def train_packed(
     largest = max(m.batch_size for m in members)
     pad = (not on_cpu) if options.pad_batches is None else options.pad_batches
     shape = padded_size(largest) if pad else largest
+    empty = max(0, slots - len(members)) if pad and slots else 0
     x, y = (options.pool.on_device if options.pool is not None else device_put)(x_train, y_train)
     # One program per architecture for the process when a pool is given: later packs reuse it.
     programs = options.pool.programs if options.pool is not None else None
@@ -157,8 +163,8 @@ def train_packed(
         for member, on in zip(members, active):
             if on:
                 reset_dropout_seeds(member.model, member.trial.settings.seed, epoch)
-        batches = _epoch_batches(members, active, len(x_train), epoch, shape)
-        state = _stack(members, switches)
+        batches = _epoch_batches(members, active, len(x_train), epoch, shape, empty)
+        state = _stack(members, switches, empty)
         losses = []
         count = len(batches[0])
         if steps_per_execution == 1:
@@ -234,12 +240,13 @@ def _start(trial: PackedTrial, x_train, dropout_rng: str, pool=None) -> _Member:
     return member
 
 
-def _epoch_batches(members, active, num_samples: int, epoch: int, shape: int):
+def _epoch_batches(members, active, num_samples: int, epoch: int, shape: int, empty: int = 0):
     """(indices, mask, on) for every step of the pack: (steps, k, shape), (steps, k, shape), (steps, k).
 
     A trial's batches are its own epoch order's, as ``train`` draws it (``drop_remainder``);
     padding and the steps of a trial that sits out are sample 0, and ``on`` is False for them
-    when the trial is not training (its state is kept) or its epoch has ended.
+    when the trial is not training (its state is kept) or its epoch has ended. The ``empty``
+    slots after the trials compute a loss on sample 0 and are never on.
     """
     orders = []
     for member, on in zip(members, active):
@@ -252,7 +259,7 @@ def _epoch_batches(members, active, num_samples: int, epoch: int, shape: int):
             order = order[: len(order) // batch * batch]
         orders.append(order.reshape(-1, batch).astype(np.int32))
     steps = max(len(order) for order in orders)
-    k = len(members)
+    k = len(members) + empty
     indices = np.zeros((steps, k, shape), np.int32)
     mask = np.zeros((steps, k, shape), np.float32)
     on = np.zeros((steps, k), bool)
@@ -260,6 +267,7 @@ def _epoch_batches(members, active, num_samples: int, epoch: int, shape: int):
         indices[: len(order), index, : member.batch_size] = order
         mask[:, index, : member.batch_size] = 1.0  # steps sitting out compute a real loss, then drop it
         on[: len(order), index] = True
+    mask[:, len(members) :] = 1.0
     return indices, mask, on
 
 
@@ -282,11 +290,12 @@ def _switches(twin: keras.Model, model: keras.Model) -> list[bool]:
     return switches
 
 
-def _stack(members, switches: list[bool]):
+def _stack(members, switches: list[bool], empty: int = 0):
     """Every trial's (trainable, non-trainable, optimizer) values, stacked along a new first axis.
 
     The non-trainable part is in the twin's order: a trial's own variables, with its
-    activation's one-hot where the twin has a switch.
+    activation's one-hot where the twin has a switch. ``empty`` copies of the first trial's
+    values follow (empty slots, never written back).
     """
     import jax.numpy as jnp
 
@@ -303,6 +312,7 @@ def _stack(members, switches: list[bool]):
         ]
         for m in members
     ]
+    groups += [groups[0]] * empty
     return tuple([jnp.stack(values) for values in zip(*(g[part] for g in groups))] for part in range(3))
 
 

@@ -185,6 +185,7 @@ class Packer:
                     trials=trials,
                     on_epoch_end=lambda index, epoch, logs, calls=calls: calls[index]["on_epoch_end"](epoch, logs),
                     options=calls[0]["options"],
+                    slots=calls[0]["settings"].pack_trials,
                 )
             except BaseException as error:  # every trial of the pack fails with it
                 trained = [error] * len(threads)
