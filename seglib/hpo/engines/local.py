@@ -4,8 +4,9 @@ What a trial process pays every time — starting Python, importing Keras, loadi
 compiling the training program — is paid once here: the trials share the loaded arrays and,
 on JAX, the data on the device and the compiled programs whose shapes match
 (``seglib.train.jax_loop``). The same search state, trial folders, warm start and export as
-the NNI engine; no web UI, no second machine, one trial at a time (on one GPU a single
-stream of trials keeps it busy without the processes' fixed costs).
+the NNI engine; no web UI, no second machine, one trial at a time, or on JAX up to
+``pack_trials`` of a rung trained together in one program (``seglib.train.packed``): on a GPU
+a small-batch trial alone keeps the device a few per cent busy.
 
 Interrupted (Ctrl-C, SIGTERM, a kill), it loses only the epochs after the running trial's
 last checkpoint: run again, the search hands that pair out again and the trial resumes.
