@@ -37,15 +37,14 @@ def measure(switch: bool, args) -> dict:
 
     from seglib.settings import Settings
     from seglib.train.jax_loop import programs
-    from seglib.train.loop import _build, compile_model, run_config
+    from seglib.train.loop import run_config
+    from seglib.train.packed import compiled_unet
 
     settings = Settings(patch_size=args.patch_size, batch_size=args.batch_size, activation=args.activation)
     rng = np.random.default_rng(0)
     x = rng.random((args.train_patches, args.patch_size, args.patch_size, 3), dtype=np.float32)
     y = rng.integers(0, 6, (args.train_patches, args.patch_size, args.patch_size)).astype(np.uint8)
-    model = _build(x, run_config(settings, len(x), "keras"), "float32", activation_switch=switch)
-    compile_model(model, settings.learning_rate)
-    model.optimizer.build(model.trainable_variables)
+    model = compiled_unet(settings, run_config(settings, len(x), "keras"), x, activation_switch=switch)
     state = tuple(
         [v.value for v in variables]
         for variables in (model.trainable_variables, model.non_trainable_variables, model.optimizer.variables)

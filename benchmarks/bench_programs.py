@@ -65,16 +65,14 @@ def compile_seconds(shape: int, slots: int | None, args) -> float:
 
     from seglib.settings import Settings
     from seglib.train.jax_loop import programs
-    from seglib.train.loop import _build, compile_model, run_config
-    from seglib.train.packed import _programs
+    from seglib.train.loop import run_config
+    from seglib.train.packed import _programs, compiled_unet
 
     settings = Settings(patch_size=args.patch_size)
     x = np.zeros((1, args.patch_size, args.patch_size, 3), np.float32)
     config = run_config(settings, args.train_patches, "keras")
     if slots is None:
-        model = _build(x, config, "float32")
-        compile_model(model, settings.learning_rate)
-        model.optimizer.build(model.trainable_variables)
+        model = compiled_unet(settings, config, x)
     else:  # the packed program's own U-Net: the activation an input (ActivationSwitch layers)
         model, _, packed_step = _programs(settings, config, x)
     state = tuple(

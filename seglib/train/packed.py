@@ -229,9 +229,7 @@ def _start(trial: PackedTrial, x_train, dropout_rng: str, pool=None) -> _Member:
         pool_key = ("packed", tuple(x_train.shape[1:]), settings.seed, *(config[k] for k in _POOLED))
         model, initial = pool.take(pool_key, settings.learning_rate)
     if model is None:
-        model = _build(x_train, config, POLICIES[settings.precision])
-        compile_model(model, settings.learning_rate)
-        model.optimizer.build(model.trainable_variables)
+        model = compiled_unet(settings, config, x_train)
         initial = model.get_weights() if pool is not None else None
     if initial_epoch:  # weights and optimizer state, into the compiled model
         restore_checkpoint(model, Path(checkpoint))
@@ -383,6 +381,14 @@ def _result(member: _Member) -> TrainResult:
     )
 
 
+def compiled_unet(settings: Settings, config: dict, x_train, activation_switch: bool = False) -> keras.Model:
+    """The U-Net of ``settings`` and ``config`` (``run_config``'s), compiled, its optimizer built."""
+    model = _build(x_train, config, POLICIES[settings.precision], activation_switch)
+    compile_model(model, settings.learning_rate)
+    model.optimizer.build(model.trainable_variables)
+    return model
+
+
 def _programs(settings: Settings, config: dict, x_train, cache: dict | None = None, key: tuple = ()):
     """(twin, k steps in a ``lax.scan``, one step): the packed training programs and their U-Net.
 
@@ -398,9 +404,7 @@ def _programs(settings: Settings, config: dict, x_train, cache: dict | None = No
     import jax
     import jax.numpy as jnp
 
-    model = _build(x_train, config, POLICIES[settings.precision], activation_switch=True)
-    compile_model(model, settings.learning_rate)
-    model.optimizer.build(model.trainable_variables)
+    model = compiled_unet(settings, config, x_train, activation_switch=True)
 
     def step(state, x, y, batch):  # one trial: vmapped over the pack's first axis
         trainable, non_trainable, optimizer_state = state
