@@ -1,25 +1,34 @@
-"""Training programs a full HyperBand pass compiles, counted from its configurations (no training).
+"""Programs a full HyperBand pass compiles, counted from its configurations (no training).
 
-A program is one compiled training step: one per (activation, batch shape) of a model
-architecture. Counted three ways for one pass at the original's R = 60, η = 3 (seed 0):
+A training program is one compiled call of the training step: one per (activation, batch
+shape) of a model architecture, and with a ``lax.scan`` over the steps of a call, per number
+of steps too. Counted for one pass at the original's R = 60, η = 3 (seed 0):
 
 * ``processes``: a process per trial (the NNI engine): every trial compiles its own, or loads
   it from JAX's persistent cache when an earlier trial compiled the same one;
 * ``in_process``: the local engine's ``ModelPool`` lends a compiled model to the next trial of
   the same architecture: one program per (activation, batch size);
-* ``in_process_padded``: the same with batches padded to a power of two (at least 8) with
-  masked samples (the jax loop's default on a GPU): one per (activation, padded size).
-
+* ``in_process_whole_epoch``: batches padded to a power of two (at least 8) with masked
+  samples, the whole epoch in one call (the jax loop's GPU default before calls of a fixed
+  length): the epoch's number of steps is part of the program, so one per (activation,
+  padded size, steps), i.e. per batch size again;
+* ``in_process_padded``: padded, in calls of ``STEPS_PER_CALL`` steps, the last one filled
+  (the jax loop's GPU default): one per (activation, padded size);
 * ``packed``: each rung's trials trained in packs of ``--slots`` (``seglib.train.packed``)
   per padded size, a pack of fewer trials filled with trials that sit out: the activation is
-  an input of the program, so one program per padded size with ``--slots`` members.
+  an input of the program, so one program per padded size with ``--slots`` members;
+* ``validation``: Keras' evaluation after every epoch runs at the trial's own batch size, and
+  a last, smaller batch when the validation patches are not a multiple of it: a forward
+  program per (activation, batch shape), whatever the training loop (models of one
+  architecture share them through JAX's persistent cache, which the search turns on).
 
 Which configurations a pass promotes depends on their losses, but every trial's configuration
 is one of those drawn for its bracket's first rung, so the counts do not.
 
 ``--measure`` also compiles (XLA, on whatever device JAX has: a CPU here, a proxy for a GPU's
-compile times) the full-size U-Net's training step at every batch shape a pass needs, alone
-and packed, and multiplies each way's programs by their seconds.
+compile times) the full-size U-Net's training call (``STEPS_PER_CALL`` steps in a scan) at
+every padded batch shape a pass needs, alone and packed, and its validation program at those
+shapes, and multiplies each way's programs by their seconds.
 
     KERAS_BACKEND=jax .venv/bin/python benchmarks/bench_programs.py [--max-budget 60 --eta 3 --seed 0
                                                                     --slots 4 --measure]
@@ -43,6 +52,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--measure", action="store_true", help="compile each program shape and time it")
     parser.add_argument("--patch-size", type=int, default=256)
     parser.add_argument("--train-patches", type=int, default=1044)
+    parser.add_argument("--validation-patches", type=int, default=261)
     return parser.parse_args(argv)
 
 
@@ -57,14 +67,14 @@ def packs(search: HyperBand, pad, slots: int) -> list[tuple]:
 
 
 def compile_seconds(shape: int, slots: int | None, args) -> float:
-    """Seconds XLA takes to compile the full-size U-Net's training step: alone, or ``slots`` packed."""
+    """Seconds XLA takes to compile the full-size U-Net's training call: alone, or ``slots`` packed."""
     import time
 
     import jax
     import numpy as np
 
     from seglib.settings import Settings
-    from seglib.train.jax_loop import programs
+    from seglib.train.jax_loop import STEPS_PER_CALL, programs
     from seglib.train.loop import run_config
     from seglib.train.packed import _programs, compiled_unet
 
@@ -74,7 +84,7 @@ def compile_seconds(shape: int, slots: int | None, args) -> float:
     if slots is None:
         model = compiled_unet(settings, config, x)
     else:  # the packed program's own U-Net: the activation an input (ActivationSwitch layers)
-        model, _, packed_step = _programs(settings, config, x)
+        model, packed_scan, _ = _programs(settings, config, x)
     state = tuple(
         [v.value for v in variables]
         for variables in (model.trainable_variables, model.non_trainable_variables, model.optimizer.variables)
@@ -83,16 +93,50 @@ def compile_seconds(shape: int, slots: int | None, args) -> float:
         jax.ShapeDtypeStruct((args.train_patches, args.patch_size, args.patch_size, 3), np.float32),
         jax.ShapeDtypeStruct((args.train_patches, args.patch_size, args.patch_size), np.uint8),
     )
+    steps = STEPS_PER_CALL
     if slots is None:
-        _, one = programs(model)
-        lowered = one.lower(state, *data, np.zeros(shape, np.int32))
+        scan, _ = programs(model, padded=True)
+        batches = (np.zeros((steps, shape), np.int32), np.ones((steps, shape), np.float32), np.ones(steps, bool))
+        lowered = scan.lower(state, *data, batches)
     else:
         stacked = jax.tree.map(lambda v: jax.ShapeDtypeStruct((slots, *v.shape), v.dtype), state)
-        batch = (np.zeros((slots, shape), np.int32), np.ones((slots, shape), np.float32), np.ones(slots, bool))
-        lowered = packed_step.lower(stacked, *data, batch)
+        batches = (
+            np.zeros((steps, slots, shape), np.int32),
+            np.ones((steps, slots, shape), np.float32),
+            np.ones((steps, slots), bool),
+        )
+        lowered = packed_scan.lower(stacked, *data, batches)
     started = time.perf_counter()
     lowered.compile()
     return time.perf_counter() - started
+
+
+def validation_compile_seconds(shape: int, args) -> float:
+    """Seconds XLA takes to compile Keras' evaluation step of the full-size U-Net at batch ``shape``."""
+    import jax
+    import numpy as np
+
+    from seglib.settings import Settings
+    from seglib.train.loop import run_config
+    from seglib.train.packed import compiled_unet
+
+    seconds = []
+
+    def listen(event: str, duration: float, **kwargs) -> None:
+        if event == "/jax/core/compile/backend_compile_duration" and "test" in str(kwargs.get("fun_name")):
+            seconds.append(duration)
+
+    settings = Settings(patch_size=args.patch_size)
+    x = np.zeros((shape, args.patch_size, args.patch_size, 3), np.float32)
+    model = compiled_unet(settings, run_config(settings, args.train_patches, "keras"), x)
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    model.evaluate(x, np.zeros(x.shape[:3], np.uint8), batch_size=shape, verbose=0)
+    return sum(seconds)
+
+
+def validation_shapes(batch_size: int, patches: int) -> set[int]:
+    """The batch shapes Keras evaluates ``patches`` in at ``batch_size``: full batches and the rest."""
+    return {min(batch_size, patches)} | ({patches % batch_size} if patches % batch_size else set())
 
 
 def main(argv=None) -> int:
@@ -104,6 +148,12 @@ def main(argv=None) -> int:
     while (job := search.next_job()) is not None:
         search.report(job.parameter_id, rng.random())
     configs = [search.params(job) for job in search.jobs]
+    patches = args.train_patches
+    validation = {
+        (c["activation"], shape)
+        for c in configs
+        for shape in validation_shapes(c["batch_size"], args.validation_patches)
+    }
     result = {
         "max_budget": args.max_budget,
         "eta": args.eta,
@@ -115,10 +165,14 @@ def main(argv=None) -> int:
             "distinct": len({(c["activation"], c["batch_size"]) for c in configs}),
         },
         "in_process": len({(c["activation"], c["batch_size"]) for c in configs}),
+        "in_process_whole_epoch": len(
+            {(c["activation"], padded_size(c["batch_size"]), patches // c["batch_size"]) for c in configs}
+        ),
         "in_process_padded": len({(c["activation"], padded_size(c["batch_size"])) for c in configs}),
         "slots": args.slots,
         "packed": len({key[2] for key, _ in packs(search, padded_size, args.slots)}),
         "packs": len(packs(search, padded_size, args.slots)),
+        "validation": len(validation),
     }
     if args.measure:
         import jax
@@ -126,6 +180,7 @@ def main(argv=None) -> int:
         shapes = sorted({padded_size(c["batch_size"]) for c in configs})
         alone = {shape: compile_seconds(shape, None, args) for shape in shapes}
         together = {shape: compile_seconds(shape, args.slots, args) for shape in shapes}
+        evaluation = {shape: validation_compile_seconds(shape, args) for shape in shapes}
         per_shape = {
             shape: sum(1 for c in {(c["activation"], padded_size(c["batch_size"])) for c in configs} if c[1] == shape)
             for shape in shapes
@@ -136,10 +191,12 @@ def main(argv=None) -> int:
             "patch_size": args.patch_size,
             "compile_seconds_alone": {str(k): round(v, 1) for k, v in alone.items()},
             "compile_seconds_packed": {str(k): round(v, 1) for k, v in together.items()},
-            # unpadded programs' seconds taken as those of the padded shape at or above them
+            "compile_seconds_validation": {str(k): round(v, 1) for k, v in evaluation.items()},
+            # a program of a batch size taken as costing what the padded shape at or above it costs
             "in_process_seconds": round(sum(alone[padded_size(b)] for _, b in unpadded), 1),
             "in_process_padded_seconds": round(sum(alone[s] * n for s, n in per_shape.items()), 1),
             "packed_seconds": round(sum(together.values()), 1),  # one program per padded size
+            "validation_seconds": round(sum(evaluation[padded_size(b)] for _, b in validation), 1),
         }
     print("RESULT " + json.dumps(result))
     return 0

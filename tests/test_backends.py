@@ -152,3 +152,52 @@ def test_seglib_trains_and_resumes_on_jax_with_tensorflow_unimportable():
     assert result["prediction_difference"] < 1e-5
     assert np.isfinite(result["rbg_loss"]).all()
     assert result["cached_programs"] > 0  # JAX's persistent compilation cache was written
+
+
+# The jax loop as it runs on a GPU, on the CPU: batches padded to 8 and calls of 4 steps, for
+# batch sizes 5, 6 and 7 (20, 16 and 14 steps an epoch: the last needs two steps of filling)
+# on one pooled model; against the same padded steps one a call, and unpadded.
+GPU_WAY = textwrap.dedent(
+    """
+    import json
+    import numpy as np
+    from seglib.settings import Settings
+    from seglib.train import TrainOptions, train
+    from seglib.train.pool import ModelPool
+
+    rng = np.random.default_rng(0)
+    x = rng.random((124, 16, 16, 3), dtype=np.float32)
+    y = np.clip(x[..., 0] * 6, 0, 5).astype(np.uint8)
+    data = (x[:100], y[:100], x[100:], y[100:])
+    pool = ModelPool()
+    gpu = TrainOptions(loop="jax", verbose=0, pad_batches=True, steps_per_execution=4, pool=pool)
+    per_step = TrainOptions(loop="jax", verbose=0, pad_batches=True, steps_per_execution=1)
+    unpadded = TrainOptions(loop="jax", verbose=0, pad_batches=False, steps_per_execution=1)
+    result, models = {}, set()
+    for batch in (5, 6, 7):
+        settings = Settings(batch_size=batch, base_filters=2, depth=2, patch_size=16, learning_rate=0.02)
+        runs = [train(*data, settings=settings, epochs=2, options=o) for o in (gpu, per_step, unpadded)]
+        weights = [r.model.get_weights() for r in runs[:2]]
+        result[batch] = {
+            "losses": [r.history["loss"] for r in runs],
+            "weights_difference": max(float(np.abs(a - b).max()) for a, b in zip(*weights)),
+        }
+        models.add(id(runs[0].model))
+    scan, _ = runs[0].model._seglib_programs[True]
+    print(json.dumps({"runs": result, "models": len(models), "scan_executables": scan._cache_size()}))
+    """
+)
+
+
+@pytest.mark.slow
+def test_the_gpu_default_compiles_one_training_program_for_every_batch_size_of_a_padded_shape():
+    """Every call has one shape: the epoch's last call is filled with steps that change nothing."""
+    result = run_python(GPU_WAY, backend="jax")
+    assert result["models"] == 1  # the pool lent one model to the three trainings
+    assert result["scan_executables"] == 1  # 20, 16 and 14 steps an epoch: one program
+    for batch, run in result["runs"].items():
+        # A filling step that trained would move every weight by about the learning rate (Adam).
+        assert run["weights_difference"] < 1e-5, batch
+        gpu, per_step, unpadded = run["losses"]
+        np.testing.assert_allclose(gpu, per_step, rtol=1e-6, err_msg=f"batch {batch}")
+        np.testing.assert_allclose(gpu, unpadded, rtol=1e-5, err_msg=f"batch {batch}")

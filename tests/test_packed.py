@@ -49,13 +49,15 @@ ALONE_AND_PACKED = textwrap.dedent(
     pool = ModelPool()
     packed = train_packed(*data, trials=trials, options=TrainOptions(loop="jax", verbose=0, pool=pool))
     resumed = train(*data, settings=settings[2], epochs=4, checkpoint_dir=root / "warm", options=options)
-    # Padded (as on a GPU) into 4 slots: a pack of 3 and then one of 2 fill their empty slots
-    # and share one program.
+    # As on a GPU: padded into 4 slots and calls of 4 steps. A pack of trials 0-2 (6 steps an
+    # epoch: its second call filled with 2 steps no trial keeps) and one of trials 1-2 (4 steps)
+    # fill their empty slots and share one program.
     padded_pool = ModelPool()
-    padded = TrainOptions(loop="jax", verbose=0, pool=padded_pool, pad_batches=True)
-    filled = [train_packed(*data, trials=[PackedTrial(s, e) for s, e in zip(settings[:n], epochs)],
-                           options=padded, slots=4) for n in (3, 2)]
-    (_, _, one_step), = padded_pool.programs.values()
+    padded = TrainOptions(loop="jax", verbose=0, pool=padded_pool, pad_batches=True, steps_per_execution=4)
+    packs = ([0, 1, 2], [1, 2])
+    filled = [train_packed(*data, trials=[PackedTrial(settings[i], epochs[i]) for i in pack],
+                           options=padded, slots=4) for pack in packs]
+    (_, scan, _), = padded_pool.programs.values()
     keys = ("loss", "val_loss")
     print(json.dumps({
         "alone": [{k: r.history[k] for k in keys} for r in alone],
@@ -65,8 +67,9 @@ ALONE_AND_PACKED = textwrap.dedent(
         "loops": [r.metadata["loop"] for r in packed],
         "resumed_from_packed": resumed.initial_epoch,
         "programs": len(pool.programs),
-        "filled": [[{k: r.history[k] for k in keys} for r in pack] for pack in filled],
-        "filled_executables": one_step._cache_size(),
+        "filled": [{i: {k: r.history[k] for k in keys} for i, r in zip(pack, results)}
+                   for pack, results in zip(packs, filled)],
+        "filled_executables": scan._cache_size(),
         "layers": sorted({type(layer).__name__ for r in packed for layer in r.model.layers}),
     }))
     """
@@ -89,9 +92,10 @@ def test_trials_packed_together_give_each_the_losses_it_gets_alone():
     assert result["resumed_from_packed"] == 3  # the packed trial's checkpoints are train()'s
     assert result["programs"] == 1  # three activations, one packed program
     assert "ActivationSwitch" not in result["layers"]  # the trials' own models are plain U-Nets
-    assert result["filled_executables"] == 1  # packs of 3 and of 2 trials, one compiled step
+    assert result["filled_executables"] == 1  # packs of 3 and of 2 trials, 6 and 4 steps: one program
     for pack in result["filled"]:
-        for alone, packed in zip(result["alone"], pack):
+        for index, packed in pack.items():
+            alone = result["alone"][int(index)]
             for key in ("loss", "val_loss"):
                 np.testing.assert_allclose(packed[key], alone[key], atol=5e-5, err_msg=f"filled {key}")
     for alone, packed in zip(result["alone"], result["packed"]):

@@ -15,6 +15,11 @@ import numpy as np
 from seglib.train.augment import augment
 from seglib.train.pool import device_put
 
+# Steps a call runs on a GPU: an epoch in calls of this many steps, the last one filled
+# (``chunks``), so a program serves every batch size of a padded shape; not yet measured
+# against the whole-epoch scan on a GPU (benchmarks/bench_train.py --steps-per-execution).
+STEPS_PER_CALL = 32
+
 
 class JaxLoop:
     """Backend-specific (JAX): data on the device; one jitted call per step, or ``lax.scan``.
@@ -22,9 +27,12 @@ class JaxLoop:
     ``fit()`` copies each batch from host memory; here the permutation gathers batches on
     the device. ``steps_per_execution`` 1 dispatches one compiled step per batch (JAX's
     asynchronous dispatch keeps the device busy); k > 1 runs k steps per call inside a
-    ``lax.scan``, and 0 the whole epoch in one call. None (the default) picks 1 on the CPU,
-    where the scan was 16x slower (convolutions inside a while loop), and 0 on a GPU, where
-    the whole-epoch scan trained 2,075-2,094 patches/s (H200, bf16, batch 24, full U-Net).
+    ``lax.scan``, the epoch's last call filled with steps that change nothing, so every call
+    has one shape whatever the batch size; 0 runs the whole epoch in one call (a program per
+    number of steps, so per batch size). None (the default) picks 1 on the CPU, where the
+    scan was 16x slower (convolutions inside a while loop), and ``STEPS_PER_CALL`` on a GPU:
+    the whole-epoch scan trained 2,075-2,094 patches/s (H200, bf16, batch 24, full U-Net),
+    but compiled a program for every batch size.
     The step is the one ``fit()`` runs: stateless forward pass, the compiled loss, gradients,
     ``optimizer.stateless_apply``. Variables are written back after every epoch, so
     checkpoints, validation and hooks see the model as ``fit()`` would leave it.
@@ -47,8 +55,8 @@ class JaxLoop:
 
         self.model, self.validation, self.batch_size, self.verbose = model, validation, batch_size, verbose
         on_cpu = jax.default_backend() == "cpu"
-        if steps_per_execution is None:  # measured: scan on an H200 2,075-2,094 patches/s; per-step on CPU
-            steps_per_execution = 1 if on_cpu else 0
+        if steps_per_execution is None:
+            steps_per_execution = 1 if on_cpu else STEPS_PER_CALL
         self.steps_per_execution = steps_per_execution
         # On a GPU a step's cost is mostly fixed (~7 ms + 0.19 ms per patch on an H200), so
         # padding a batch to a shared size costs little and saves compiling a program per batch
@@ -77,30 +85,31 @@ class JaxLoop:
             [v.value for v in model.optimizer.variables],
         )
         batches = order.reshape(-1, self.batch_size).astype(np.int32)
+        count = len(batches)
+        mask = None
         if self.padded_size != self.batch_size:  # pad with sample 0, masked out of the loss
-            mask = np.zeros((len(batches), self.padded_size), np.float32)
+            mask = np.zeros((count, self.padded_size), np.float32)
             mask[:, : self.batch_size] = 1.0
-            padding = np.zeros((len(batches), self.padded_size - self.batch_size), np.int32)
-            batches = (np.concatenate([batches, padding], axis=1), mask)
-        losses = []
-        count = len(order) // self.batch_size
+            padding = np.zeros((count, self.padded_size - self.batch_size), np.int32)
+            batches = np.concatenate([batches, padding], axis=1)
+        losses = []  # device arrays, read once the epoch's calls are queued
         if self.steps_per_execution == 1:
             for k in range(count):
-                state, loss = self._run_one(state, x, y, _take(batches, slice(k, k + 1), squeeze=True))
-                losses.append(loss)
-            losses = [np.asarray(losses)]
+                state, loss = self._run_one(state, x, y, (batches[k], None if mask is None else mask[k], None))
+                losses.append(loss[None])
         else:
             chunk = self.steps_per_execution if self.steps_per_execution > 1 else count
-            for start in range(0, count, chunk):
-                state, chunk_losses = self._run(state, x, y, _take(batches, slice(start, start + chunk)))
-                losses.append(np.asarray(chunk_losses))
+            for part in chunks((batches, mask), count, chunk):
+                state, chunk_losses = self._run(state, x, y, part)
+                losses.append(chunk_losses)
+        losses = np.concatenate([np.asarray(loss) for loss in losses])[:count]  # the filling's last
         for variables, values in zip(
             (model.trainable_variables, model.non_trainable_variables, model.optimizer.variables), state
         ):
             for variable, value in zip(variables, values):
                 variable.assign(value)
         logs = {
-            "loss": float(np.mean(np.concatenate(losses))),
+            "loss": float(np.mean(losses)),
             "train_seconds": time.perf_counter() - started,
             "augment_seconds": augment_seconds,
         }
@@ -125,11 +134,21 @@ def padded_size(batch_size: int, smallest: int = 8) -> int:
     return size
 
 
-def _take(batches, rows: slice, squeeze: bool = False):
-    """Rows of the batch indices (and their masks, when padded)."""
-    if isinstance(batches, tuple):
-        return tuple(part[rows][0] if squeeze else part[rows] for part in batches)
-    return batches[rows][0] if squeeze else batches[rows]
+def chunks(parts, count: int, chunk: int):
+    """(parts..., on) for each call of ``chunk`` steps over an epoch of ``count`` steps.
+
+    ``parts`` are arrays with a first axis of ``count`` steps (None passes through). The last
+    call is filled with copies of step 0 whose ``on`` is False: the program keeps its state
+    through them and their losses are dropped, so every call has the same shapes and one
+    compiled program serves every epoch length, i.e. every batch size of a padded shape.
+    """
+    calls = -(-count // chunk)
+    filled = calls * chunk - count
+    on = np.arange(calls * chunk) < count
+    if filled:
+        parts = tuple(None if p is None else np.concatenate([p, np.repeat(p[:1], filled, axis=0)]) for p in parts)
+    for start in range(0, calls * chunk, chunk):
+        yield (*(None if p is None else p[start : start + chunk] for p in parts), on[start : start + chunk])
 
 
 def programs(model, padded: bool = False):
@@ -137,9 +156,11 @@ def programs(model, padded: bool = False):
 
     Made once per model object and kept on it, so a model reused for another training (the
     in-process search engine's ``ModelPool``) keeps its compiled programs; JAX compiles one
-    executable per batch shape and reuses it for every later call with that shape. With
-    ``padded`` a batch is (indices, mask): padding samples are masked out of the loss
-    (``SegLoss.masked``), so the gradient is the real samples' exactly.
+    executable per batch shape and reuses it for every later call with that shape. A batch
+    is (indices, mask, on): with ``padded``, padding samples are masked out of the loss
+    (``SegLoss.masked``), so the gradient is the real samples' exactly (mask None
+    otherwise); a step whose ``on`` is False leaves the state as it was (a call's filling,
+    see :func:`chunks`; None: every step counts).
     """
     cache = model.__dict__.setdefault("_seglib_programs", {})
     if padded in cache:
@@ -149,7 +170,7 @@ def programs(model, padded: bool = False):
 
     def step(state, batch):
         trainable, non_trainable, optimizer_state, x, y = state
-        indices, mask = batch if padded else (batch, None)
+        indices, mask, on = batch
         xb, yb = jnp.take(x, indices, axis=0), jnp.take(y, indices, axis=0)
 
         def loss_of(trainable):
@@ -157,9 +178,12 @@ def programs(model, padded: bool = False):
             loss = model.loss.masked(yb, y_pred, mask) if padded else model.loss(yb, y_pred)
             return loss, updated
 
-        (loss, non_trainable), grads = jax.value_and_grad(loss_of, has_aux=True)(trainable)
-        trainable, optimizer_state = model.optimizer.stateless_apply(optimizer_state, grads, trainable)
-        return (trainable, non_trainable, optimizer_state, x, y), loss
+        (loss, new_non_trainable), grads = jax.value_and_grad(loss_of, has_aux=True)(trainable)
+        new_trainable, new_optimizer_state = model.optimizer.stateless_apply(optimizer_state, grads, trainable)
+        new = (new_trainable, new_non_trainable, new_optimizer_state)
+        if on is not None:
+            new = jax.tree.map(lambda after, before: jnp.where(on, after, before), new, state[:3])
+        return (*new, x, y), loss
 
     def one(state, x, y, batch):
         (trainable, non_trainable, optimizer_state, _, _), loss = step((*state, x, y), batch)

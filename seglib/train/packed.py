@@ -18,9 +18,9 @@ for the original's search space, batch sizes padded to 8, 16 and 32, instead of 
 Implementation notes. Each trial keeps its own Keras model (its validation, checkpoints and
 the model handed back, all plain U-Nets); the twin only traces the packed step. Every epoch
 each model's variables (and its activation's one-hot, where the twin has a switch) are
-stacked along a new first axis, the pack's steps run (one jitted call
-per step, or a ``lax.scan`` over the epoch on a GPU, as ``JaxLoop``), and each trial's slice
-is written back to its model.
+stacked along a new first axis, the pack's steps run (one jitted call per step, or on a GPU
+calls of a fixed number of steps in a ``lax.scan``, as ``JaxLoop``), and each trial's slice is
+written back to its model.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from seglib.train.checkpoints import (
     save_checkpoint,
     state_path,
 )
-from seglib.train.jax_loop import padded_size
+from seglib.train.jax_loop import STEPS_PER_CALL, chunks, padded_size
 from seglib.train.loop import (
     POLICIES,
     TrainOptions,
@@ -140,8 +140,8 @@ def train_packed(
         raise ValueError("train_packed does not scale losses: use precision='bf16' or 'fp32', or train() with fit")
     on_cpu = jax.default_backend() == "cpu"
     steps_per_execution = options.steps_per_execution
-    if steps_per_execution is None:  # as JaxLoop: one call per step on a CPU, the whole epoch on a GPU
-        steps_per_execution = 1 if on_cpu else 0
+    if steps_per_execution is None:  # as JaxLoop: one call per step on a CPU, calls of a fixed length on a GPU
+        steps_per_execution = 1 if on_cpu else STEPS_PER_CALL
     largest = max(m.batch_size for m in members)
     pad = (not on_cpu) if options.pad_batches is None else options.pad_batches
     shape = padded_size(largest) if pad else largest
@@ -165,18 +165,18 @@ def train_packed(
                 reset_dropout_seeds(member.model, member.trial.settings.seed, epoch)
         batches = _epoch_batches(members, active, len(x_train), epoch, shape, empty)
         state = _stack(members, switches, empty)
-        losses = []
+        losses = []  # device arrays, read once the epoch's calls are queued
         count = len(batches[0])
         if steps_per_execution == 1:
             for k in range(count):
                 state, loss = run_one(state, x, y, tuple(part[k] for part in batches))
-                losses.append(np.asarray(loss)[None])
-        else:
+                losses.append(loss[None])
+        else:  # calls of one shape: the last one filled with steps no trial keeps (``on`` False)
             chunk = steps_per_execution if steps_per_execution > 1 else count
-            for begin in range(0, count, chunk):
-                state, chunk_losses = run(state, x, y, tuple(part[begin : begin + chunk] for part in batches))
-                losses.append(np.asarray(chunk_losses))
-        losses, steps_on = np.concatenate(losses), batches[2]
+            for indices, mask, on, counts in chunks(batches, count, chunk):
+                state, chunk_losses = run(state, x, y, (indices, mask, on & counts[:, None]))
+                losses.append(chunk_losses)
+        losses, steps_on = np.concatenate([np.asarray(loss) for loss in losses])[:count], batches[2]
         _unstack(members, state, active, switches)
         seconds = time.perf_counter() - started
         for index, (member, on) in enumerate(zip(members, active)):
