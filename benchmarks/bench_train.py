@@ -55,8 +55,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         type=int,
         default=None,
         help="loop jax: steps per compiled call (1 = one jitted step per batch, "
-        "k > 1 = lax.scan over k steps, 0 = the whole epoch in one call; "
-        "default: 0 on a GPU, 1 on the CPU)",
+        "k > 1 = lax.scan over k steps, the last call filled, 0 = the whole epoch in one call; "
+        "default: 32 on a GPU, 1 on the CPU)",
     )
     parser.add_argument(
         "--compile-cache", default=None, help="JAX persistent compilation cache folder (default: $SEGLIB_COMPILE_CACHE)"

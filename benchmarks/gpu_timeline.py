@@ -56,11 +56,16 @@ ASSUMED = {
     "shared_activation_cost": "the activation as an input (every activation computed, one kept): 1.15x per patch",
     "packed_patch_cost": "a packed step costs 0.19 ms per patch of all its slots, as one large batch does",
     "packed_compile": "a packed program compiles in 1.9x a single one's time, whatever its slots (measured on a "
-    "2-core CPU for 4 slots: 10.8-11.4 s against 5.6-6.1 s, benchmarks/bench_programs.py --measure)",
+    "2-core CPU for 4 slots, a call of 32 steps: 11.5-12.6 s against 6.1-6.6 s, benchmarks/bench_programs.py "
+    "--measure)",
+    "validation_compile": "a validation program (Keras' evaluation step at one batch shape, forward only) compiles "
+    "in 0.08x a training program's time, as on a 2-core CPU (0.5 s against 6.1-6.6 s, "
+    "benchmarks/bench_programs.py --measure): 3.0 s",
 }
 REPORT_SECONDS = 20.0
 COMPILE_SLOWDOWN = 1.5
 PACKED_COMPILE = 1.9
+VALIDATION_COMPILE = 38.0 * 0.08
 # Per-patch time relative to the H200 (4.8 TB/s): memory bandwidth from the makers' specifications.
 GPUS = {"H200": 1.0, "A100": 4.8 / 2.04, "L4": 4.8 / 0.30, "T4": 4.8 / 0.32}
 
@@ -150,22 +155,35 @@ def make_stages(seed: int) -> dict:
     }
 
 
+def compile_seconds_of(programs, cost: TrainingCost) -> float:
+    """Seconds to compile ``programs`` (``TrainingCost.compiled``'s keys) one after another."""
+    return sum(cost.compile_seconds if kind == "train" else cost.validation_compile_seconds for kind, *_ in programs)
+
+
 def single_stream(seed: int, patch_scale: float = 1.0) -> dict:
-    """Device seconds per stage, one trial after another (today's in-process engine on a GPU)."""
-    cost = TrainingCost(pad=padding(8), validation_patches=VALIDATION_PATCHES, patch_step_seconds=0.00019 * patch_scale)
+    """Device seconds per stage, one trial after another (the in-process engine on a GPU, no packs)."""
+    cost = TrainingCost(
+        pad=padding(8),
+        validation_patches=VALIDATION_PATCHES,
+        patch_step_seconds=0.00019 * patch_scale,
+        validation_compile_seconds=VALIDATION_COMPILE,
+    )
     stages = make_stages(seed)
     seconds = dict.fromkeys(STAGES, 0.0)
-    programs = 0
     for name in ("baseline", "hyperband", "tuned", "random"):
-        before = len(cost.compiled)
+        before = set(cost.compiled)
         run = simulate(Stages({name: stages[name]}), Synthetic(60, seed=seed), cost, workers=1)
-        compiled = len(cost.compiled) - before
-        programs += compiled
-        seconds["compiles"] += compiled * cost.compile_seconds
-        seconds[name] = run.makespan - compiled * cost.compile_seconds
+        compiled = compile_seconds_of(cost.compiled - before, cost)
+        seconds["compiles"] += compiled
+        seconds[name] = run.makespan - compiled
     seconds["report"] = REPORT_SECONDS * patch_scale
     seconds["compiles"] += cost.compile_seconds  # the report's prediction program
-    return {"seconds": seconds, "total": sum(seconds.values()), "programs": programs + 1}
+    return {
+        "seconds": seconds,
+        "total": sum(seconds.values()),
+        "programs": sum(kind == "train" for kind, *_ in cost.compiled) + 1,
+        "validation_programs": sum(kind == "validation" for kind, *_ in cost.compiled),
+    }
 
 
 @dataclass(frozen=True)
@@ -199,6 +217,7 @@ def packed(seed: int, design: Design, patch_scale: float = 1.0) -> dict:
     cost = PackedCost(
         pad=padding(design.smallest),
         validation_patches=VALIDATION_PATCHES,
+        validation_compile_seconds=VALIDATION_COMPILE,
         patch_step_seconds=0.00019 * patch_scale,
         slots=design.slots,
         pack_patches=design.pack_patches,
@@ -210,18 +229,34 @@ def packed(seed: int, design: Design, patch_scale: float = 1.0) -> dict:
     seconds = dict.fromkeys(STAGES, 0.0)
     for stage, part in attribute(run.trials, stages, cost).items():
         seconds[stage] += part
+    validation = set()
     for record in run.trials:
-        seconds[stages.jobs[record.parameter_id].stage] += cost.host_seconds
-    # Every program the search space can need, compiled before training; the report's prediction too.
+        job = stages.jobs[record.parameter_id]
+        params = stages.params(job)
+        batch_size = int(params["batch_size"])
+        # each trial's validation runs alone after each of its epochs, stalling the packs
+        epochs = job.budget - job.resume_from
+        seconds[job.stage] += cost.host_seconds + epochs * cost.validation_seconds(batch_size)
+        validation |= {(params.get("activation"), shape) for shape in cost.validation_shapes(batch_size)}
+    # Every training program the search space can need and every validation program the run
+    # meets, compiled before training; the report's prediction too.
     shapes = {cost.program({"batch_size": b})[1] for b in range(1, 32)}
     activations = [None] if design.shared_activation else list(ACTIVATIONS)
     programs = len(shapes) * len(activations) + 1
-    waves = math.ceil(programs / design.parallel_compiles)
     slowdown = COMPILE_SLOWDOWN if design.parallel_compiles > 1 else 1.0
     packs = design.slots != 1 or design.pack_patches is not None  # a pack of one is the single stream's program
-    seconds["compiles"] = waves * cost.compile_seconds * slowdown * (PACKED_COMPILE if packs else 1.0)
+    waves = math.ceil(programs / design.parallel_compiles)
+    training = waves * cost.compile_seconds * (PACKED_COMPILE if packs else 1.0)
+    forward = math.ceil(len(validation) / design.parallel_compiles) * cost.validation_compile_seconds
+    seconds["compiles"] = (training + forward) * slowdown
     seconds["report"] = REPORT_SECONDS * patch_scale
-    return {"seconds": seconds, "total": sum(seconds.values()), "programs": programs, "makespan": run.makespan}
+    return {
+        "seconds": seconds,
+        "total": sum(seconds.values()),
+        "programs": programs,
+        "validation_programs": len(validation),
+        "makespan": run.makespan,
+    }
 
 
 def attribute(trials, stages: Stages, cost: PackedCost) -> dict:
@@ -353,9 +388,11 @@ def main(argv=None) -> int:
                     "single": {k: round(v, 1) for k, v in single["seconds"].items()},
                     "single_total_seconds": round(single["total"], 1),
                     "single_programs": single["programs"],
+                    "single_validation_programs": single["validation_programs"],
                     "packed": {k: round(v, 1) for k, v in result["seconds"].items()},
                     "packed_total_seconds": round(result["total"], 1),
                     "packed_programs": result["programs"],
+                    "packed_validation_programs": result["validation_programs"],
                     "goal_8_min_met": result["total"] <= 480,
                 }
             ),

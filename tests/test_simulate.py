@@ -135,6 +135,26 @@ def test_training_cost_of_the_h200_figures():
     assert cost.work(job, {"batch_size": 16, "activation": "tanh"}, 0) > 38
 
 
+def test_validation_runs_at_the_trials_own_batch_size_and_compiles_each_shape_once():
+    cost = TrainingCost(
+        pad=lambda b: max(8, 1 << (b - 1).bit_length()), validation_patches=261, validation_compile_seconds=5.0
+    )
+    # batch 5: 52 batches of 5 and a last one of 1, each a third of a training step of its shape
+    assert cost.validation_seconds(5) == pytest.approx((52 * (0.007 + 5 * 0.00019) + 0.007 + 0.00019) / 3)
+    assert cost.epoch_seconds(5) == pytest.approx(209 * (0.007 + 8 * 0.00019) + cost.validation_seconds(5))
+    job = HyperBand(3, 3).next_job()  # 1 epoch
+    relu = {"activation": "relu"}
+    # the training program (relu, 8) and validation programs of batch 5 and 1
+    assert cost.work(job, relu | {"batch_size": 5}, 0) == pytest.approx(2.0 + 38.0 + 2 * 5.0 + cost.epoch_seconds(5))
+    # batch 6 pads to 8 (compiled); 261 = 43 x 6 + 3: validation programs of 6 and 3 are new
+    assert cost.work(job, relu | {"batch_size": 6}, 0) == pytest.approx(2.0 + 2 * 5.0 + cost.epoch_seconds(6))
+    # batch 1: its validation shape (1) was compiled for batch 5's last batch
+    assert cost.work(job, relu | {"batch_size": 1}, 0) == pytest.approx(2.0 + cost.epoch_seconds(1))
+    assert cost.work(job, {"activation": "tanh", "batch_size": 1}, 0) == pytest.approx(
+        2.0 + 38.0 + 5.0 + cost.epoch_seconds(1)
+    )
+
+
 def test_an_unusable_worker_count_or_cost_model_is_refused():
     with pytest.raises(ValueError, match="at least 1 worker"):
         simulate(HyperBand(3, 3), by_learning_rate, Epochs(), workers=0)

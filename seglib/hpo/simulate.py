@@ -74,8 +74,10 @@ class TrainingCost(CostModel):
     ~7 ms + 0.19 ms per patch a step, 1,044 training patches, 35-41 s a cold compile;
     ``trial_seconds`` (start-up, validation, checkpoints) is an assumption, not a measurement.
     ``validation_patches`` (0: validation is in ``trial_seconds``) are evaluated after every
-    epoch in batches of the training shape, each batch costing ``validation_step_fraction`` of a
-    training step (a forward pass only: an assumption).
+    epoch as Keras evaluates them, in batches of the trial's own batch size and a last, smaller
+    one, each costing ``validation_step_fraction`` of a training step of its shape (a forward
+    pass only: an assumption); each (activation, validation batch shape) compiles a forward
+    program in ``validation_compile_seconds`` the first time it is met.
     """
 
     train_patches: int = 1044
@@ -86,27 +88,48 @@ class TrainingCost(CostModel):
     pad: Callable[[int], int] | None = None
     validation_patches: int = 0
     validation_step_fraction: float = 1 / 3
+    validation_compile_seconds: float = 0.0
     compiled: set = field(default_factory=set, init=False, repr=False)
 
     def shape(self, batch_size: int) -> int:
         """The batch shape compiled for ``batch_size``."""
         return self.pad(batch_size) if self.pad else batch_size
 
-    def epoch_steps(self, batch_size: int) -> float:
-        """Training steps of one epoch plus validation batches, in training steps of the same shape."""
-        validation = math.ceil(self.validation_patches / self.shape(batch_size)) * self.validation_step_fraction
-        return math.ceil(self.train_patches / batch_size) + validation
+    def train_seconds(self, batch_size: int) -> float:
+        """Seconds of one epoch's training steps."""
+        step = self.step_seconds + self.patch_step_seconds * self.shape(batch_size)
+        return math.ceil(self.train_patches / batch_size) * step
+
+    def validation_shapes(self, batch_size: int) -> set[int]:
+        """The batch shapes of one validation: full batches and the rest."""
+        patches = self.validation_patches
+        if not patches:
+            return set()
+        return {min(batch_size, patches)} | ({patches % batch_size} if patches % batch_size else set())
+
+    def validation_seconds(self, batch_size: int) -> float:
+        """Seconds of one epoch's validation: its batches, forward only."""
+        full, rest = divmod(self.validation_patches, batch_size)
+        fraction = self.validation_step_fraction
+        seconds = full * fraction * (self.step_seconds + self.patch_step_seconds * batch_size)
+        return seconds + (fraction * (self.step_seconds + self.patch_step_seconds * rest) if rest else 0.0)
 
     def epoch_seconds(self, batch_size: int) -> float:
-        return self.epoch_steps(batch_size) * (self.step_seconds + self.patch_step_seconds * self.shape(batch_size))
+        return self.train_seconds(batch_size) + self.validation_seconds(batch_size)
+
+    def new_programs(self, params: dict) -> float:
+        """Compile seconds of the programs ``params`` needs that are not compiled yet (then they are)."""
+        batch_size, activation = int(params["batch_size"]), params.get("activation")
+        needed = {("train", activation, self.shape(batch_size))}
+        needed |= {("validation", activation, shape) for shape in self.validation_shapes(batch_size)}
+        new = needed - self.compiled
+        self.compiled |= new
+        return sum(self.compile_seconds if kind == "train" else self.validation_compile_seconds for kind, *_ in new)
 
     def work(self, job: Job, params: dict, worker: int) -> float:
-        batch_size = int(params["batch_size"])
-        program = (params.get("activation"), self.shape(batch_size))
-        compile_seconds = 0.0 if program in self.compiled else self.compile_seconds
-        self.compiled.add(program)
         epochs = job.budget - job.resume_from
-        return self.trial_seconds + compile_seconds + epochs * self.epoch_seconds(batch_size)
+        compile_seconds = self.new_programs(params)
+        return self.trial_seconds + compile_seconds + epochs * self.epoch_seconds(int(params["batch_size"]))
 
 
 @dataclass
@@ -123,11 +146,12 @@ class PackedCost(TrainingCost):
     each trial's gradient summed over its own patches) trials are not padded: every running
     trial's batch goes into packs of ``pack_patches`` patches, as many packs as their sum
     needs. Running trials fill their program's packs; the device runs each pack's step in
-    turn, so every running trial advances one step per round. A job's work is counted in steps
-    (its epochs' training steps and validation batches), its speed in steps per second.
-    Compiling is not in a job's work: a packed run compiles every program it can need before
-    training, so the caller counts it. ``host_seconds`` per trial
-    (weights in and out of a slot, its checkpoint) stalls the device: counted by the caller.
+    turn, so every running trial advances one step per round. A job's work is counted in
+    training steps, its speed in steps per second. Compiling is not in a job's work: a packed
+    run compiles every program it can need before training, so the caller counts it. Each
+    trial's validation runs alone after each of its epochs (``seglib.train.packed`` evaluates
+    every trial's own model) and ``host_seconds`` per trial (weights in and out of a slot, its
+    checkpoint): both stall the device, counted by the caller (``validation_seconds``).
     """
 
     slots: int = 4
@@ -155,7 +179,7 @@ class PackedCost(TrainingCost):
         return self.step_seconds + per_patch * self.slots_of(program) * program[1]
 
     def work(self, job: Job, params: dict, worker: int) -> float:
-        return (job.budget - job.resume_from) * self.epoch_steps(int(params["batch_size"]))
+        return (job.budget - job.resume_from) * math.ceil(self.train_patches / int(params["batch_size"]))
 
     def shares(self, running: Sequence[Running]) -> tuple[float, list[float]]:
         """Seconds of one round of every pack, and each running trial's part of it (summing to the round)."""
