@@ -17,10 +17,12 @@ of steps too. Counted for one pass at the original's R = 60, η = 3 (seed 0):
 * ``packed``: each rung's trials trained in packs of ``--slots`` (``seglib.train.packed``)
   per padded size, a pack of fewer trials filled with trials that sit out: the activation is
   an input of the program, so one program per padded size with ``--slots`` members;
-* ``validation``: Keras' evaluation after every epoch runs at the trial's own batch size, and
-  a last, smaller batch when the validation patches are not a multiple of it: a forward
-  program per (activation, batch shape), whatever the training loop (models of one
-  architecture share them through JAX's persistent cache, which the search turns on).
+* ``validation_keras``: Keras' evaluation after every epoch runs at the trial's own batch
+  size, and a last, smaller batch when the validation patches are not a multiple of it: a
+  forward program per (activation, batch shape) (models of one architecture share them
+  through JAX's persistent cache, which the search turns on);
+* ``validation_padded``: the jax loop's evaluation with padded batches
+  (``seglib.train.jax_loop.evaluate``, the default on a GPU): one per (activation, padded size).
 
 Which configurations a pass promotes depends on their losses, but every trial's configuration
 is one of those drawn for its bracket's first rung, so the counts do not.
@@ -28,7 +30,7 @@ is one of those drawn for its bracket's first rung, so the counts do not.
 ``--measure`` also compiles (XLA, on whatever device JAX has: a CPU here, a proxy for a GPU's
 compile times) the full-size U-Net's training call (``STEPS_PER_CALL`` steps in a scan) at
 every padded batch shape a pass needs, alone and packed, and its validation program at those
-shapes, and multiplies each way's programs by their seconds.
+shapes (Keras' and the padded one), and multiplies each way's programs by their seconds.
 
     KERAS_BACKEND=jax .venv/bin/python benchmarks/bench_programs.py [--max-budget 60 --eta 3 --seed 0
                                                                     --slots 4 --measure]
@@ -111,27 +113,34 @@ def compile_seconds(shape: int, slots: int | None, args) -> float:
     return time.perf_counter() - started
 
 
-def validation_compile_seconds(shape: int, args) -> float:
-    """Seconds XLA takes to compile Keras' evaluation step of the full-size U-Net at batch ``shape``."""
+def validation_compile_seconds(shape: int, args) -> dict[str, float]:
+    """Seconds XLA takes to compile the full-size U-Net's validation program at batch ``shape``.
+
+    Keras' evaluation step, and the jax loop's padded one (``seglib.train.jax_loop.evaluate``).
+    """
     import jax
     import numpy as np
 
     from seglib.settings import Settings
+    from seglib.train.jax_loop import evaluate
     from seglib.train.loop import run_config
     from seglib.train.packed import compiled_unet
 
-    seconds = []
+    seconds = {"keras": 0.0, "padded": 0.0}
 
     def listen(event: str, duration: float, **kwargs) -> None:
-        if event == "/jax/core/compile/backend_compile_duration" and "test" in str(kwargs.get("fun_name")):
-            seconds.append(duration)
+        name = str(kwargs.get("fun_name"))
+        if event == "/jax/core/compile/backend_compile_duration" and name in ("jit(test_step)", "jit(evaluation_step)"):
+            seconds["keras" if "test" in name else "padded"] += duration
 
     settings = Settings(patch_size=args.patch_size)
     x = np.zeros((shape, args.patch_size, args.patch_size, 3), np.float32)
+    y = np.zeros(x.shape[:3], np.uint8)
     model = compiled_unet(settings, run_config(settings, args.train_patches, "keras"), x)
     jax.monitoring.register_event_duration_secs_listener(listen)
-    model.evaluate(x, np.zeros(x.shape[:3], np.uint8), batch_size=shape, verbose=0)
-    return sum(seconds)
+    model.evaluate(x, y, batch_size=shape, verbose=0)
+    evaluate(model, *jax.device_put((x, y)), shape, shape)
+    return seconds
 
 
 def validation_shapes(batch_size: int, patches: int) -> set[int]:
@@ -172,7 +181,8 @@ def main(argv=None) -> int:
         "slots": args.slots,
         "packed": len({key[2] for key, _ in packs(search, padded_size, args.slots)}),
         "packs": len(packs(search, padded_size, args.slots)),
-        "validation": len(validation),
+        "validation_keras": len(validation),
+        "validation_padded": len({(c["activation"], padded_size(c["batch_size"])) for c in configs}),
     }
     if args.measure:
         import jax
@@ -191,12 +201,13 @@ def main(argv=None) -> int:
             "patch_size": args.patch_size,
             "compile_seconds_alone": {str(k): round(v, 1) for k, v in alone.items()},
             "compile_seconds_packed": {str(k): round(v, 1) for k, v in together.items()},
-            "compile_seconds_validation": {str(k): round(v, 1) for k, v in evaluation.items()},
+            "compile_seconds_validation": {str(k): {w: round(v[w], 1) for w in v} for k, v in evaluation.items()},
             # a program of a batch size taken as costing what the padded shape at or above it costs
             "in_process_seconds": round(sum(alone[padded_size(b)] for _, b in unpadded), 1),
             "in_process_padded_seconds": round(sum(alone[s] * n for s, n in per_shape.items()), 1),
             "packed_seconds": round(sum(together.values()), 1),  # one program per padded size
-            "validation_seconds": round(sum(evaluation[padded_size(b)] for _, b in validation), 1),
+            "validation_keras_seconds": round(sum(evaluation[padded_size(b)]["keras"] for _, b in validation), 1),
+            "validation_padded_seconds": round(sum(evaluation[s]["padded"] * n for s, n in per_shape.items()), 1),
         }
     print("RESULT " + json.dumps(result))
     return 0

@@ -167,6 +167,7 @@ def single_stream(seed: int, patch_scale: float = 1.0) -> dict:
         validation_patches=VALIDATION_PATCHES,
         patch_step_seconds=0.00019 * patch_scale,
         validation_compile_seconds=VALIDATION_COMPILE,
+        pad_validation=True,
     )
     stages = make_stages(seed)
     seconds = dict.fromkeys(STAGES, 0.0)
@@ -218,6 +219,7 @@ def packed(seed: int, design: Design, patch_scale: float = 1.0) -> dict:
         pad=padding(design.smallest),
         validation_patches=VALIDATION_PATCHES,
         validation_compile_seconds=VALIDATION_COMPILE,
+        pad_validation=True,
         patch_step_seconds=0.00019 * patch_scale,
         slots=design.slots,
         pack_patches=design.pack_patches,

@@ -163,7 +163,10 @@ GPU_WAY = textwrap.dedent(
     import numpy as np
     from seglib.settings import Settings
     from seglib.train import TrainOptions, train
-    from seglib.train.pool import ModelPool
+    from seglib.train.jax_loop import evaluate, padded_size
+    from seglib.train.loop import run_config
+    from seglib.train.packed import compiled_unet
+    from seglib.train.pool import ModelPool, device_put
 
     rng = np.random.default_rng(0)
     x = rng.random((124, 16, 16, 3), dtype=np.float32)
@@ -181,18 +184,36 @@ GPU_WAY = textwrap.dedent(
         result[batch] = {
             "losses": [r.history["loss"] for r in runs],
             "weights_difference": max(float(np.abs(a - b).max()) for a, b in zip(*weights)),
+            "validation": [{k: v for k, v in r.history.items() if k.startswith("val_")} for r in (runs[0], runs[2])],
         }
         models.add(id(runs[0].model))
     scan, _ = runs[0].model._seglib_programs[True]
-    print(json.dumps({"runs": result, "models": len(models), "scan_executables": scan._cache_size()}))
+    # Padded evaluation against Keras' on a model whose predictions vary and pass 0.5
+    model = compiled_unet(settings.replace(activation="tanh"), run_config(settings, 100, "keras"), x)
+    kernel, bias = model.layers[-1].weights
+    kernel.assign(np.random.default_rng(1).normal(size=kernel.shape).astype(np.float32) * 30)
+    bias.assign(np.array([0, 0, 3, 0, 1, 0], np.float32))
+    on_device = device_put(x[100:], y[100:])
+    evaluated = {b: [evaluate(model, *on_device, b, padded_size(b)),
+                     model.evaluate(x[100:], y[100:], batch_size=b, verbose=0, return_dict=True)]
+                 for b in (1, 3, 5, 8, 13)}
+    print(json.dumps({"runs": result, "models": len(models), "scan_executables": scan._cache_size(),
+                      "evaluated": {b: [{k: float(v) for k, v in e.items()} for e in pair]
+                                    for b, pair in evaluated.items()},
+                      "evaluation_executables": model._seglib_evaluation["program"]._cache_size()}))
     """
 )
 
 
+@pytest.fixture(scope="module")
+def gpu_way() -> dict:
+    return run_python(GPU_WAY, backend="jax")
+
+
 @pytest.mark.slow
-def test_the_gpu_default_compiles_one_training_program_for_every_batch_size_of_a_padded_shape():
+def test_the_gpu_default_compiles_one_training_program_for_every_batch_size_of_a_padded_shape(gpu_way):
     """Every call has one shape: the epoch's last call is filled with steps that change nothing."""
-    result = run_python(GPU_WAY, backend="jax")
+    result = gpu_way
     assert result["models"] == 1  # the pool lent one model to the three trainings
     assert result["scan_executables"] == 1  # 20, 16 and 14 steps an epoch: one program
     for batch, run in result["runs"].items():
@@ -201,3 +222,22 @@ def test_the_gpu_default_compiles_one_training_program_for_every_batch_size_of_a
         gpu, per_step, unpadded = run["losses"]
         np.testing.assert_allclose(gpu, per_step, rtol=1e-6, err_msg=f"batch {batch}")
         np.testing.assert_allclose(gpu, unpadded, rtol=1e-5, err_msg=f"batch {batch}")
+        padded, keras_evaluated = run["validation"]
+        assert set(padded) == set(keras_evaluated) and "val_mean_iou" in padded
+        for key in padded:
+            np.testing.assert_allclose(padded[key], keras_evaluated[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+@pytest.mark.slow
+def test_padded_evaluation_gives_keras_scores_from_one_program_per_padded_shape(gpu_way):
+    """24 validation patches at batch 1, 3, 5, 8 and 13: Keras compiles a program per batch shape."""
+    result = gpu_way
+    assert result["evaluation_executables"] == 2  # shapes 8 and 16
+    for batch, (padded, keras_evaluated) in result["evaluated"].items():
+        assert set(padded) == set(keras_evaluated)
+        for key, value in keras_evaluated.items():
+            np.testing.assert_allclose(padded[key], value, rtol=1e-5, atol=1e-6, err_msg=f"batch {batch}: {key}")
+    # The check can fail: the predictions pass 0.5 in places, and the batch sizes' losses differ.
+    scores = result["evaluated"]["5"][1]
+    assert 0.01 < scores["precision"] < 0.99 and 0.01 < scores["recall"] < 0.99
+    assert abs(result["evaluated"]["1"][1]["loss"] - result["evaluated"]["13"][1]["loss"]) > 1e-5

@@ -155,6 +155,23 @@ def test_validation_runs_at_the_trials_own_batch_size_and_compiles_each_shape_on
     )
 
 
+def test_padded_validation_has_the_training_shape():
+    cost = TrainingCost(
+        pad=lambda b: max(8, 1 << (b - 1).bit_length()),
+        validation_patches=261,
+        validation_compile_seconds=5.0,
+        pad_validation=True,
+    )
+    # batch 5: 53 batches padded to 8
+    assert cost.validation_seconds(5) == pytest.approx(53 * (0.007 + 8 * 0.00019) / 3)
+    job = HyperBand(3, 3).next_job()
+    first = cost.work(job, {"activation": "relu", "batch_size": 5}, 0)
+    assert first == pytest.approx(2.0 + 38.0 + 5.0 + cost.epoch_seconds(5))
+    # batch 6 and 1 pad to 8: nothing new to compile
+    assert cost.work(job, {"activation": "relu", "batch_size": 6}, 0) == pytest.approx(2.0 + cost.epoch_seconds(6))
+    assert cost.work(job, {"activation": "relu", "batch_size": 1}, 0) == pytest.approx(2.0 + cost.epoch_seconds(1))
+
+
 def test_an_unusable_worker_count_or_cost_model_is_refused():
     with pytest.raises(ValueError, match="at least 1 worker"):
         simulate(HyperBand(3, 3), by_learning_rate, Epochs(), workers=0)

@@ -74,10 +74,12 @@ class TrainingCost(CostModel):
     ~7 ms + 0.19 ms per patch a step, 1,044 training patches, 35-41 s a cold compile;
     ``trial_seconds`` (start-up, validation, checkpoints) is an assumption, not a measurement.
     ``validation_patches`` (0: validation is in ``trial_seconds``) are evaluated after every
-    epoch as Keras evaluates them, in batches of the trial's own batch size and a last, smaller
-    one, each costing ``validation_step_fraction`` of a training step of its shape (a forward
-    pass only: an assumption); each (activation, validation batch shape) compiles a forward
-    program in ``validation_compile_seconds`` the first time it is met.
+    epoch in batches of the trial's own batch size and a last, smaller one, each costing
+    ``validation_step_fraction`` of a training step of its shape (a forward pass only: an
+    assumption); each (activation, validation batch shape) compiles a forward program in
+    ``validation_compile_seconds`` the first time it is met. With ``pad_validation`` (the jax
+    loop's padded evaluation, ``seglib.train.jax_loop.evaluate``) every batch has the padded
+    training shape, so the shapes are the training program's.
     """
 
     train_patches: int = 1044
@@ -89,6 +91,7 @@ class TrainingCost(CostModel):
     validation_patches: int = 0
     validation_step_fraction: float = 1 / 3
     validation_compile_seconds: float = 0.0
+    pad_validation: bool = False
     compiled: set = field(default_factory=set, init=False, repr=False)
 
     def shape(self, batch_size: int) -> int:
@@ -105,12 +108,16 @@ class TrainingCost(CostModel):
         patches = self.validation_patches
         if not patches:
             return set()
+        if self.pad_validation:
+            return {self.shape(batch_size)}
         return {min(batch_size, patches)} | ({patches % batch_size} if patches % batch_size else set())
 
     def validation_seconds(self, batch_size: int) -> float:
         """Seconds of one epoch's validation: its batches, forward only."""
         full, rest = divmod(self.validation_patches, batch_size)
         fraction = self.validation_step_fraction
+        if self.pad_validation:
+            full, rest, batch_size = full + (rest > 0), 0, self.shape(batch_size)
         seconds = full * fraction * (self.step_seconds + self.patch_step_seconds * batch_size)
         return seconds + (fraction * (self.step_seconds + self.patch_step_seconds * rest) if rest else 0.0)
 

@@ -61,10 +61,11 @@ class JaxLoop:
         # On a GPU a step's cost is mostly fixed (~7 ms + 0.19 ms per patch on an H200), so
         # padding a batch to a shared size costs little and saves compiling a program per batch
         # size; on a CPU the cost is per patch, so batches keep their own size there.
-        self.padded_size = (
-            padded_size(batch_size) if (not on_cpu if pad_batches is None else pad_batches) else batch_size
-        )
+        self.pad = not on_cpu if pad_batches is None else pad_batches
+        self.padded_size = padded_size(batch_size) if self.pad else batch_size
         self.x, self.y = (on_device or device_put)(x_train, y_train)
+        if validation is not None and self.pad:  # evaluated padded too: on the device once
+            self.validation = (on_device or device_put)(*validation)
         self.augmentation = augmentation  # (mode, seed): the epoch's arrays are augmented on the device
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
@@ -114,8 +115,7 @@ class JaxLoop:
             "augment_seconds": augment_seconds,
         }
         if self.validation is not None and math.isfinite(logs["loss"]):
-            scores = model.evaluate(*self.validation, batch_size=self.batch_size, verbose=0, return_dict=True)
-            logs.update({f"val_{k}": float(v) for k, v in scores.items()})
+            logs.update({f"val_{k}": v for k, v in validate(model, self.validation, self.batch_size, self.pad).items()})
         if self.verbose:
             shown = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
             print(f"Epoch {epoch + 1}/{epochs} - {shown}", flush=True)
@@ -195,3 +195,71 @@ def programs(model, padded: bool = False):
 
     cache[padded] = (jax.jit(scan), jax.jit(one))
     return cache[padded]
+
+
+def validate(model, validation: tuple, batch_size: int, pad: bool) -> dict:
+    """The validation scores of ``model`` as plain floats: padded batches (``evaluate``) or Keras'."""
+    if pad:
+        return evaluate(model, *validation, batch_size, padded_size(batch_size))
+    scores = model.evaluate(*validation, batch_size=batch_size, verbose=0, return_dict=True)
+    return {k: float(v) for k, v in scores.items()}
+
+
+def evaluate(model, x, y, batch_size: int, shape: int) -> dict:
+    """What ``model.evaluate(x, y, batch_size=batch_size)`` returns, computed in batches padded to ``shape``.
+
+    Keras evaluates in batches of ``batch_size`` and a last, smaller one: a program per batch
+    shape, so per batch size. Here every batch is padded to ``shape`` with sample 0, masked
+    out: of the loss (``SegLoss.masked``), by a sample weight of 0 in the metrics, and of the
+    Jaccard coefficient by zeroing the padding's one-hot labels and probabilities. The loss is
+    averaged over batches weighted by their real samples, each metric as Keras averages it,
+    so the values are Keras' to floating-point noise, from one program per (model, shape).
+    ``x`` and ``y`` are best on the device already (``device_put``): each batch gathers from them.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from seglib.metrics import training_metrics
+
+    num_classes = int(model.output_shape[-1])
+    cache = model.__dict__.setdefault("_seglib_evaluation", {})
+    if "program" not in cache:
+        metrics = training_metrics(num_classes)  # fresh: their variables' values are passed in and out
+
+        def evaluation_step(trainable, non_trainable, metric_values, x, y, indices, mask):
+            xb, yb = jnp.take(x, indices, axis=0), jnp.take(y, indices, axis=0)
+            y_pred, _ = model.stateless_call(trainable, non_trainable, xb, training=False)
+            y_pred = jnp.asarray(y_pred, jnp.float32)
+            loss = model.loss.masked(yb, y_pred, mask)
+            pixels = jnp.broadcast_to(mask[:, None, None], yb.shape)
+            updated = []
+            for metric, values in zip(metrics, metric_values):
+                if metric.name == "jaccard":  # one value per batch, from the real samples only
+                    one_hot = jax.nn.one_hot(yb, num_classes) * mask[:, None, None, None]
+                    values = metric.stateless_update_state(values, one_hot, y_pred * mask[:, None, None, None])
+                elif metric.name in ("precision", "recall"):
+                    values = metric.stateless_update_state(values, yb, y_pred, sample_weight=mask[:, None, None, None])
+                else:
+                    values = metric.stateless_update_state(values, yb, y_pred, sample_weight=pixels)
+                updated.append(values)
+            return loss, updated
+
+        def results(metric_values):
+            return [metric.stateless_result(values) for metric, values in zip(metrics, metric_values)]
+
+        cache["metrics"], cache["program"], cache["results"] = metrics, jax.jit(evaluation_step), jax.jit(results)
+    metrics, program = cache["metrics"], cache["program"]
+    trainable = [v.value for v in model.trainable_variables]
+    non_trainable = [v.value for v in model.non_trainable_variables]
+    values = [[v.value for v in metric.variables] for metric in metrics]  # as built: zero
+    losses, sizes = [], []
+    for start in range(0, len(x), batch_size):
+        real = min(batch_size, len(x) - start)
+        indices = np.zeros(shape, np.int32)
+        indices[:real] = np.arange(start, start + real)
+        mask = (np.arange(shape) < real).astype(np.float32)
+        loss, values = program(trainable, non_trainable, values, x, y, indices, mask)
+        losses.append(loss)
+        sizes.append(real)
+    result = {"loss": float(np.dot(np.asarray(losses, np.float64), sizes) / sum(sizes))}
+    return result | {metric.name: float(value) for metric, value in zip(metrics, cache["results"](values))}

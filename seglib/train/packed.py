@@ -46,7 +46,7 @@ from seglib.train.checkpoints import (
     save_checkpoint,
     state_path,
 )
-from seglib.train.jax_loop import STEPS_PER_CALL, chunks, padded_size
+from seglib.train.jax_loop import STEPS_PER_CALL, chunks, padded_size, validate
 from seglib.train.loop import (
     POLICIES,
     TrainOptions,
@@ -152,7 +152,9 @@ def train_packed(
     key = (tuple(x_train.shape[1:]), options.dropout_rng, *(getattr(trials[0].settings, n) for n in ARCHITECTURE))
     twin, run, run_one = _programs(members[0].trial.settings, members[0].config, x_train, programs, key)
     switches = _switches(twin, members[0].model)
-    validation = (x_val, y_val) if x_val is not None else None
+    validation = None if x_val is None else (x_val, y_val)
+    if validation is not None and pad:  # evaluated padded too: on the device once
+        validation = (options.pool.on_device if options.pool is not None else device_put)(x_val, y_val)
     first = min(m.initial_epoch for m in members)
     last = max(m.trial.epochs for m in members)
     for epoch in range(first, last):
@@ -182,7 +184,7 @@ def train_packed(
         for index, (member, on) in enumerate(zip(members, active)):
             if on:
                 logs = {"loss": float(np.mean(losses[steps_on[:, index], index])), "train_seconds": seconds}
-                _finish_epoch(member, index, epoch, logs, validation, options.verbose, on_epoch_end)
+                _finish_epoch(member, index, epoch, logs, validation, pad, options.verbose, on_epoch_end)
     if options.pool is not None:  # compiled models (validation, prediction) for the next pack
         for member in members:
             if member.pool_key is not None:
@@ -329,11 +331,11 @@ def _unstack(members, state, active, switches: list[bool]) -> None:
                 variable.assign(value[index])
 
 
-def _finish_epoch(member: _Member, index, epoch, logs, validation, verbose, on_epoch_end) -> None:
+def _finish_epoch(member: _Member, index, epoch, logs, validation, pad, verbose, on_epoch_end) -> None:
     """Validation, the checkpoint and the history of one trained epoch of one trial, as ``train``'s."""
     if validation is not None and math.isfinite(logs["loss"]):
-        scores = member.model.evaluate(*validation, batch_size=member.batch_size, verbose=0, return_dict=True)
-        logs.update({f"val_{k}": float(v) for k, v in scores.items()})
+        scores = validate(member.model, validation, member.batch_size, pad)
+        logs.update({f"val_{k}": v for k, v in scores.items()})
     logs["epoch_seconds"] = logs["train_seconds"]
     for key, value in logs.items():
         member.history.setdefault(key, []).append(value)
