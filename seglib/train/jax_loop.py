@@ -103,7 +103,7 @@ class JaxLoop:
             for part in chunks((batches, mask), count, chunk):
                 state, chunk_losses = self._run(state, x, y, part)
                 losses.append(chunk_losses)
-        losses = np.concatenate([np.asarray(loss) for loss in losses])[:count]  # the filling's last
+        losses = np.concatenate([np.asarray(loss) for loss in losses])[:count]  # the filling's are last: dropped
         for variables, values in zip(
             (model.trainable_variables, model.non_trainable_variables, model.optimizer.variables), state
         ):
@@ -213,13 +213,14 @@ def evaluate(model, x, y, batch_size: int, shape: int) -> dict:
     out: of the loss (``SegLoss.masked``), by a sample weight of 0 in the metrics, and of the
     Jaccard coefficient by zeroing the padding's one-hot labels and probabilities. The loss is
     averaged over batches weighted by their real samples, each metric as Keras averages it,
-    so the values are Keras' to floating-point noise, from one program per (model, shape).
+    so the values are Keras' to floating-point noise, from one program per (model, shape),
+    for a model compiled with seglib's loss and metrics (``compile_model``).
     ``x`` and ``y`` are best on the device already (``device_put``): each batch gathers from them.
     """
     import jax
     import jax.numpy as jnp
 
-    from seglib.metrics import training_metrics
+    from seglib.metrics import JaccardCoefficient, OneHotPrecision, OneHotRecall, training_metrics
 
     num_classes = int(model.output_shape[-1])
     cache = model.__dict__.setdefault("_seglib_evaluation", {})
@@ -234,10 +235,10 @@ def evaluate(model, x, y, batch_size: int, shape: int) -> dict:
             pixels = jnp.broadcast_to(mask[:, None, None], yb.shape)
             updated = []
             for metric, values in zip(metrics, metric_values):
-                if metric.name == "jaccard":  # one value per batch, from the real samples only
+                if isinstance(metric, JaccardCoefficient):  # one value per batch, from the real samples only
                     one_hot = jax.nn.one_hot(yb, num_classes) * mask[:, None, None, None]
                     values = metric.stateless_update_state(values, one_hot, y_pred * mask[:, None, None, None])
-                elif metric.name in ("precision", "recall"):
+                elif isinstance(metric, (OneHotPrecision, OneHotRecall)):  # weights of the probabilities' shape
                     values = metric.stateless_update_state(values, yb, y_pred, sample_weight=mask[:, None, None, None])
                 else:
                     values = metric.stateless_update_state(values, yb, y_pred, sample_weight=pixels)
