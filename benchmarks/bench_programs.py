@@ -43,6 +43,7 @@ import json
 import random
 
 from seglib.hpo.hyperband import HyperBand
+from seglib.hpo.simulate import TrainingCost
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -143,11 +144,6 @@ def validation_compile_seconds(shape: int, args) -> dict[str, float]:
     return seconds
 
 
-def validation_shapes(batch_size: int, patches: int) -> set[int]:
-    """The batch shapes Keras evaluates ``patches`` in at ``batch_size``: full batches and the rest."""
-    return {min(batch_size, patches)} | ({patches % batch_size} if patches % batch_size else set())
-
-
 def main(argv=None) -> int:
     from seglib.train.jax_loop import padded_size  # imports Keras and JAX: only when counting
 
@@ -161,7 +157,7 @@ def main(argv=None) -> int:
     validation = {
         (c["activation"], shape)
         for c in configs
-        for shape in validation_shapes(c["batch_size"], args.validation_patches)
+        for shape in TrainingCost(validation_patches=args.validation_patches).validation_shapes(c["batch_size"])
     }
     result = {
         "max_budget": args.max_budget,

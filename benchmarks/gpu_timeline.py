@@ -154,11 +154,6 @@ def make_stages(seed: int) -> dict:
     }
 
 
-def compile_seconds_of(programs, cost: TrainingCost) -> float:
-    """Seconds to compile ``programs`` (``TrainingCost.compiled``'s keys) one after another."""
-    return sum(cost.compile_seconds if kind == "train" else cost.validation_compile_seconds for kind, *_ in programs)
-
-
 def single_stream(seed: int, patch_scale: float = 1.0) -> dict:
     """Device seconds per stage, one trial after another (the in-process engine on a GPU, no packs)."""
     cost = TrainingCost(
@@ -173,7 +168,7 @@ def single_stream(seed: int, patch_scale: float = 1.0) -> dict:
     for name in ("baseline", "hyperband", "tuned", "random"):
         before = set(cost.compiled)
         run = simulate(Stages({name: stages[name]}), Synthetic(60, seed=seed), cost, workers=1)
-        compiled = compile_seconds_of(cost.compiled - before, cost)
+        compiled = cost.compile_seconds_of(cost.compiled - before)
         seconds["compiles"] += compiled
         seconds[name] = run.makespan - compiled
     seconds["report"] = REPORT_SECONDS * patch_scale

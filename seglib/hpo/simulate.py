@@ -131,7 +131,12 @@ class TrainingCost(CostModel):
         needed |= {("validation", activation, shape) for shape in self.validation_shapes(batch_size)}
         new = needed - self.compiled
         self.compiled |= new
-        return sum(self.compile_seconds if kind == "train" else self.validation_compile_seconds for kind, *_ in new)
+        return self.compile_seconds_of(new)
+
+    def compile_seconds_of(self, programs) -> float:
+        """Seconds to compile ``programs`` (keys of ``compiled``) one after another."""
+        seconds = {"train": self.compile_seconds, "validation": self.validation_compile_seconds}
+        return sum(seconds[kind] for kind, *_ in programs)
 
     def work(self, job: Job, params: dict, worker: int) -> float:
         epochs = job.budget - job.resume_from
