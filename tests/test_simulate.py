@@ -120,6 +120,25 @@ def test_max_trials_and_the_state_saved_after_every_change(tmp_path):
     assert result.decisions == 10 and result.hook_seconds >= 0
 
 
+def test_a_time_limit_hands_the_running_jobs_back_and_a_second_run_finishes_them():
+    # 4 one-epoch trials of 3, 1, 2 and 4 s on 2 workers, stopped at 2 s:
+    # p1 ends at 1 and p2 starts on w1; at 2 p0 (1 s left) and p2 (1 s left) are cut and requeued.
+    search = RandomSearch(epochs=4, budget=1)
+    first = simulate(search, by_learning_rate, Durations([3, 1, 2, 4]), workers=2, until=2)
+    assert timeline(first) == [(1, 1, 0, 1)]
+    assert [(t.parameter_id, t.worker, t.start, t.end, t.value) for t in first.interrupted] == [
+        (0, 0, 0, 2, None),
+        (2, 1, 1, 2, None),
+    ]
+    assert first.makespan == 2 and first.busy == [2, 2]
+    assert not search.finished
+    assert search.job(0).status.name == "QUEUED" and search.job(0).interruptions == ["stopped at 2 s"]
+    # The next run hands the interrupted jobs out again first, whole: what they did is lost.
+    second = simulate(search, by_learning_rate, Durations([3, 1, 2, 4]), workers=2)
+    assert timeline(second) == [(2, 1, 0, 2), (0, 0, 0, 3), (3, 1, 2, 6)]
+    assert search.finished and all(job.status == SUCCEEDED for job in search.jobs)
+
+
 def test_training_cost_of_the_h200_figures():
     cost = TrainingCost(pad=lambda b: max(8, 1 << (b - 1).bit_length()))
     # batch 16: 66 steps of 7 ms + 16 x 0.19 ms; batch 20 runs padded to 32: 53 steps of 7 + 32 x 0.19 ms

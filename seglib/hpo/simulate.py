@@ -15,7 +15,9 @@ value at the job's budget, and the search is told (``report``) at that virtual t
 idle worker asks for a job. A worker the search has nothing for (a synchronous rung waiting for
 its slowest trial) stays idle until the next event. Ties finish in worker order, so a run is
 deterministic. The CPU seconds the search's own calls take are measured on the side (CPU, not
-wall, time: another process on the machine does not inflate them).
+wall, time: another process on the machine does not inflate them). A time limit (``until``)
+stops the clock as a limit stops an engine: the jobs still running are handed back to the
+search (``requeue``) and listed as interrupted.
 
 This module imports neither Keras nor NNI.
 """
@@ -124,12 +126,15 @@ class TrainingCost(CostModel):
     def epoch_seconds(self, batch_size: int) -> float:
         return self.train_seconds(batch_size) + self.validation_seconds(batch_size)
 
-    def new_programs(self, params: dict) -> float:
-        """Compile seconds of the programs ``params`` needs that are not compiled yet (then they are)."""
+    def programs(self, params: dict) -> set[tuple]:
+        """The programs a trial of ``params`` runs: its training program and its validation ones."""
         batch_size, activation = int(params["batch_size"]), params.get("activation")
         needed = {("train", activation, self.shape(batch_size))}
-        needed |= {("validation", activation, shape) for shape in self.validation_shapes(batch_size)}
-        new = needed - self.compiled
+        return needed | {("validation", activation, shape) for shape in self.validation_shapes(batch_size)}
+
+    def new_programs(self, params: dict) -> float:
+        """Compile seconds of the programs ``params`` needs that are not compiled yet (then they are)."""
+        new = self.programs(params) - self.compiled
         self.compiled |= new
         return self.compile_seconds_of(new)
 
@@ -236,6 +241,7 @@ class Simulation:
     decisions: int  # calls to the search (next_job that handed a job out, report)
     decision_seconds: float  # CPU seconds inside those calls
     hook_seconds: float  # CPU seconds inside after_change (e.g. saving the state; its I/O waits not counted)
+    interrupted: list[TrialRecord] = field(default_factory=list)  # cut by ``until``, handed back (value None)
 
     @property
     def idle(self) -> list[float]:
@@ -266,12 +272,16 @@ def simulate(
     *,
     max_trials: int | None = None,
     after_change: Callable[[Search], None] | None = None,
+    until: float | None = None,
 ) -> Simulation:
     """Run ``search`` to its end on ``workers`` virtual workers; the search's state is changed in place.
 
     ``max_trials`` stops handing out jobs after that many (the running ones still finish).
     ``after_change`` is called after every job handed out and every result told, as an engine
-    saves the state (``lambda s: s.save(path)``); its CPU time is measured apart.
+    saves the state (``lambda s: s.save(path)``); its CPU time is measured apart. ``until``
+    stops the clock at that virtual second: the jobs running then are handed back to the
+    search (``requeue``), as an engine stopped by a time limit does, and the search is left
+    unfinished.
     """
     if workers < 1:
         raise ValueError(f"simulate needs at least 1 worker, got {workers!r}")
@@ -279,6 +289,7 @@ def simulate(
     free = list(range(workers))
     running: dict[int, _Slot] = {}
     trials: list[TrialRecord] = []
+    interrupted: list[TrialRecord] = []
     busy = [0.0] * workers
     decisions, decision_seconds, hook_seconds = 0, 0.0, 0.0
 
@@ -289,7 +300,7 @@ def simulate(
             after_change(search)
             hook_seconds += time.thread_time() - begin
 
-    while True:
+    while until is None or clock < until:
         while free and (max_trials is None or started < max_trials):
             begin = time.thread_time()
             job = search.next_job()
@@ -304,7 +315,27 @@ def simulate(
             running[worker] = _Slot(Running(job, params, worker, clock), cost.work(job, params, worker))
         if not running:
             break
-        clock, done = _advance(clock, running, cost)
+        clock, done = _advance(clock, running, cost, until)
+        if until is not None and clock >= until and not done:
+            for worker in sorted(running):
+                slot = running.pop(worker)
+                job = slot.running.job
+                search.requeue(job.parameter_id, f"stopped at {until:g} s")
+                changed()
+                interrupted.append(
+                    TrialRecord(
+                        job.parameter_id,
+                        job.config_id,
+                        worker,
+                        job.budget,
+                        job.resume_from,
+                        slot.running.start,
+                        clock,
+                        None,
+                    )
+                )
+                busy[worker] += clock - slot.running.start
+            break
         for worker in done:
             slot = running.pop(worker)
             job, params = slot.running.job, slot.running.params
@@ -334,16 +365,19 @@ def simulate(
             )
             busy[worker] += clock - slot.running.start
         free = sorted(free + done)
-    if not search.finished and (max_trials is None or started < max_trials) and not search.halted:
+    stopped = until is not None and clock >= until
+    if not search.finished and (max_trials is None or started < max_trials) and not search.halted and not stopped:
         raise RuntimeError(
             f"the {search.kind} search handed out no job with every worker idle, yet it is not finished "
             f"({search.counts()}); it would wait forever"
         )
-    return Simulation(workers, trials, busy, clock, decisions, decision_seconds, hook_seconds)
+    return Simulation(workers, trials, busy, clock, decisions, decision_seconds, hook_seconds, interrupted)
 
 
-def _advance(clock: float, running: dict[int, _Slot], cost: CostModel) -> tuple[float, list[int]]:
-    """Move the clock to the next job's end; the workers whose jobs end then, in worker order."""
+def _advance(
+    clock: float, running: dict[int, _Slot], cost: CostModel, until: float | None = None
+) -> tuple[float, list[int]]:
+    """Move the clock to the next job's end, or to ``until`` if that comes first; the workers whose jobs end."""
     order = sorted(running)
     speeds = list(cost.speeds([running[w].running for w in order]))
     if len(speeds) != len(order) or any(s < 0 or not math.isfinite(s) for s in speeds):
@@ -352,6 +386,11 @@ def _advance(clock: float, running: dict[int, _Slot], cost: CostModel) -> tuple[
     step = min(left)
     if math.isinf(step):
         raise ValueError(f"{type(cost).__name__}.speeds paused every running job: the search would never end")
+    if until is not None and clock + step > until:
+        step = until - clock
+        for worker, speed in zip(order, speeds):
+            running[worker].remaining -= speed * step
+        return until, []
     done = []
     for worker, speed, seconds in zip(order, speeds, left):
         if seconds <= step:
