@@ -10,6 +10,11 @@ configuration), the report, and the programs compiled.
 * ``single``: what seglib does today on a GPU (the in-process engine): one trial after
   another, batches padded to a power of two >= 8, a program compiled the first time its
   (activation, padded batch) is met (``seglib.hpo.simulate.TrainingCost``).
+* ``windows``: the single stream cut into runs of ``WINDOW_SECONDS`` (a lent GPU machine's
+  window, ``benchmarks/gpu_full_run.sh``), each on a bare machine continuing from the state
+  the last one handed over: the baseline retrained, checkpoints lost (a promoted trial trains
+  from epoch 0, an interrupted one again from its start), its programs compiled again, or
+  loaded from a compile cache carried from the last window.
 * ``packed``: trials of one program trained side by side in packs of ``slots`` members, a
   program per (activation, padded batch), or per padded batch with the activation an input
   of it (``seglib.train.packed``'s program); the baseline, the HyperBand pass, the tuned model and random search
@@ -25,7 +30,7 @@ memory bandwidth over theirs (a U-Net of 16-256 channels moves more bytes than i
 multiplies), the fixed step cost and compiles (host work) as on the H200: assumptions from
 specifications, not measurements.
 
-    .venv/bin/python benchmarks/gpu_timeline.py [--seed 0]
+    .venv/bin/python benchmarks/gpu_timeline.py [--seed 0 --window-seeds 10]
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ import itertools
 import json
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from synthetic import Synthetic
 
@@ -57,11 +62,18 @@ ASSUMED = {
     "packed_patch_cost": "a packed step costs 0.19 ms per patch of all its slots, as one large batch does",
     "packed_compile": "a packed program compiles in 1.9x a single one's time, whatever its slots (measured on a "
     "2-core CPU for 4 slots, a call of 32 steps: 1.7-1.9x in two runs, benchmarks/bench_programs.py --measure)",
+    "window_start": "30 s of each window's run before the baseline trains: the notebooks' kernels, imports, "
+    "data preparation",
+    "cache_load": "4 s to load a program from a carried compile cache, validation programs too (an upper bound "
+    "measured on the H200: 4.2 s from start to the end of a first epoch with the cache warm)",
     "validation_compile": "a validation program (forward pass, loss and metrics at one batch shape) compiles in "
     "0.1x a training program's time (measured on a 2-core CPU: 0.08-0.22x, benchmarks/bench_programs.py "
     "--measure): 3.8 s",
 }
 REPORT_SECONDS = 20.0
+WINDOW_SECONDS = 560.0  # gpu_full_run.sh's SEGLIB_TIME_LIMIT: the run's part of a window
+WINDOW_START = 30.0
+CACHE_LOAD = 4.0
 COMPILE_SLOWDOWN = 1.5
 PACKED_COMPILE = 1.9
 VALIDATION_COMPILE = 38.0 * 0.1
@@ -106,6 +118,9 @@ class OneTrial:
     def report(self, parameter_id, value, **kwargs) -> None:
         self.finished = True
 
+    def requeue(self, parameter_id, reason=None) -> None:
+        self.handed = False
+
 
 class Stages:
     """Several searches handed out as one, in priority order (what a packed engine would feed its packs)."""
@@ -136,8 +151,15 @@ class Stages:
 
     def report(self, parameter_id, value, diverged=False, epochs_trained=None) -> None:
         tagged = self.jobs[parameter_id]
-        inner = tagged.job.parameter_id if tagged.job is not None else 0
-        self.stages[tagged.stage].report(inner, value, diverged=diverged, epochs_trained=epochs_trained)
+        self.stages[tagged.stage].report(self._inner(tagged), value, diverged=diverged, epochs_trained=epochs_trained)
+
+    def requeue(self, parameter_id, reason=None) -> None:
+        tagged = self.jobs[parameter_id]
+        self.stages[tagged.stage].requeue(self._inner(tagged), reason)
+
+    @staticmethod
+    def _inner(tagged: Tagged) -> int:
+        return tagged.job.parameter_id if tagged.job is not None else 0
 
 
 def make_stages(seed: int) -> dict:
@@ -179,6 +201,109 @@ def single_stream(seed: int, patch_scale: float = 1.0) -> dict:
         "programs": sum(kind == "train" for kind, *_ in cost.compiled) + 1,
         "validation_programs": sum(kind == "validation" for kind, *_ in cost.compiled),
     }
+
+
+@dataclass
+class WindowCost(TrainingCost):
+    """A trial's seconds in one window, on a bare machine: what earlier windows trained is gone.
+
+    A promoted job trains from epoch 0 unless a job of its configuration ran earlier in this
+    window (its checkpoint did not travel); a program in ``carried`` (the compile cache the
+    last window handed over) loads in ``load_seconds`` instead of compiling.
+    """
+
+    carried: set = field(default_factory=set)
+    load_seconds: float = CACHE_LOAD
+    checkpointed: set = field(default_factory=set, init=False)
+    compiling: float = field(default=0.0, init=False)  # seconds compiling or loading so far
+
+    def new_programs(self, params: dict) -> float:
+        new = self.programs(params) - self.compiled
+        self.compiled |= new
+        seconds = self.compile_seconds_of(new - self.carried) + self.load_seconds * len(new & self.carried)
+        self.compiling += seconds
+        return seconds
+
+    def work(self, job, params: dict, worker: int) -> float:
+        key = (job.stage, job.config_id)
+        epochs = job.budget - (job.resume_from if key in self.checkpointed else 0)
+        self.checkpointed.add(key)
+        compile_seconds = self.new_programs(params)
+        return self.trial_seconds + compile_seconds + epochs * self.epoch_seconds(int(params["batch_size"]))
+
+
+def windows(seed: int, carry_cache: bool, limit: float = WINDOW_SECONDS, most: int = 60) -> dict:
+    """The single stream in windows of ``limit`` seconds, each continuing on a bare machine (a prediction).
+
+    Every window runs the notebooks again: the baseline trains again (its model file does
+    not travel), the searches go on from their state, the tuned model and the report follow
+    once both searches are finished. A window that finishes nothing of the searches is not
+    repeated: the run would never end.
+    """
+    settings = profile("full", seed=seed)
+    stages = make_stages(seed)
+    searches = {name: stages[name] for name in ("hyperband", "random")}
+    objective, carried, rows = Synthetic(60, seed=seed), set(), []
+    hyperband = searches["hyperband"]
+    for number in range(1, most + 1):
+        cost = WindowCost(
+            pad=padding(8),
+            validation_patches=VALIDATION_PATCHES,
+            validation_compile_seconds=VALIDATION_COMPILE,
+            pad_validation=True,
+            carried=set(carried) if carry_cache else set(),
+        )
+        order = {
+            "baseline": OneTrial("baseline", settings.epochs, settings.hyperparameters()),
+            **searches,
+            "tuned": OneTrial("tuned", settings.epochs, lambda: hyperband.params(hyperband.best())),
+        }
+        before = {name: sum(job.status.name == "SUCCEEDED" for job in s.jobs) for name, s in searches.items()}
+        clock, row = WINDOW_START, {"window": number, "seconds": {}, "lost_seconds": 0.0}
+        for name, stage in order.items():
+            if stage.finished:
+                continue
+            wrapper = Stages({name: stage})
+            run = simulate(wrapper, objective, cost, until=limit - clock)
+            row["seconds"][name] = round(run.makespan, 1)
+            row["lost_seconds"] += sum(t.end - t.start for t in run.interrupted)
+            for record in run.interrupted:
+                batch_size = int(wrapper.params(wrapper.jobs[record.parameter_id])["batch_size"])
+                row["interrupted"] = {
+                    "stage": name,
+                    "batch_size": batch_size,
+                    "epochs": record.budget,
+                    "seconds_alone": round(cost.trial_seconds + record.budget * cost.epoch_seconds(batch_size), 1),
+                }
+            clock += run.makespan
+            if not stage.finished:
+                break
+        finished = all(stage.finished for stage in order.values())
+        if finished:  # the report: its prediction program, then its evaluations and images
+            report = cost.compile_seconds + REPORT_SECONDS
+            finished = clock + report <= limit
+            clock = min(limit, clock + report)
+        carried |= cost.compiled
+        row.update(
+            compiling_seconds=round(cost.compiling, 1),
+            lost_seconds=round(row["lost_seconds"], 1),
+            trials_done={name: sum(j.status.name == "SUCCEEDED" for j in s.jobs) for name, s in searches.items()},
+            finished=finished,
+        )
+        rows.append(row)
+        if finished:
+            return {"windows": number, "rows": rows, "last_window_seconds": round(clock, 1)}
+        if row["trials_done"] == before and not all(search.finished for search in searches.values()):
+            cut = row.get("interrupted", {})
+            why = f"window {number} finished no trial of either search" + (
+                f": a {cut['stage']} trial of batch {cut['batch_size']} and {cut['epochs']} epochs needs "
+                f"{cut['seconds_alone']:.0f} s of training and validation, and a window has "
+                f"{limit - WINDOW_START:.0f} s after its start"
+                if cut
+                else ""
+            )
+            return {"windows": None, "rows": rows, "why": why}
+    return {"windows": None, "rows": rows, "why": f"not finished after {most} windows"}
 
 
 @dataclass(frozen=True)
@@ -349,6 +474,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--designs", type=int, default=len(DESIGNS), help="try only the first N designs")
+    parser.add_argument("--window-seeds", type=int, default=10, help="seeds the windowed run is predicted for")
     return parser.parse_args(argv)
 
 
@@ -356,6 +482,23 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     print("RESULT " + json.dumps({"prediction": True, "assumed": ASSUMED}), flush=True)
     single = single_stream(args.seed)
+    for carry in (False, True):
+        split = windows(args.seed, carry)
+        seeds = range(args.seed, args.seed + args.window_seeds)
+        print(
+            "RESULT "
+            + json.dumps(
+                {
+                    "prediction": True,
+                    "gpu": "H200",
+                    "windows_of_seconds": WINDOW_SECONDS,
+                    "compile_cache_carried": carry,
+                    **split,
+                    "windows_by_seed": {seed: windows(seed, carry)["windows"] for seed in seeds},
+                }
+            ),
+            flush=True,
+        )
     best: dict[str, tuple[Design, dict]] = {}
     for design in DESIGNS[: args.designs]:
         result = packed(args.seed, design)

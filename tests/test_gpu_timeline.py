@@ -73,3 +73,32 @@ def test_the_timeline_runs_and_packing_never_predicts_more_than_one_stream():
     alone = timeline.packed(0, timeline.DESIGNS[0])
     for stage in timeline.STAGES:
         assert alone["seconds"][stage] <= single["seconds"][stage] + 1e-6, stage
+
+
+def test_the_full_profile_in_windows_loses_less_with_the_compile_cache_carried():
+    cold, warm = timeline.windows(0, carry_cache=False), timeline.windows(0, carry_cache=True)
+    assert cold["windows"] and warm["windows"] and warm["windows"] < cold["windows"]
+    for split in (cold, warm):
+        rows = split["rows"]
+        assert [row["window"] for row in rows] == list(range(1, split["windows"] + 1))
+        assert rows[-1]["finished"] and not any(row["finished"] for row in rows[:-1])
+        for row in rows:
+            used = timeline.WINDOW_START + sum(row["seconds"].values())
+            assert used <= timeline.WINDOW_SECONDS + 1e-6, row
+            assert row["seconds"]["baseline"] > 0, row  # every window trains the baseline again
+        assert rows[-1]["trials_done"] == {"hyperband": 69, "random": 13}
+    # the first window is the same either way; after it, a carried program loads instead of compiling
+    assert cold["rows"][0] == warm["rows"][0]
+    assert warm["rows"][1]["compiling_seconds"] < cold["rows"][1]["compiling_seconds"]
+    assert warm["rows"][1]["seconds"]["baseline"] < cold["rows"][1]["seconds"]["baseline"]
+
+
+def test_a_trial_longer_than_a_window_is_named_and_the_windows_stop():
+    # seed 1 draws a random-search configuration of batch 1 for 60 epochs: 62,640 steps
+    split = timeline.windows(1, carry_cache=True)
+    assert split["windows"] is None
+    assert "a random trial of batch 1 and 60 epochs needs" in split["why"]
+    last = split["rows"][-1]
+    assert last["interrupted"]["seconds_alone"] > timeline.WINDOW_SECONDS - timeline.WINDOW_START
+    # a longer window lets it finish
+    assert timeline.windows(1, carry_cache=True, limit=1200)["windows"]
