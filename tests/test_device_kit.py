@@ -192,18 +192,23 @@ def test_device_kit_installs_offline_without_tensorflow_and_its_gpu_run_continue
 
     first = window(tmp_path / "out1", limit=FIRST_WINDOW_SECONDS)
     assert first.returncode == 124, first.stdout[-3000:] + first.stderr[-3000:]
-    assert sorted(p.name for p in (tmp_path / "out1").iterdir()) == ["run.log", "state.tar.gz", "timings.json"]
+    handed_over = sorted(p.name for p in (tmp_path / "out1").iterdir())
+    assert handed_over == ["compile-cache.tar.gz", "run.log", "state.tar.gz", "timings.json"], handed_over
     with tarfile.open(tmp_path / "out1" / "state.tar.gz") as archive:
         carried = archive.getnames()
     assert "run.json" in carried and not [n for n in carried if n.endswith(".keras") or "checkpoints" in n], carried
 
     previous = tmp_path / "previous"  # what the user copies into the checkout for the next window
     previous.mkdir()
-    shutil.copy(tmp_path / "out1" / "state.tar.gz", previous)
+    for name in ("state.tar.gz", "compile-cache.tar.gz"):
+        shutil.copy(tmp_path / "out1" / name, previous)
     out = tmp_path / "out2"
     done = window(out, previous)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert f"restored {tmp_path / 'gpu' / 'run'}" in done.stdout
+    with tarfile.open(previous / "compile-cache.tar.gz") as archive:
+        programs = len(archive.getnames())
+    assert f"carry_state: {programs} compiled programs from" in done.stdout, done.stdout[-3000:]
     files = sorted(p.name for p in out.iterdir())
     assert files == ["hyperparameter-optimization.md", "report.tar.gz", "run.log", "timings.json"] and len(files) <= 8
     timings = json.loads((out / "timings.json").read_text())
@@ -269,3 +274,106 @@ def test_a_state_too_large_to_travel_back_is_refused_naming_its_largest_file(tmp
         carry.pack(run, tmp_path / "out", limit_mib=0.5)
     assert not list((tmp_path / "out").iterdir()), "nothing is left behind in OUT"
     assert carry.pack(tmp_path / "no-run-yet", tmp_path / "out", limit_mib=1) is None
+
+
+def test_the_compile_cache_travels_largest_programs_first_as_far_as_the_limit_allows(tmp_path):
+    carry = carry_state()
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    sizes = {"jit_scan-a-cache": 700, "jit_scan-b-cache": 400, "jit_eval-c-cache": 200}  # KiB
+    for name, kib in sizes.items():
+        (cache / name).write_bytes(os.urandom(kib * 1024))
+    archive = carry.pack_cache(cache, tmp_path / "out", budget_mib=1.0)
+    with tarfile.open(archive) as opened:
+        # 700 KiB fits, 400 more would not, 200 more does
+        assert sorted(opened.getnames()) == ["jit_eval-c-cache", "jit_scan-a-cache"]
+
+    elsewhere = tmp_path / "next-machine-cache"
+    elsewhere.mkdir()
+    (elsewhere / "jit_eval-c-cache").write_bytes(b"compiled there")  # an entry it has is kept
+    assert carry.restore_cache(tmp_path / "out", elsewhere) == 1
+    assert (elsewhere / "jit_scan-a-cache").read_bytes() == (cache / "jit_scan-a-cache").read_bytes()
+    assert (elsewhere / "jit_eval-c-cache").read_bytes() == b"compiled there"
+    assert carry.restore_cache(tmp_path / "nothing-came", elsewhere) == 0
+    assert carry.pack_cache(tmp_path / "no-cache", tmp_path / "out2", budget_mib=1.0) is None
+    assert carry.pack_cache(cache, tmp_path / "out3", budget_mib=0.1) is None  # nothing fits
+
+
+CACHED_PROGRAM = """
+import sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[3])
+import carry_state
+import jax, jax.numpy as jnp
+from jax import monitoring
+from seglib.train import enable_compile_cache
+
+events = []
+monitoring.register_event_listener(lambda name, **kwargs: events.append(name))
+step, cache, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[4])
+if step == "restore":
+    carry_state.restore_cache(out, cache)
+enable_compile_cache(cache)
+jax.jit(lambda x: jnp.tanh(x @ x.T).sum() * 3.0)(jnp.ones((64, 64))).block_until_ready()
+if step == "compile":
+    carry_state.pack_cache(cache, out, budget_mib=4.0)
+print("HITS", events.count("/jax/compilation_cache/cache_hits"), "MISSES",
+      events.count("/jax/compilation_cache/cache_misses"))
+"""
+
+
+def test_a_carried_compile_cache_serves_a_fresh_process_on_another_folder_without_compiling(tmp_path):
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    env.pop("SEGLIB_COMPILE_CACHE", None)
+    script = tmp_path / "program.py"
+    script.write_text(CACHED_PROGRAM)
+    out, benchmarks = tmp_path / "out", ROOT / "benchmarks"
+    cache = tmp_path / "seglib-gpu" / "compile-cache"  # one absolute path on every machine, as gpu_full_run.sh
+    first = run(sys.executable, script, "compile", cache, benchmarks, out, env=env)
+    hits, misses = map(int, first.stdout.split()[-3::2])
+    assert hits == 0 and misses >= 1, first.stdout
+    assert (out / "compile-cache.tar.gz").is_file()
+    # a bare machine: another process, the cache folder gone, only what travelled: every program loads
+    shutil.rmtree(cache)
+    second = run(sys.executable, script, "restore", cache, benchmarks, out, env=env)
+    assert second.stdout.split()[-4:] == ["HITS", str(misses), "MISSES", "0"], second.stdout
+
+
+def test_the_room_to_travel_back_is_what_the_checkout_and_the_kit_leave(tmp_path):
+    carry = carry_state()
+    checkout = tmp_path / "checkout"  # not a git repository here: every file outside runs/ and .git/
+    for name, mib in {
+        "seglib/a.py": 1,
+        "runs/gpu-out/big": 5,
+        ".git/objects/x": 3,
+        ".device-kit/wheels/w": 2,
+        ".device-kit/previous/state.tar.gz": 1,
+    }.items():
+        (checkout / name).parent.mkdir(parents=True, exist_ok=True)
+        (checkout / name).write_bytes(b"\0" * mib * 2**20)
+    kit = checkout / ".device-kit"
+    # the kit is counted once, inside the checkout; the state it continued from is replaced, not added
+    assert carry.room_mib(checkout, kit, kit / "previous") == pytest.approx(64 - 1 - 2)
+    assert carry.room_mib(checkout, kit) == pytest.approx(64 - 1 - 3)
+    elsewhere = tmp_path / "kit"
+    shutil.copytree(kit, elsewhere)
+    assert carry.room_mib(checkout, elsewhere, elsewhere / "previous") == pytest.approx(64 - 4 - 2)
+
+
+def test_a_trial_stopped_by_two_windows_is_named_when_the_state_is_packed(tmp_path, capsys):
+    carry = carry_state()
+    run = tmp_path / "run"
+    (run / "random").mkdir(parents=True)
+    (run / "run.json").write_text("{}")
+    stopped = "the search's process was stopped"
+    jobs = [
+        {"parameter_id": 0, "config_id": "c0000", "budget": 60, "status": "SUCCEEDED", "interruptions": [stopped]},
+        {"parameter_id": 1, "config_id": "c0001", "budget": 60, "status": "RUNNING", "interruptions": [stopped]},
+        {"parameter_id": 2, "config_id": "c0002", "budget": 60, "status": "QUEUED", "interruptions": [stopped]},
+    ]
+    configs = {f"c000{k}": {"params": {"batch_size": k + 1}} for k in range(3)}
+    (run / "random" / "search_state.json").write_text(json.dumps({"jobs": jobs, "configs": configs}))
+    # trial 1: stopped in the last window and the one before; trial 0 finished; trial 2 was stopped once
+    assert carry.stalled(run) == ["random: trial 1 (c0001, batch 2, 60 epochs) stopped 2 times"]
+    carry.pack(run, tmp_path / "out", limit_mib=1)
+    assert "WARNING random: trial 1 (c0001, batch 2, 60 epochs) stopped 2 times" in capsys.readouterr().out
