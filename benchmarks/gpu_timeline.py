@@ -15,6 +15,9 @@ configuration), the report, and the programs compiled.
   the last one handed over: the baseline retrained, checkpoints lost (a promoted trial trains
   from epoch 0, an interrupted one again from its start), its programs compiled again, or
   loaded from a compile cache carried from the last window.
+* ``engine_packs``: the in-process engine as built, with ``pack_trials`` (its hand-out and
+  packs, ``seglib.train.packed``'s cost: a pack's steps set by its smallest batch, every slot
+  computed at its largest batch's padded size).
 * ``packed``: trials of one program trained side by side in packs of ``slots`` members, a
   program per (activation, padded batch), or per padded batch with the activation an input
   of it (``seglib.train.packed``'s program); the baseline, the HyperBand pass, the tuned model and random search
@@ -46,6 +49,7 @@ from dataclasses import dataclass, field
 from synthetic import Synthetic
 
 from seglib.hpo.hyperband import HyperBand, RandomSearch
+from seglib.hpo.schedule import hand_out, packs
 from seglib.hpo.simulate import PackedCost, Running, TrainingCost, simulate
 from seglib.hpo.space import search_space
 from seglib.settings import ACTIVATIONS, profile
@@ -105,6 +109,7 @@ class OneTrial:
     def __init__(self, name: str, epochs: int, params, after=None):
         self.name, self.epochs, self._params, self.after = name, epochs, params, after
         self.handed, self.finished = False, False
+        self.plans_ahead = True
 
     def next_job(self):
         if self.handed or (self.after is not None and not self.after.finished):
@@ -133,6 +138,10 @@ class Stages:
     @property
     def finished(self) -> bool:
         return all(stage.finished for stage in self.stages.values())
+
+    @property
+    def plans_ahead(self) -> bool:
+        return all(stage.plans_ahead for stage in self.stages.values())
 
     def counts(self) -> dict:
         return {name: stage.finished for name, stage in self.stages.items()}
@@ -304,6 +313,79 @@ def windows(seed: int, carry_cache: bool, limit: float = WINDOW_SECONDS, most: i
             )
             return {"windows": None, "rows": rows, "why": why}
     return {"windows": None, "rows": rows, "why": f"not finished after {most} windows"}
+
+
+def pack_seconds(cost: TrainingCost, members: list, slots: int) -> tuple[float, float]:
+    """(device seconds, of which compiling) of one pack as ``seglib.train.packed`` trains it.
+
+    ``members`` are (job, params). One member trains alone (the single stream's program).
+    Several share one program of ``slots`` slots at the padded size of their largest batch,
+    empty slots computed and masked; an epoch has as many steps as its smallest active batch
+    needs (the others sit those out), every active trial is validated after it, and the pack
+    runs from its members' lowest starting epoch to their highest budget.
+    """
+    if len(members) == 1:
+        job, params = members[0]
+        compiling = cost.new_programs(params)
+        epochs = job.budget - job.resume_from
+        return cost.trial_seconds + compiling + epochs * cost.epoch_seconds(int(params["batch_size"])), compiling
+    batches = [int(params["batch_size"]) for _, params in members]
+    shape = cost.shape(max(batches))
+    compiling = 0.0
+    if ("packed", slots, shape) not in cost.compiled:
+        cost.compiled.add(("packed", slots, shape))
+        compiling += PACKED_COMPILE * cost.compile_seconds
+    for _, params in members:
+        new = {p for p in cost.programs(params) if p[0] == "validation"} - cost.compiled
+        cost.compiled |= new
+        compiling += cost.compile_seconds_of(new)
+    step = cost.step_seconds + cost.patch_step_seconds * PackedCost.shared_activation_cost * slots * shape
+    seconds = compiling + PackedCost.host_seconds * len(members)
+    for epoch in range(min(job.resume_from for job, _ in members), max(job.budget for job, _ in members)):
+        active = [b for (job, _), b in zip(members, batches) if job.resume_from <= epoch < job.budget]
+        if not active:  # between one member's budget and another's starting epoch
+            continue
+        steps = max(math.ceil(cost.train_patches / b) for b in active)
+        seconds += steps * step + sum(cost.validation_seconds(b) for b in active)
+    return seconds, compiling
+
+
+def engine_packs(seed: int, pack: int, patch_scale: float = 1.0, in_order: bool = False) -> dict:
+    """Device seconds per stage as seglib's in-process engine runs with ``pack_trials=pack`` (a prediction).
+
+    The engine's own hand-out (``seglib.hpo.engines.local``): all the search gives now where
+    it plans ahead, else up to ``pack`` jobs; in packs of up to ``pack`` (``packs``: like batch
+    sizes together, or ``in_order`` as handed out, the engine's way before), each trained
+    (``pack_seconds``) until its last member ends, then the next; the stages one after another,
+    as the notebooks run them.
+    """
+    cost = TrainingCost(
+        pad=padding(8),
+        validation_patches=VALIDATION_PATCHES,
+        patch_step_seconds=0.00019 * patch_scale,
+        validation_compile_seconds=VALIDATION_COMPILE,
+        pad_validation=True,
+    )
+    stages, objective = make_stages(seed), Synthetic(60, seed=seed)
+    seconds = dict.fromkeys(STAGES, 0.0)
+    trained = 0  # packs of more than one trial
+    for name in ("baseline", "hyperband", "tuned", "random"):
+        search = Stages({name: stages[name]})
+        ahead = pack > 1 and search.plans_ahead and not in_order
+        while handed := hand_out(search, None if ahead else pack):
+            for jobs in [handed] if in_order else packs(search, handed, pack):
+                members = [(job, search.params(job)) for job in jobs]
+                device, compiling = pack_seconds(cost, members, pack)
+                seconds[name] += device - compiling
+                seconds["compiles"] += compiling
+                trained += len(members) > 1
+                for job, params in members:
+                    value = objective(params, job.budget)
+                    finite = value is not None and math.isfinite(value)
+                    search.report(job.parameter_id, value if finite else math.nan, diverged=not finite)
+    seconds["report"] = REPORT_SECONDS * patch_scale
+    seconds["compiles"] += cost.compile_seconds  # the report's prediction program
+    return {"seconds": seconds, "total": sum(seconds.values()), "packs": trained}
 
 
 @dataclass(frozen=True)
@@ -499,6 +581,24 @@ def main(argv=None) -> int:
             ),
             flush=True,
         )
+    for pack in (2, 4, 8):  # the in-process engine's pack_trials, as built
+        for in_order in (True, False):
+            result = engine_packs(args.seed, pack, in_order=in_order)
+            print(
+                "RESULT "
+                + json.dumps(
+                    {
+                        "prediction": True,
+                        "gpu": "H200",
+                        "engine_pack_trials": pack,
+                        "packs": "as handed out" if in_order else "like batch sizes together",
+                        "seconds": {k: round(v, 1) for k, v in result["seconds"].items()},
+                        "total_seconds": round(result["total"], 1),
+                        "single_total_seconds": round(single["total"], 1),
+                    }
+                ),
+                flush=True,
+            )
     best: dict[str, tuple[Design, dict]] = {}
     for design in DESIGNS[: args.designs]:
         result = packed(args.seed, design)

@@ -102,3 +102,25 @@ def test_a_trial_longer_than_a_window_is_named_and_the_windows_stop():
     assert last["interrupted"]["seconds_alone"] > timeline.WINDOW_SECONDS - timeline.WINDOW_START
     # a longer window lets it finish
     assert timeline.windows(1, carry_cache=True, limit=1200)["windows"]
+
+
+def test_the_engine_packs_like_batch_sizes_together_because_mixed_ones_cost_more_than_one_at_a_time():
+    single = timeline.single_stream(0)["total"]
+    as_handed_out = timeline.engine_packs(0, 8, in_order=True)
+    assert as_handed_out["total"] > single  # predicted: packing 8 unlike batch sizes loses
+    two = timeline.engine_packs(0, 2)
+    assert two["packs"] > 0 and two["total"] < single
+    assert two["total"] < timeline.engine_packs(0, 2, in_order=True)["total"]
+    assert timeline.engine_packs(0, 8)["total"] < as_handed_out["total"]
+
+
+def test_a_pack_costs_its_smallest_batch_s_steps_at_its_largest_padded_batch_in_every_slot():
+    cost = timeline.TrainingCost(pad=lambda b: max(8, 1 << (b - 1).bit_length()), train_patches=64)
+    job = timeline.HyperBand(3, 3).next_job()  # 1 epoch from 0
+    members = [(job, {"batch_size": 2, "activation": "relu"}), (job, {"batch_size": 9, "activation": "tanh"})]
+    seconds, compiling = timeline.pack_seconds(cost, members, slots=4)
+    assert compiling == pytest.approx(timeline.PACKED_COMPILE * 38.0)  # validation: 0 patches, no programs
+    step = 0.007 + 0.00019 * 1.15 * 4 * 16  # 4 slots of batch 9 padded to 16
+    assert seconds == pytest.approx(compiling + 2 * 0.5 + 32 * step)  # 64 / 2 = 32 steps
+    again, compiled_again = timeline.pack_seconds(cost, members, slots=4)
+    assert compiled_again == 0 and again == pytest.approx(seconds - compiling)

@@ -237,3 +237,22 @@ def test_every_tuner_name_has_one_registered_search():
     from seglib.settings import TUNERS
 
     assert sorted(Search.registry) == sorted(TUNERS)
+
+
+def test_an_engine_takes_what_a_search_plans_ahead_and_packs_like_batch_sizes_together():
+    from seglib.hpo.asha import Asha
+    from seglib.hpo.bohb import BOHB
+    from seglib.hpo.schedule import hand_out, packs
+
+    assert HyperBand.plans_ahead and RandomSearch.plans_ahead
+    assert not Asha.plans_ahead and not BOHB.plans_ahead  # later jobs hang on results to come
+    search = HyperBand(9, 3, seed=0)  # brackets of 9, 5 and 3 configurations at first
+    handed = hand_out(search, None)
+    assert len(handed) == 9 + 5 + 3 == len({job.config_id for job in handed})
+    assert hand_out(search, None) == []  # every rung now waits for its trials
+    batches = [search.params(job)["batch_size"] for job in handed]
+    grouped = packs(search, handed, 4)
+    assert [len(pack) for pack in grouped] == [4, 4, 4, 4, 1]
+    assert [search.params(job)["batch_size"] for pack in grouped for job in pack] == sorted(batches)
+    again = HyperBand(9, 3, seed=0)
+    assert [job.config_id for job in hand_out(again, 2)] == ["c0000", "c0001"]

@@ -69,6 +69,7 @@ class BOHB(HyperBand, kind="bohb"):
     """HyperBand's pass at R = ``max_budget`` and ``eta``, configurations proposed by BOHB's rules."""
 
     title = "BOHB"
+    plans_ahead = False  # a bracket's configurations come from the model of the results so far
 
     def __init__(self, max_budget: int, eta: int, space: dict | None = None, seed: int = 0):
         super().__init__(max_budget, eta, space, seed)

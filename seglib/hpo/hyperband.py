@@ -55,6 +55,7 @@ class HyperBand(Search, kind="hyperband"):
     """One HyperBand pass at R = ``max_budget`` epochs and ``eta``, with warm start."""
 
     title = "HyperBand"
+    plans_ahead = True  # each bracket draws its configurations when it opens; rungs wait for all
 
     def __init__(self, max_budget: int, eta: int, space: dict | None = None, seed: int = 0):
         super().__init__(brackets(max_budget, eta), max_budget, eta, space, seed)
@@ -85,6 +86,7 @@ class RandomSearch(Search, kind="random"):
     """
 
     title = "random search"
+    plans_ahead = True
 
     @classmethod
     def planned(cls, settings: Settings, max_epochs: int | None = None) -> tuple[int, int]:

@@ -149,6 +149,11 @@ class Search:
     registry: ClassVar[dict[str, type[Search]]] = {}
     kind: ClassVar[str]
     title: ClassVar[str]
+    # True where what the search hands out does not depend on results still to come (a
+    # rung's configurations, random draws), so an engine may take all of it at once and
+    # order it (``hand_out(search, None)``); False where later jobs are decided by earlier
+    # results as they arrive (ASHA's promotions, BOHB's model).
+    plans_ahead: ClassVar[bool] = False
 
     def __init_subclass__(cls, kind: str | None = None, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -474,6 +479,26 @@ def _from_version_2(state: dict) -> dict:
         job.setdefault("interruptions", [])
         jobs.append(job)
     return {**state, "version": STATE_VERSION, "jobs": jobs}
+
+
+def hand_out(search: Search, count: int | None) -> list[Job]:
+    """Up to ``count`` jobs (None: all) ``search`` hands out now (a rung gives several; one waiting, none)."""
+    jobs = []
+    while (count is None or len(jobs) < count) and (job := search.next_job()) is not None:
+        jobs.append(job)
+    return jobs
+
+
+def packs(search: Search, jobs: list[Job], size: int) -> list[list[Job]]:
+    """``jobs`` in packs of up to ``size`` trained together, smallest batch sizes first.
+
+    A packed epoch (``seglib.train.packed``) has as many steps as its smallest batch needs,
+    and every step computes every slot at its largest batch's padded size, so a pack of
+    unlike batch sizes wastes the device: ordered by batch size, each pack holds like ones
+    (the cost of both ways, predicted: docs/benchmarks.md).
+    """
+    ordered = sorted(jobs, key=lambda job: (int(search.params(job)["batch_size"]), job.parameter_id))
+    return [ordered[start : start + size] for start in range(0, len(ordered), size)]
 
 
 def check_epochs(kind: str, epochs: int) -> None:

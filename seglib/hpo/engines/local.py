@@ -5,8 +5,9 @@ compiling the training program — is paid once here: the trials share the loade
 on JAX, the data on the device and the compiled programs whose shapes match
 (``seglib.train.jax_loop``). The same search state, trial folders, warm start and export as
 the NNI engine; no web UI, no second machine, one trial at a time, or on JAX up to
-``pack_trials`` of a rung trained together in one program (``seglib.train.packed``): on a GPU
-a small-batch trial alone keeps the device a few per cent busy.
+``pack_trials`` trained together in one program (``seglib.train.packed``), like batch sizes
+together (``seglib.hpo.schedule.packs``): on a GPU a small-batch trial alone keeps the device a
+few per cent busy.
 
 Interrupted (Ctrl-C, SIGTERM, a kill), it loses only the epochs after the running trial's
 last checkpoint: run again, the search hands that pair out again and the trial resumes.
@@ -26,6 +27,7 @@ from seglib.hpo.hyperband import Search
 from seglib.hpo.outcome import Interrupted, settle
 from seglib.hpo.records import close_dead_attempts
 from seglib.hpo.runtime import read_trial_settings
+from seglib.hpo.schedule import hand_out, packs
 from seglib.hpo.trial import Assignment, TrialContext, run_job
 
 log = logging.getLogger("seglib.hpo.local")
@@ -57,44 +59,42 @@ def run_trials(paths: ExperimentPaths, record: dict, show=None, timeout: float |
     )
     deadline = None if timeout is None else time.time() + timeout
     pack = settings.pack_trials if _on_jax() else 1
-    while jobs := _hand_out(search, pack):
+    # Packing takes all a search can plan ahead, so that like batch sizes share packs.
+    ahead = pack > 1 and search.plans_ahead
+    while handed := hand_out(search, None if ahead else pack):
         search.save(paths.state_file)  # handed out: written before the trials start
-        if len(jobs) == 1:
-            outcomes = [_run(context, search, jobs[0])]
+        for jobs in packs(search, handed, pack):
+            _train(context, search, jobs)
+            if show is not None:
+                show(progress(paths.root))
+            if deadline is not None and time.time() > deadline:
+                raise TimeoutError(
+                    f"the search in {paths.root} did not finish within {timeout} s; run it again to continue"
+                )
+
+
+def _train(context: TrialContext, search: Search, jobs: list) -> None:
+    """One trial, or a pack of them; each result settled and saved, then what must stop the search raised."""
+    paths = context.paths
+    outcomes = [_run(context, search, jobs[0])] if len(jobs) == 1 else _run_packed(context, search, jobs)
+    for job, (record, error) in zip(jobs, outcomes):
+        if error is None:
+            settle(search, job.parameter_id, record)
         else:
-            outcomes = _run_packed(context, search, jobs)
-        for job, (record, error) in zip(jobs, outcomes):
-            if error is None:
-                settle(search, job.parameter_id, record)
-            else:
-                settle(search, job.parameter_id, record, f"{type(error).__name__}: {error}")
-            search.save(paths.state_file)
-        for job, (_, error) in zip(jobs, outcomes):
-            if error is None:
-                continue
-            if isinstance(error, (KeyboardInterrupt, Interrupted)) or not isinstance(error, Exception):
-                raise error
-            log.info("trial %s-b%03d failed: %s", job.config_id, job.budget, error)  # the progress line counts it
-        if show is not None:
-            show(progress(paths.root))
-        if deadline is not None and time.time() > deadline:
-            raise TimeoutError(
-                f"the search in {paths.root} did not finish within {timeout} s; run it again to continue"
-            )
+            settle(search, job.parameter_id, record, f"{type(error).__name__}: {error}")
+        search.save(paths.state_file)
+    for job, (_, error) in zip(jobs, outcomes):
+        if error is None:
+            continue
+        if isinstance(error, (KeyboardInterrupt, Interrupted)) or not isinstance(error, Exception):
+            raise error
+        log.info("trial %s-b%03d failed: %s", job.config_id, job.budget, error)  # the progress line counts it
 
 
 def _on_jax() -> bool:
     import keras
 
     return keras.backend.backend() == "jax"
-
-
-def _hand_out(search: Search, pack: int) -> list:
-    """Up to ``pack`` jobs the search hands out now (a rung gives several; a waiting one none)."""
-    jobs = []
-    while len(jobs) < pack and (job := search.next_job()) is not None:
-        jobs.append(job)
-    return jobs
 
 
 def _run(context: TrialContext, search: Search, job, train_with=None) -> tuple[dict | None, BaseException | None]:
