@@ -355,7 +355,7 @@ def engine_packs(seed: int, pack: int, patch_scale: float = 1.0, in_order: bool 
 
     The engine's own hand-out (``seglib.hpo.engines.local``): all the search gives now where
     it plans ahead, else up to ``pack`` jobs; in packs of up to ``pack`` (``packs``: like batch
-    sizes together, or ``in_order`` as handed out, the engine's way before), each trained
+    sizes together, or with ``in_order`` as handed out, for comparison), each trained
     (``pack_seconds``) until its last member ends, then the next; the stages one after another,
     as the notebooks run them.
     """
