@@ -193,7 +193,7 @@ def restore_cache(previous: Path, cache: Path) -> int:
         # an entry already in the cache is the same program (its name is its key): keep it
         members = [m for m in archive.getmembers() if m.isfile() and not (cache / m.name).exists()]
         archive.extractall(cache, members=members, filter="data")
-    print(f"carry_state: {len(members)} compiled programs from {archive_path} into {cache}")
+    print(f"carry_state: {len(members)} files of compiled programs from {archive_path} into {cache}")
     return len(members)
 
 
@@ -235,6 +235,12 @@ def main(argv=None) -> int:
         limit = args.limit_mib
         if limit is None:
             limit = room_mib(Path.cwd(), args.kit, args.previous) if args.kit else 12.0
+            if limit <= 0:
+                sys.exit(
+                    f"carry_state: the checkout {Path.cwd()} and the kit {args.kit} already take "
+                    f"{CARRY_MIB - limit:.1f} MiB, over the {CARRY_MIB} MiB that travel to the next machine: "
+                    "nothing can travel back; expected a kit that leaves room (build it again, smaller)"
+                )
             print(f"carry_state: {limit:.2f} MiB can travel back (the {CARRY_MIB} MiB less the checkout and the kit)")
         state = pack(args.run, args.out, limit)
         if state is not None and args.cache is not None:

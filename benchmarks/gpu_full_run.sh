@@ -41,12 +41,13 @@ fi
 if [ -n "$PREVIOUS" ]; then
     "${PYTHON:-python3}" benchmarks/carry_state.py restore "$PREVIOUS" "$RUN" --cache "$SEGLIB_COMPILE_CACHE" || exit 1
 fi
-programs() { find "$SEGLIB_COMPILE_CACHE" -type f 2>/dev/null | wc -l; }
-echo "gpu_full_run: $(programs) compiled programs in $SEGLIB_COMPILE_CACHE before the run" | tee "$OUT/run.log"
+# files, not programs: XLA's autotuning results sit beside the compiled programs
+cached() { find "$SEGLIB_COMPILE_CACHE" -type f 2>/dev/null | wc -l; }
+echo "gpu_full_run: $(cached) files in the compile cache $SEGLIB_COMPILE_CACHE before the run" | tee "$OUT/run.log"
 timeout -s TERM -k 45 "$LIMIT" "${PYTHON:-python3}" -m seglib.cli run --profile "$PROFILE" --out "$RUN" "${DATA[@]}" \
     --notebooks notebooks -p precision=${SEGLIB_PRECISION:-bf16} -p engine=local "${EXTRA[@]}" 2>&1 | tee -a "$OUT/run.log"
 status=${PIPESTATUS[0]}
-echo "gpu_full_run: $(programs) compiled programs in $SEGLIB_COMPILE_CACHE after the run" | tee -a "$OUT/run.log"
+echo "gpu_full_run: $(cached) files in the compile cache $SEGLIB_COMPILE_CACHE after the run" | tee -a "$OUT/run.log"
 "${PYTHON:-python3}" benchmarks/run_timings.py "$RUN" > "$OUT/timings.json"
 if [ "$status" = 0 ]; then
     cp "$RUN/docs/hyperparameter-optimization.md" "$OUT/"

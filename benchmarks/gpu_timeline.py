@@ -55,6 +55,7 @@ from seglib.hpo.space import search_space
 from seglib.settings import ACTIVATIONS, profile
 
 STAGES = ("compiles", "baseline", "hyperband", "random", "tuned", "report")
+NOTEBOOK_ORDER = ("baseline", "hyperband", "random", "tuned")  # 02, then 03: the search, random search, tuned
 VALIDATION_PATCHES = 261  # the full profile's 80/20 split of 1,305 patches: measured (bench_data)
 ASSUMED = {
     "trial_seconds": "2 s a trial, single stream: start-up, checkpoints, records (the simulator's assumption)",
@@ -196,7 +197,7 @@ def single_stream(seed: int, patch_scale: float = 1.0) -> dict:
     )
     stages = make_stages(seed)
     seconds = dict.fromkeys(STAGES, 0.0)
-    for name in ("baseline", "hyperband", "tuned", "random"):
+    for name in NOTEBOOK_ORDER:
         before = set(cost.compiled)
         run = simulate(Stages({name: stages[name]}), Synthetic(60, seed=seed), cost, workers=1)
         compiled = cost.compile_seconds_of(cost.compiled - before)
@@ -262,12 +263,13 @@ def windows(seed: int, carry_cache: bool, limit: float = WINDOW_SECONDS, most: i
             pad_validation=True,
             carried=set(carried) if carry_cache else set(),
         )
-        order = {
+        remade = {  # trained again in every window: their model files do not travel
             "baseline": OneTrial("baseline", settings.epochs, settings.hyperparameters()),
-            **searches,
             "tuned": OneTrial("tuned", settings.epochs, lambda: hyperband.params(hyperband.best())),
         }
+        order = {name: {**searches, **remade}[name] for name in NOTEBOOK_ORDER}
         before = {name: sum(job.status.name == "SUCCEEDED" for job in s.jobs) for name, s in searches.items()}
+        searched = all(search.finished for search in searches.values())  # before this window
         clock, row = WINDOW_START, {"window": number, "seconds": {}, "lost_seconds": 0.0}
         for name, stage in order.items():
             if stage.finished:
@@ -302,12 +304,16 @@ def windows(seed: int, carry_cache: bool, limit: float = WINDOW_SECONDS, most: i
         rows.append(row)
         if finished:
             return {"windows": number, "rows": rows, "last_window_seconds": round(clock, 1)}
-        if row["trials_done"] == before and not all(search.finished for search in searches.values()):
+        room = limit - WINDOW_START - row["seconds"].get("baseline", 0.0)
+        if searched:  # every later window would do the same again
+            why = f"the tuned model and the report do not fit in the {room:.0f} s a window leaves after the baseline"
+            return {"windows": None, "rows": rows, "why": why}
+        if row["trials_done"] == before:
             cut = row.get("interrupted", {})
             why = f"window {number} finished no trial of either search" + (
                 f": a {cut['stage']} trial of batch {cut['batch_size']} and {cut['epochs']} epochs needs "
-                f"{cut['seconds_alone']:.0f} s of training and validation, and a window has "
-                f"{limit - WINDOW_START:.0f} s after its start"
+                f"{cut['seconds_alone']:.0f} s of training and validation, and a window has {room:.0f} s "
+                "after its start and the baseline"
                 if cut
                 else ""
             )
@@ -369,7 +375,7 @@ def engine_packs(seed: int, pack: int, patch_scale: float = 1.0, in_order: bool 
     stages, objective = make_stages(seed), Synthetic(60, seed=seed)
     seconds = dict.fromkeys(STAGES, 0.0)
     trained = 0  # packs of more than one trial
-    for name in ("baseline", "hyperband", "tuned", "random"):
+    for name in NOTEBOOK_ORDER:
         search = Stages({name: stages[name]})
         ahead = pack > 1 and search.plans_ahead and not in_order
         while handed := hand_out(search, None if ahead else pack):

@@ -208,7 +208,7 @@ def test_device_kit_installs_offline_without_tensorflow_and_its_gpu_run_continue
     assert f"restored {tmp_path / 'gpu' / 'run'}" in done.stdout
     with tarfile.open(previous / "compile-cache.tar.gz") as archive:
         programs = len(archive.getnames())
-    assert f"carry_state: {programs} compiled programs from" in done.stdout, done.stdout[-3000:]
+    assert f"carry_state: {programs} files of compiled programs from" in done.stdout, done.stdout[-3000:]
     files = sorted(p.name for p in out.iterdir())
     assert files == ["hyperparameter-optimization.md", "report.tar.gz", "run.log", "timings.json"] and len(files) <= 8
     timings = json.loads((out / "timings.json").read_text())
@@ -322,7 +322,7 @@ print("HITS", events.count("/jax/compilation_cache/cache_hits"), "MISSES",
 """
 
 
-def test_a_carried_compile_cache_serves_a_fresh_process_on_another_folder_without_compiling(tmp_path):
+def test_a_carried_compile_cache_serves_a_fresh_process_at_the_same_path_on_a_bare_machine(tmp_path):
     env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
     env.pop("SEGLIB_COMPILE_CACHE", None)
     script = tmp_path / "program.py"

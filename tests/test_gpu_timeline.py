@@ -124,3 +124,13 @@ def test_a_pack_costs_its_smallest_batch_s_steps_at_its_largest_padded_batch_in_
     assert seconds == pytest.approx(compiling + 2 * 0.5 + 32 * step)  # 64 / 2 = 32 steps
     again, compiled_again = timeline.pack_seconds(cost, members, slots=4)
     assert compiled_again == 0 and again == pytest.approx(seconds - compiling)
+
+
+def test_windows_too_short_for_the_tuned_model_and_the_report_are_named_not_repeated(monkeypatch):
+    # a report of 400 s: after the start (30 s), the baseline (46 s) and the tuned model (51 s)
+    # it does not fit in 560 s, and every later window would try the same again
+    monkeypatch.setattr(timeline, "REPORT_SECONDS", 400.0)
+    split = timeline.windows(0, carry_cache=True)
+    assert split["windows"] is None and "the tuned model and the report do not fit" in split["why"], split["why"]
+    assert split["rows"][-1]["trials_done"] == {"hyperband": 69, "random": 13}
+    assert len(split["rows"]) == 7  # the six windows of the run, then one that shows it cannot end

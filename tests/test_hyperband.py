@@ -250,9 +250,12 @@ def test_an_engine_takes_what_a_search_plans_ahead_and_packs_like_batch_sizes_to
     handed = hand_out(search, None)
     assert len(handed) == 9 + 5 + 3 == len({job.config_id for job in handed})
     assert hand_out(search, None) == []  # every rung now waits for its trials
-    batches = [search.params(job)["batch_size"] for job in handed]
     grouped = packs(search, handed, 4)
-    assert [len(pack) for pack in grouped] == [4, 4, 4, 4, 1]
-    assert [search.params(job)["batch_size"] for pack in grouped for job in pack] == sorted(batches)
+    # each bracket's first rung (1, 3 and 9 epochs) in packs of its own, like batch sizes together
+    assert [len(pack) for pack in grouped] == [4, 4, 1, 4, 1, 3]
+    assert [{job.budget for job in pack} for pack in grouped] == [{1}, {1}, {1}, {3}, {3}, {9}]
+    for budget in (1, 3, 9):
+        batches = [search.params(job)["batch_size"] for pack in grouped for job in pack if job.budget == budget]
+        assert batches == sorted(batches) and len(set(batches)) > 1
     again = HyperBand(9, 3, seed=0)
     assert [job.config_id for job in hand_out(again, 2)] == ["c0000", "c0001"]

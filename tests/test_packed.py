@@ -155,6 +155,18 @@ LOCAL_ENGINE = textwrap.dedent(
                              for r in experiment.trials),
             "loops": sorted(read_json(p)["loop"] for p in (out / f"pack{pack}").rglob("result.json")),
         }
+    # Stopped by its time limit after its first pack: the jobs handed out with it but not
+    # started go back to the queue untouched; run again, it finishes as the others did.
+    stopped = out / "stopped"
+    try:
+        hpo.tune(stopped, settings.replace(pack_trials=3), space=space, timeout=0)
+    except TimeoutError:
+        pass
+    jobs = read_json(stopped / "search_state.json")["jobs"]
+    runs["stopped"] = sorted((j["status"], len(j["interruptions"])) for j in jobs)
+    experiment = hpo.tune(stopped, space=space)
+    runs["resumed"] = sorted([r.config_id, r.budget, r.status, r.resumed_from, r.epochs_trained, r.value]
+                             for r in experiment.trials)
     print(json.dumps(runs))
     """
 )
@@ -177,6 +189,11 @@ def test_the_local_engine_packs_a_rungs_trials_with_the_losses_they_get_alone(tm
     assert len(alone["trials"]) == len(packed["trials"]) > 3
     for one, other in zip(alone["trials"], packed["trials"]):
         assert one[:5] == other[:5]  # configuration, budget, status, warm start, epochs
+        assert other[5] == pytest.approx(one[5], abs=5e-5)
+    # R = 3: the first rungs of both brackets, 3 + 2 jobs, handed out at once, packed 3 and 2
+    assert runs["stopped"] == [["QUEUED", 0], ["QUEUED", 0], ["SUCCEEDED", 0], ["SUCCEEDED", 0], ["SUCCEEDED", 0]]
+    for one, other in zip(packed["trials"], runs["resumed"]):
+        assert one[:5] == other[:5]
         assert other[5] == pytest.approx(one[5], abs=5e-5)
 
 

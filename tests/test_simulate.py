@@ -285,3 +285,14 @@ def test_asynchronous_rungs_keep_four_workers_busier_than_synchronous_hyperband(
         for kind in ("hyperband", "asha")
     }
     assert use["asha"] > use["hyperband"], use
+
+
+def test_a_job_ending_at_the_limit_is_reported_and_the_others_handed_back():
+    # at 1 s p1 ends exactly at the limit: it counts; p0 (3 s) is cut and requeued
+    search = RandomSearch(epochs=4, budget=1)
+    result = simulate(search, by_learning_rate, Durations([3, 1, 2, 4]), workers=2, until=1)
+    assert timeline(result) == [(1, 1, 0, 1)]
+    assert [(t.parameter_id, t.end) for t in result.interrupted] == [(0, 1)]
+    assert search.job(0).status.name == "QUEUED" and result.busy == [1, 1]
+    simulate(search, by_learning_rate, Durations([3, 1, 2, 4]), workers=2)
+    assert search.finished

@@ -490,15 +490,25 @@ def hand_out(search: Search, count: int | None) -> list[Job]:
 
 
 def packs(search: Search, jobs: list[Job], size: int) -> list[list[Job]]:
-    """``jobs`` in packs of up to ``size`` trained together, smallest batch sizes first.
+    """``jobs`` in packs of up to ``size`` trained together: the same epochs, like batch sizes.
 
-    A packed epoch (``seglib.train.packed``) has as many steps as its smallest batch needs,
-    and every step computes every slot at its largest batch's padded size, so a pack of
-    unlike batch sizes wastes the device: ordered by batch size, each pack holds like ones
-    (the cost of both ways, predicted: docs/benchmarks.md).
+    A pack (``seglib.train.packed``) trains from its members' lowest starting epoch to their
+    highest budget, every step computing every slot, and an epoch has as many steps as its
+    smallest batch needs, at its largest batch's padded size: so each pack holds jobs of one
+    (resume_from, budget), ordered by batch size (the cost of other ways, predicted:
+    docs/benchmarks.md).
     """
-    ordered = sorted(jobs, key=lambda job: (int(search.params(job)["batch_size"]), job.parameter_id))
-    return [ordered[start : start + size] for start in range(0, len(ordered), size)]
+    if size == 1:
+        return [[job] for job in jobs]
+    epochs: dict[tuple[int, int], list[Job]] = {}
+    for job in jobs:
+        epochs.setdefault((job.resume_from, job.budget), []).append(job)
+    grouped = []
+    for same in epochs.values():
+        # a space without a batch size trains every trial at the settings' one: nothing to order
+        same.sort(key=lambda job: (int(search.params(job).get("batch_size", 0)), job.parameter_id))
+        grouped += [same[start : start + size] for start in range(0, len(same), size)]
+    return grouped
 
 
 def check_epochs(kind: str, epochs: int) -> None:

@@ -237,7 +237,7 @@ class Simulation:
     workers: int
     trials: list[TrialRecord]
     busy: list[float]  # virtual seconds each worker ran a job
-    makespan: float  # virtual seconds from the first job handed out to the last one's end
+    makespan: float  # virtual seconds from the first job handed out to the last one's end, or to the limit
     decisions: int  # calls to the search (next_job that handed a job out, report)
     decision_seconds: float  # CPU seconds inside those calls
     hook_seconds: float  # CPU seconds inside after_change (e.g. saving the state; its I/O waits not counted)
@@ -316,26 +316,6 @@ def simulate(
         if not running:
             break
         clock, done = _advance(clock, running, cost, until)
-        if until is not None and clock >= until and not done:
-            for worker in sorted(running):
-                slot = running.pop(worker)
-                job = slot.running.job
-                search.requeue(job.parameter_id, f"stopped at {until:g} s")
-                changed()
-                interrupted.append(
-                    TrialRecord(
-                        job.parameter_id,
-                        job.config_id,
-                        worker,
-                        job.budget,
-                        job.resume_from,
-                        slot.running.start,
-                        clock,
-                        None,
-                    )
-                )
-                busy[worker] += clock - slot.running.start
-            break
         for worker in done:
             slot = running.pop(worker)
             job, params = slot.running.job, slot.running.params
@@ -365,6 +345,25 @@ def simulate(
             )
             busy[worker] += clock - slot.running.start
         free = sorted(free + done)
+        if until is not None and clock >= until:  # the jobs that did not end by then are handed back
+            for worker in sorted(running):
+                slot = running.pop(worker)
+                job = slot.running.job
+                search.requeue(job.parameter_id, f"stopped at {until:g} s")
+                changed()
+                interrupted.append(
+                    TrialRecord(
+                        job.parameter_id,
+                        job.config_id,
+                        worker,
+                        job.budget,
+                        job.resume_from,
+                        slot.running.start,
+                        clock,
+                        None,
+                    )
+                )
+                busy[worker] += clock - slot.running.start
     stopped = until is not None and clock >= until
     if not search.finished and (max_trials is None or started < max_trials) and not search.halted and not stopped:
         raise RuntimeError(

@@ -63,14 +63,26 @@ def run_trials(paths: ExperimentPaths, record: dict, show=None, timeout: float |
     ahead = pack > 1 and search.plans_ahead
     while handed := hand_out(search, None if ahead else pack):
         search.save(paths.state_file)  # handed out: written before the trials start
-        for jobs in packs(search, handed, pack):
-            _train(context, search, jobs)
-            if show is not None:
-                show(progress(paths.root))
-            if deadline is not None and time.time() > deadline:
-                raise TimeoutError(
-                    f"the search in {paths.root} did not finish within {timeout} s; run it again to continue"
-                )
+        waiting = list(handed)
+        try:
+            for jobs in packs(search, handed, pack):
+                if search.halted:  # the machine stopped the search: start nothing more
+                    break
+                started = {job.parameter_id for job in jobs}
+                waiting = [job for job in waiting if job.parameter_id not in started]
+                _train(context, search, jobs)
+                if show is not None:
+                    show(progress(paths.root))
+                if deadline is not None and time.time() > deadline:
+                    raise TimeoutError(
+                        f"the search in {paths.root} did not finish within {timeout} s; run it again to continue"
+                    )
+        finally:
+            # Handed out but never started: back in the queue as they were, no interruption to tell.
+            for job in waiting:
+                search.requeue(job.parameter_id)
+            if waiting:
+                search.save(paths.state_file)
 
 
 def _train(context: TrialContext, search: Search, jobs: list) -> None:
