@@ -13,12 +13,14 @@ started at once on one folder: each named, none changing a result without a word
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -37,7 +39,10 @@ from hpo_helpers import (
 )
 
 from seglib import hpo
+from seglib.artifacts import ExperimentPaths
+from seglib.hpo.driver import DriverLock, SearchRunning
 from seglib.settings import profile
+from seglib.system import machine_name
 
 pytestmark = [pytest.mark.nni, pytest.mark.slow]
 
@@ -448,3 +453,21 @@ def test_a_truncated_baseline_checkpoint_is_retrained_and_a_damaged_model_named(
     assert third.returncode == 1 and "02_baseline.ipynb" in err, err[-3000:]
     assert f"cannot read model {model}: truncated zip" in err, err[-3000:]
     assert f"retrain it (delete the folder {out / 'baseline'} and run again) or restore the file" in err
+
+
+def test_a_lock_taken_a_moment_before_its_record_is_written_is_refused_naming_its_holder(tmp_path):
+    """Two drivers started at once: the loser can find the lock held and its record not yet written."""
+    paths = ExperimentPaths.of(tmp_path / "hpo")
+    paths.root.mkdir(parents=True)
+    holder = os.open(paths.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held, its record still to come
+    record = json.dumps({"pid": os.getpid(), "host": machine_name(), "started": time.time()}) + "\n"
+    writer = threading.Timer(0.3, lambda: os.pwrite(holder, record.encode(), 0))
+    writer.start()
+    try:
+        refused = pytest.raises(SearchRunning, match=f"running in process {os.getpid()} on {machine_name()}")
+        with refused, DriverLock(paths):
+            pass
+    finally:
+        writer.join()
+        os.close(holder)

@@ -20,6 +20,9 @@ from seglib.artifacts import ExperimentPaths
 from seglib.system import machine_name
 
 STOP_WAIT_SECONDS = 120.0
+# A driver writes its record just after it takes the lock and empties it just before it lets
+# go: a lock held with no record is one of those moments, so look again this long.
+RECORD_WAIT_SECONDS = 2.0
 
 
 class SearchRunning(RuntimeError):
@@ -40,14 +43,21 @@ class DriverLock:
     def __enter__(self) -> DriverLock:
         self.paths.root.mkdir(parents=True, exist_ok=True)
         self.fd = os.open(self.paths.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._refuse(driver(self.paths) or {})
-        except OSError:  # no flock on this file system: trust the recorded pid
-            holder = driver(self.paths)
-            if holder is not None:
-                self._refuse(holder)
+        deadline = time.monotonic() + RECORD_WAIT_SECONDS
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = driver(self.paths)
+                if holder is not None or time.monotonic() > deadline:
+                    self._refuse(holder or {})
+                time.sleep(0.05)
+            except OSError:  # no flock on this file system: trust the recorded pid
+                holder = driver(self.paths)
+                if holder is not None:
+                    self._refuse(holder)
+                break
         record = {"pid": os.getpid(), "host": machine_name(), "started": time.time()}
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, (json.dumps(record) + "\n").encode(), 0)
