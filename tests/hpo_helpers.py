@@ -31,9 +31,11 @@ def spare_port() -> int:
     Linux's ephemeral range (32768 up).
 
     Ports in that range are handed to outgoing connections (trials, SSH, the other test worker's
-    NNI) between the check and the server's listen, which then fails with EADDRINUSE.
+    NNI) between the check and the server's listen, which then fails with EADDRINUSE. Drawn from
+    the system's randomness: training seeds Python's ``random`` (``keras.utils.set_random_seed``),
+    so two test workers that trained with one seed would draw the same port from it.
     """
-    return free_port(random.randrange(20000, 32000, 2))
+    return free_port(random.SystemRandom().randrange(20000, 32000, 2))
 
 
 def cli_args(
