@@ -186,15 +186,21 @@ def make_stages(seed: int) -> dict:
     }
 
 
-def single_stream(seed: int, patch_scale: float = 1.0) -> dict:
-    """Device seconds per stage, one trial after another (the in-process engine on a GPU, no packs)."""
-    cost = TrainingCost(
+def stream_cost(kind: type[TrainingCost], patch_scale: float = 1.0, **more) -> TrainingCost:
+    """The in-process engine's costs on a GPU: batches padded to a power of two >= 8, padded validation."""
+    return kind(
         pad=padding(8),
         validation_patches=VALIDATION_PATCHES,
         patch_step_seconds=0.00019 * patch_scale,
         validation_compile_seconds=VALIDATION_COMPILE,
         pad_validation=True,
+        **more,
     )
+
+
+def single_stream(seed: int, patch_scale: float = 1.0) -> dict:
+    """Device seconds per stage, one trial after another (the in-process engine on a GPU, no packs)."""
+    cost = stream_cost(TrainingCost, patch_scale)
     stages = make_stages(seed)
     seconds = dict.fromkeys(STAGES, 0.0)
     for name in NOTEBOOK_ORDER:
@@ -256,13 +262,7 @@ def windows(seed: int, carry_cache: bool, limit: float = WINDOW_SECONDS, most: i
     objective, carried, rows = Synthetic(60, seed=seed), set(), []
     hyperband = searches["hyperband"]
     for number in range(1, most + 1):
-        cost = WindowCost(
-            pad=padding(8),
-            validation_patches=VALIDATION_PATCHES,
-            validation_compile_seconds=VALIDATION_COMPILE,
-            pad_validation=True,
-            carried=set(carried) if carry_cache else set(),
-        )
+        cost = stream_cost(WindowCost, carried=set(carried) if carry_cache else set())
         remade = {  # trained again in every window: their model files do not travel
             "baseline": OneTrial("baseline", settings.epochs, settings.hyperparameters()),
             "tuned": OneTrial("tuned", settings.epochs, lambda: hyperband.params(hyperband.best())),
@@ -365,13 +365,7 @@ def engine_packs(seed: int, pack: int, patch_scale: float = 1.0, in_order: bool 
     (``pack_seconds``) until its last member ends, then the next; the stages one after another,
     as the notebooks run them.
     """
-    cost = TrainingCost(
-        pad=padding(8),
-        validation_patches=VALIDATION_PATCHES,
-        patch_step_seconds=0.00019 * patch_scale,
-        validation_compile_seconds=VALIDATION_COMPILE,
-        pad_validation=True,
-    )
+    cost = stream_cost(TrainingCost, patch_scale)
     stages, objective = make_stages(seed), Synthetic(60, seed=seed)
     seconds = dict.fromkeys(STAGES, 0.0)
     trained = 0  # packs of more than one trial

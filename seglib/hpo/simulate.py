@@ -331,18 +331,7 @@ def simulate(
             decision_seconds += time.thread_time() - begin
             decisions += 1
             changed()
-            trials.append(
-                TrialRecord(
-                    job.parameter_id,
-                    job.config_id,
-                    worker,
-                    job.budget,
-                    job.resume_from,
-                    slot.running.start,
-                    clock,
-                    value if finite else None,
-                )
-            )
+            trials.append(_record(slot, clock, value if finite else None))
             busy[worker] += clock - slot.running.start
         free = sorted(free + done)
         if until is not None and clock >= until:  # the jobs that did not end by then are handed back
@@ -351,18 +340,7 @@ def simulate(
                 job = slot.running.job
                 search.requeue(job.parameter_id, f"stopped at {until:g} s")
                 changed()
-                interrupted.append(
-                    TrialRecord(
-                        job.parameter_id,
-                        job.config_id,
-                        worker,
-                        job.budget,
-                        job.resume_from,
-                        slot.running.start,
-                        clock,
-                        None,
-                    )
-                )
+                interrupted.append(_record(slot, clock, None))
                 busy[worker] += clock - slot.running.start
     stopped = until is not None and clock >= until
     if not search.finished and (max_trials is None or started < max_trials) and not search.halted and not stopped:
@@ -371,6 +349,14 @@ def simulate(
             f"({search.counts()}); it would wait forever"
         )
     return Simulation(workers, trials, busy, clock, decisions, decision_seconds, hook_seconds, interrupted)
+
+
+def _record(slot: _Slot, clock: float, value: float | None) -> TrialRecord:
+    """The record of the job in ``slot``, ended (or cut) at ``clock``."""
+    run, job = slot.running, slot.running.job
+    return TrialRecord(
+        job.parameter_id, job.config_id, run.worker, job.budget, job.resume_from, run.start, clock, value
+    )
 
 
 def _advance(
