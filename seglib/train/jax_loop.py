@@ -7,13 +7,18 @@ gradients, ``optimizer.stateless_apply``.
 
 from __future__ import annotations
 
+import concurrent.futures
 import math
+import threading
 import time
 
 import numpy as np
 
 from seglib.train.augment import augment
 from seglib.train.pool import device_put
+
+# Programs are made once per model; threads compiling ahead (seglib.train.ahead) ask for them too.
+_MAKING = threading.Lock()
 
 # Steps a call runs on a GPU: an epoch in calls of this many steps, the last one filled
 # (``chunks``), so a program serves every batch size of a padded shape; not yet measured
@@ -51,18 +56,8 @@ class JaxLoop:
         pad_batches: bool | None = None,
         augmentation: tuple[str, int] = ("none", 0),
     ):
-        import jax
-
         self.model, self.validation, self.batch_size, self.verbose = model, validation, batch_size, verbose
-        on_cpu = jax.default_backend() == "cpu"
-        if steps_per_execution is None:
-            steps_per_execution = 1 if on_cpu else STEPS_PER_CALL
-        self.steps_per_execution = steps_per_execution
-        # On a GPU a step's cost is mostly fixed (~7 ms + 0.19 ms per patch on an H200), so
-        # padding a batch to a shared size costs little and saves compiling a program per batch
-        # size; on a CPU the cost is per patch, so batches keep their own size there.
-        self.pad = not on_cpu if pad_batches is None else pad_batches
-        self.padded_size = padded_size(batch_size) if self.pad else batch_size
+        self.steps_per_execution, self.pad, self.padded_size = loop_shape(batch_size, steps_per_execution, pad_batches)
         self.x, self.y = (on_device or device_put)(x_train, y_train)
         if validation is not None and self.pad:  # evaluated padded too: on the device once
             self.validation = (on_device or device_put)(*validation)
@@ -70,6 +65,12 @@ class JaxLoop:
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
         self._run, self._run_one = programs(model, padded=self.padded_size != batch_size)
+        # Compiled ahead in another thread (seglib.train.ahead): wait for it rather than compile it twice.
+        ahead = model.__dict__.get("_seglib_ahead", {}).get(
+            call_key(len(x_train), batch_size, self.steps_per_execution, self.pad)
+        )
+        if ahead is not None:
+            concurrent.futures.wait([ahead])
 
     def run_epoch(self, order: np.ndarray, epoch: int, epochs: int) -> dict:
         import jax
@@ -122,6 +123,67 @@ class JaxLoop:
         return logs
 
 
+def loop_shape(batch_size: int, steps_per_execution: int | None, pad_batches: bool | None) -> tuple[int, bool, int]:
+    """(steps a call runs, whether batches are padded, the batch shape) of a JaxLoop on this device."""
+    import jax
+
+    on_cpu = jax.default_backend() == "cpu"
+    if steps_per_execution is None:
+        steps_per_execution = 1 if on_cpu else STEPS_PER_CALL
+    # On a GPU a step's cost is mostly fixed (~7 ms + 0.19 ms per patch on an H200), so
+    # padding a batch to a shared size costs little and saves compiling a program per batch
+    # size; on a CPU the cost is per patch, so batches keep their own size there.
+    pad = not on_cpu if pad_batches is None else pad_batches
+    return steps_per_execution, pad, padded_size(batch_size) if pad else batch_size
+
+
+def call_key(train_size: int, batch_size: int, steps_per_execution: int, pad: bool) -> tuple:
+    """What tells a JaxLoop's compiled programs apart: steps a call, padding, batch shape."""
+    steps = steps_per_execution or train_size // batch_size  # 0: the whole epoch in one call
+    return steps, pad, padded_size(batch_size) if pad else batch_size
+
+
+def compile_programs(model, x_train, y_train, validation, batch_size: int, steps_per_execution: int, pad: bool):
+    """Compile the programs a JaxLoop of these arguments calls, from shapes only (no data moved).
+
+    The training call, and with ``pad`` the padded evaluation (Keras' own, unpadded, compiles
+    when it first runs). JAX keeps each executable with its jitted function, so the loop's
+    first call of that shape runs it without compiling. ``steps_per_execution`` and ``pad``
+    as :func:`loop_shape` resolves them.
+    """
+    import jax
+
+    def spec(array):
+        return jax.ShapeDtypeStruct(array.shape, array.dtype)
+
+    steps, _, shape = call_key(len(x_train), batch_size, steps_per_execution, pad)
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    state = tuple(
+        [spec(v.value) for v in variables]
+        for variables in (model.trainable_variables, model.non_trainable_variables, model.optimizer.variables)
+    )
+    scan, one = programs(model, padded=shape != batch_size)
+    rows = () if steps_per_execution == 1 else (steps,)
+    indices = jax.ShapeDtypeStruct((*rows, shape), np.int32)
+    mask = jax.ShapeDtypeStruct((*rows, shape), np.float32) if shape != batch_size else None
+    on = None if steps_per_execution == 1 else jax.ShapeDtypeStruct((steps,), np.bool_)
+    program = one if steps_per_execution == 1 else scan
+    program.lower(state, spec(x_train), spec(y_train), (indices, mask, on)).compile()
+    if validation is not None and pad:
+        metrics, evaluation, results = _evaluation(model)
+        values = [[spec(v.value) for v in metric.variables] for metric in metrics]
+        evaluation.lower(
+            state[0],
+            state[1],
+            values,
+            *map(spec, validation),
+            jax.ShapeDtypeStruct((shape,), np.int32),
+            jax.ShapeDtypeStruct((shape,), np.float32),
+        ).compile()
+        results.lower(values).compile()
+
+
 def padded_size(batch_size: int, smallest: int = 8) -> int:
     """The shared batch shape a batch is padded to: the next power of two, at least ``smallest``.
 
@@ -162,9 +224,14 @@ def programs(model, padded: bool = False):
     otherwise); a step whose ``on`` is False leaves the state as it was (a call's filling,
     see :func:`chunks`; None: every step counts).
     """
-    cache = model.__dict__.setdefault("_seglib_programs", {})
-    if padded in cache:
+    with _MAKING:
+        cache = model.__dict__.setdefault("_seglib_programs", {})
+        if padded not in cache:
+            cache[padded] = _programs(model, padded)
         return cache[padded]
+
+
+def _programs(model, padded: bool):
     import jax
     import jax.numpy as jnp
 
@@ -193,8 +260,7 @@ def programs(model, padded: bool = False):
         (trainable, non_trainable, optimizer_state, _, _), losses = jax.lax.scan(step, (*state, x, y), batches)
         return (trainable, non_trainable, optimizer_state), losses
 
-    cache[padded] = (jax.jit(scan), jax.jit(one))
-    return cache[padded]
+    return jax.jit(scan), jax.jit(one)
 
 
 def validate(model, validation: tuple, batch_size: int, pad: bool) -> dict:
@@ -217,39 +283,7 @@ def evaluate(model, x, y, batch_size: int, shape: int) -> dict:
     for a model compiled with seglib's loss and metrics (``compile_model``).
     ``x`` and ``y`` are best on the device already (``device_put``): each batch gathers from them.
     """
-    import jax
-    import jax.numpy as jnp
-
-    from seglib.metrics import JaccardCoefficient, OneHotPrecision, OneHotRecall, training_metrics
-
-    num_classes = int(model.output_shape[-1])
-    cache = model.__dict__.setdefault("_seglib_evaluation", {})
-    if "program" not in cache:
-        metrics = training_metrics(num_classes)  # fresh: their variables' values are passed in and out
-
-        def evaluation_step(trainable, non_trainable, metric_values, x, y, indices, mask):
-            xb, yb = jnp.take(x, indices, axis=0), jnp.take(y, indices, axis=0)
-            y_pred, _ = model.stateless_call(trainable, non_trainable, xb, training=False)
-            y_pred = jnp.asarray(y_pred, jnp.float32)
-            loss = model.loss.masked(yb, y_pred, mask)
-            pixels = jnp.broadcast_to(mask[:, None, None], yb.shape)
-            updated = []
-            for metric, values in zip(metrics, metric_values):
-                if isinstance(metric, JaccardCoefficient):  # one value per batch, from the real samples only
-                    one_hot = jax.nn.one_hot(yb, num_classes) * mask[:, None, None, None]
-                    values = metric.stateless_update_state(values, one_hot, y_pred * mask[:, None, None, None])
-                elif isinstance(metric, (OneHotPrecision, OneHotRecall)):  # weights of the probabilities' shape
-                    values = metric.stateless_update_state(values, yb, y_pred, sample_weight=mask[:, None, None, None])
-                else:
-                    values = metric.stateless_update_state(values, yb, y_pred, sample_weight=pixels)
-                updated.append(values)
-            return loss, updated
-
-        def results(metric_values):
-            return [metric.stateless_result(values) for metric, values in zip(metrics, metric_values)]
-
-        cache["metrics"], cache["program"], cache["results"] = metrics, jax.jit(evaluation_step), jax.jit(results)
-    metrics, program = cache["metrics"], cache["program"]
+    metrics, program, results = _evaluation(model)
     trainable = [v.value for v in model.trainable_variables]
     non_trainable = [v.value for v in model.non_trainable_variables]
     values = [[v.value for v in metric.variables] for metric in metrics]  # as built: zero
@@ -263,4 +297,46 @@ def evaluate(model, x, y, batch_size: int, shape: int) -> dict:
         losses.append(loss)
         sizes.append(real)
     result = {"loss": float(np.dot(np.asarray(losses, np.float64), sizes) / sum(sizes))}
-    return result | {metric.name: float(value) for metric, value in zip(metrics, cache["results"](values))}
+    return result | {metric.name: float(value) for metric, value in zip(metrics, results(values))}
+
+
+def _evaluation(model):
+    """``model``'s evaluation programs, made once and kept on it: (metrics, one padded batch, results)."""
+    with _MAKING:
+        cache = model.__dict__.setdefault("_seglib_evaluation", {})
+        if "program" not in cache:
+            cache["metrics"], cache["program"], cache["results"] = _evaluation_programs(model)
+        return cache["metrics"], cache["program"], cache["results"]
+
+
+def _evaluation_programs(model):
+    import jax
+    import jax.numpy as jnp
+
+    from seglib.metrics import JaccardCoefficient, OneHotPrecision, OneHotRecall, training_metrics
+
+    num_classes = int(model.output_shape[-1])
+    metrics = training_metrics(num_classes)  # fresh: their variables' values are passed in and out
+
+    def evaluation_step(trainable, non_trainable, metric_values, x, y, indices, mask):
+        xb, yb = jnp.take(x, indices, axis=0), jnp.take(y, indices, axis=0)
+        y_pred, _ = model.stateless_call(trainable, non_trainable, xb, training=False)
+        y_pred = jnp.asarray(y_pred, jnp.float32)
+        loss = model.loss.masked(yb, y_pred, mask)
+        pixels = jnp.broadcast_to(mask[:, None, None], yb.shape)
+        updated = []
+        for metric, values in zip(metrics, metric_values):
+            if isinstance(metric, JaccardCoefficient):  # one value per batch, from the real samples only
+                one_hot = jax.nn.one_hot(yb, num_classes) * mask[:, None, None, None]
+                values = metric.stateless_update_state(values, one_hot, y_pred * mask[:, None, None, None])
+            elif isinstance(metric, (OneHotPrecision, OneHotRecall)):  # weights of the probabilities' shape
+                values = metric.stateless_update_state(values, yb, y_pred, sample_weight=mask[:, None, None, None])
+            else:
+                values = metric.stateless_update_state(values, yb, y_pred, sample_weight=pixels)
+            updated.append(values)
+        return loss, updated
+
+    def results(metric_values):
+        return [metric.stateless_result(values) for metric, values in zip(metrics, metric_values)]
+
+    return metrics, jax.jit(evaluation_step), jax.jit(results)

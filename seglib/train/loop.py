@@ -269,28 +269,12 @@ def train(
         state = read_json(state_file)
         check_same_config(state_file, state["config"], config)
         history = {k: list(v) for k, v in state["history"].items()}
-    # What a compiled model is made of: shapes, batch size and learning rate are the programs' inputs.
-    pool_key = (
-        tuple(x_train.shape[1:]),
-        loop,
-        *(
-            config[k]
-            for k in ("activation", "base_filters", "depth", "seed", "precision", "num_classes", "dropout_rng")
-        ),
-    )
+    pool_key = _pool_key(x_train, loop, config)
     initial = None
     if pool is not None and model is None:
         model, initial = pool.take(pool_key, settings.learning_rate)
         if model is None:
-            model = _build(x_train, config, policy)
-            compile_model(
-                model,
-                settings.learning_rate,
-                1 if resolve_loop(loop, model) == "jax" else (options.steps_per_execution or 1),
-                options.jit_compile,
-            )
-            model.optimizer.build(model.trainable_variables)
-            initial = model.get_weights()
+            model, initial = _build_for_pool(x_train, config, settings, options)
     elif model is None:
         model = _build(x_train, config, policy)
     loop = resolve_loop(loop, model)
@@ -397,6 +381,40 @@ def train(
         metadata={"config": config, "backend": keras.backend.backend(), "loop": loop, "recipe": recipe},
         kept_epoch=kept,
     )
+
+
+def pooled_model(x_train, settings: Settings, options: TrainOptions) -> keras.Model:
+    """The model ``train`` takes from ``options.pool`` for these arrays and settings.
+
+    Built (and kept in the pool) if the pool has none, as ``train`` would build it, so that its
+    programs can be compiled before the training that will take it (``seglib.train.ahead``).
+    """
+    config = run_config(settings, len(x_train), options.dropout_rng, None, settings.epochs)
+    key = _pool_key(x_train, options.loop, config)
+    model = options.pool.peek(key)
+    if model is None:
+        model, initial = _build_for_pool(x_train, config, settings, options)
+        options.pool.keep(key, model, initial)
+    return model
+
+
+def _pool_key(x_train, loop: str, config: dict) -> tuple:
+    """What a compiled model is made of: shapes, batch size and learning rate are the programs' inputs."""
+    names = ("activation", "base_filters", "depth", "seed", "precision", "num_classes", "dropout_rng")
+    return (tuple(x_train.shape[1:]), loop, *(config[k] for k in names))
+
+
+def _build_for_pool(x_train, config: dict, settings: Settings, options: TrainOptions) -> tuple[keras.Model, list]:
+    """A new compiled model for the pool and its initial weights (what the pool resets it to)."""
+    model = _build(x_train, config, POLICIES[settings.precision])
+    compile_model(
+        model,
+        settings.learning_rate,
+        1 if resolve_loop(options.loop, model) == "jax" else (options.steps_per_execution or 1),
+        options.jit_compile,
+    )
+    model.optimizer.build(model.trainable_variables)
+    return model, model.get_weights()
 
 
 def _patience_spent(history: dict[str, list[float]], patience: int | None) -> bool:

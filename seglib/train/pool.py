@@ -34,6 +34,11 @@ class ModelPool:
         model.optimizer.learning_rate = learning_rate
         return model, initial
 
+    def peek(self, key: tuple) -> keras.Model | None:
+        """The model ``take`` would lend for ``key`` next, left in the pool; None if there is none."""
+        kept = self._models.get(key)
+        return kept[-1][0] if kept else None
+
     def keep(self, key: tuple, model: keras.Model, initial: list) -> None:
         self._models.setdefault(key, []).append((model, initial))
 
