@@ -55,6 +55,10 @@ class Settings:
     # Trials the local engine trains together in one program when a rung hands out several
     # and the backend is JAX (seglib.train.packed); 1: one after another.
     pack_trials: int = 1
+    # Background threads that compile, while the local engine trains one trial at a time on
+    # JAX, the programs of the trials to come (seglib.train.ahead); 0: each is compiled when
+    # its first trial needs it.
+    compile_ahead: int = 0
     # "fp32" (the original's), "bf16" (mixed; GPUs of the Ampere generation or newer) or
     # "fp16" (mixed, with loss scaling; for a T4).
     precision: str = "fp32"
@@ -240,6 +244,7 @@ RULES = {
     "max_trials": _optional(_integer(1)),
     "concurrency": _integer(1),
     "pack_trials": _integer(1),
+    "compile_ahead": _integer(0),
     "precision": _one_of(PRECISIONS),
     "engine": _one_of(ENGINES),
     "tuner": _one_of(MAIN_TUNERS),

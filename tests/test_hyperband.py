@@ -259,3 +259,21 @@ def test_an_engine_takes_what_a_search_plans_ahead_and_packs_like_batch_sizes_to
         assert batches == sorted(batches) and len(set(batches)) > 1
     again = HyperBand(9, 3, seed=0)
     assert [job.config_id for job in hand_out(again, 2)] == ["c0000", "c0001"]
+
+
+def test_what_comes_is_the_handed_jobs_then_every_drawn_configuration_then_the_space():
+    from seglib.hpo.schedule import coming, hand_out
+    from seglib.hpo.space import grid
+
+    space = search_space({"batch_size": {"_type": "randint", "_value": [2, 5]}})  # 2, 3, 4
+    assert grid(space) == [
+        {"batch_size": b, "activation": a} for b in (2, 3, 4) for a in DEFAULT_SEARCH_SPACE["activation"]["_value"]
+    ]
+    assert grid(search_space()) and not grid(search_space(), limit=10)  # 31 x 4 combinations: none past the limit
+    search = HyperBand(9, 3, space=space, seed=0)
+    handed = hand_out(search, 1)
+    upcoming = coming(search, handed)
+    drawn = [config["params"] for config in search.state["configs"].values()]
+    assert len(drawn) == 9  # the first bracket drew its rung when it opened
+    assert upcoming[0] == search.params(handed[0]) and upcoming[1:10] == drawn
+    assert upcoming[10:] == grid(space)

@@ -33,7 +33,7 @@ from seglib.artifacts import (
     read_json,
     write_json,
 )
-from seglib.hpo.space import check_search_space, sample, search_space
+from seglib.hpo.space import check_search_space, grid, sample, search_space
 from seglib.settings import TUNERS, Settings
 
 
@@ -487,6 +487,16 @@ def hand_out(search: Search, count: int | None) -> list[Job]:
     while (count is None or len(jobs) < count) and (job := search.next_job()) is not None:
         jobs.append(job)
     return jobs
+
+
+def coming(search: Search, handed: list[Job]) -> list[dict]:
+    """Hyperparameters of the trainings to come, soonest first (what to compile ahead).
+
+    The jobs handed out, then every configuration the search has drawn, then each combination
+    of the search space's finite entries (``seglib.hpo.space.grid``): what later draws can give.
+    """
+    drawn = [config["params"] for config in search.state["configs"].values()]
+    return [search.params(job) for job in handed] + drawn + grid(search.state["search_space"])
 
 
 def packs(search: Search, jobs: list[Job], size: int) -> list[list[Job]]:

@@ -7,6 +7,7 @@ configuration replaces those settings as it is.
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import random
 
@@ -61,6 +62,23 @@ def _sample_one(name: str, spec: dict, rng: random.Random):
         if kind in ("quniform", "qloguniform"):
             x = min(max(x, value[0]), value[1])
     return x
+
+
+def grid(space: dict, limit: int = 10_000) -> list[dict]:
+    """Every combination of the space's finite entries (choice, randint), its other entries left out.
+
+    Empty when the combinations are more than ``limit``.
+    """
+    values = {}
+    for name, spec in space.items():
+        kind, value = spec.get("_type"), spec.get("_value")
+        if kind == "choice":
+            values[name] = list(value)
+        elif kind == "randint":  # NNI: lower inclusive, upper exclusive
+            values[name] = list(range(int(value[0]), int(value[1])))
+    if math.prod(len(v) for v in values.values()) > limit:
+        return []
+    return [dict(zip(values, combination)) for combination in itertools.product(*values.values())]
 
 
 def check_search_space(space: dict) -> None:

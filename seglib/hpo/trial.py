@@ -133,6 +133,16 @@ class TrialContext:
             self._pool = ModelPool()
         return self._pool
 
+    def settings_for(self, params: dict) -> Settings:
+        """The run's settings with a configuration's hyperparameters."""
+        return self.settings.replace(**{k: params[k] for k in HYPERPARAMETERS if k in params})
+
+    def train_options(self):
+        """How a trial trains (``seglib.train.TrainOptions``): sharing the pool and the compile cache."""
+        from seglib.train import TrainOptions
+
+        return TrainOptions(verbose=2, compile_cache_dir=self.compile_cache_dir, pool=self.pool)
+
     def arrays(self):
         """Training and validation arrays from the experiment's split (loaded once)."""
         if self._arrays is None:
@@ -199,14 +209,14 @@ def run_job(context: TrialContext, job: Assignment, reporter, train_with=None) -
         reporter.intermediate(entry["val_loss"] if entry.get("val_loss") is not None else PENALTY_LOSS)
 
     try:
-        settings = context.settings.replace(**{k: job.params[k] for k in HYPERPARAMETERS if k in job.params})
+        settings = context.settings_for(job.params)
         write_json(
             trial_dir / "params.json",
             {"config_id": job.config_id, "budget": job.budget, "params": job.params, "settings": settings.to_dict()},
         )
         x_train, y_train, x_val, y_val = context.arrays()
         attempt["data_seconds"] = time.perf_counter() - started
-        from seglib.train import TrainOptions, train
+        from seglib.train import train
 
         checkpoint_dir = paths.checkpoint_dir(job.config_id)
         attempt.update(_resume_point(job, checkpoint_dir, history))
@@ -221,7 +231,7 @@ def run_job(context: TrialContext, job: Assignment, reporter, train_with=None) -
             schedule_epochs=settings.max_budget,  # one schedule across rungs: warm start stays exact
             checkpoint_dir=checkpoint_dir,
             on_epoch_end=on_epoch_end,
-            options=TrainOptions(verbose=2, compile_cache_dir=context.compile_cache_dir, pool=context.pool),
+            options=context.train_options(),
         )
         record.update(_finish(result, history, trial_dir, checkpoint_dir))
     except BaseException as error:

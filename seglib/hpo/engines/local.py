@@ -27,7 +27,7 @@ from seglib.hpo.hyperband import Search
 from seglib.hpo.outcome import Interrupted, settle
 from seglib.hpo.records import close_dead_attempts
 from seglib.hpo.runtime import read_trial_settings
-from seglib.hpo.schedule import hand_out, packs
+from seglib.hpo.schedule import coming, hand_out, packs
 from seglib.hpo.trial import Assignment, TrialContext, run_job
 
 log = logging.getLogger("seglib.hpo.local")
@@ -61,28 +61,47 @@ def run_trials(paths: ExperimentPaths, record: dict, show=None, timeout: float |
     pack = settings.pack_trials if _on_jax() else 1
     # Packing takes all a search can plan ahead, so that like batch sizes share packs.
     ahead = pack > 1 and search.plans_ahead
-    while handed := hand_out(search, None if ahead else pack):
-        search.save(paths.state_file)  # handed out: written before the trials start
-        waiting = list(handed)
-        try:
-            for jobs in packs(search, handed, pack):
-                if search.halted:  # the machine stopped the search: start nothing more
-                    break
-                started = {job.parameter_id for job in jobs}
-                waiting = [job for job in waiting if job.parameter_id not in started]
-                _train(context, search, jobs)
-                if show is not None:
-                    show(progress(paths.root))
-                if deadline is not None and time.time() > deadline:
-                    raise TimeoutError(
-                        f"the search in {paths.root} did not finish within {timeout} s; run it again to continue"
-                    )
-        finally:
-            # Handed out but never started: back in the queue as they were, no interruption to tell.
-            for job in waiting:
-                search.requeue(job.parameter_id)
-            if waiting:
-                search.save(paths.state_file)
+    compiler = _compile_ahead(settings, pack)
+    try:
+        for number in itertools.count():
+            handed = hand_out(search, None if ahead else pack)
+            if not handed:
+                break
+            search.save(paths.state_file)  # handed out: written before the trials start
+            if compiler is not None:  # first all that can come, then what each hand-out brings
+                params = coming(search, handed) if number == 0 else map(search.params, handed)
+                if not _queue(compiler, context, params):
+                    compiler.close()
+                    compiler = None
+            _train_handed(context, search, handed, pack, show, deadline, timeout)
+    finally:
+        if compiler is not None:
+            compiler.close()
+
+
+def _train_handed(context: TrialContext, search: Search, handed: list, pack: int, show, deadline, timeout) -> None:
+    """Train what was handed out, pack by pack; put back in the queue what never started."""
+    paths = context.paths
+    waiting = list(handed)
+    try:
+        for jobs in packs(search, handed, pack):
+            if search.halted:  # the machine stopped the search: start nothing more
+                break
+            started = {job.parameter_id for job in jobs}
+            waiting = [job for job in waiting if job.parameter_id not in started]
+            _train(context, search, jobs)
+            if show is not None:
+                show(progress(paths.root))
+            if deadline is not None and time.time() > deadline:
+                raise TimeoutError(
+                    f"the search in {paths.root} did not finish within {timeout} s; run it again to continue"
+                )
+    finally:
+        # Handed out but never started: back in the queue as they were, no interruption to tell.
+        for job in waiting:
+            search.requeue(job.parameter_id)
+        if waiting:
+            search.save(paths.state_file)
 
 
 def _train(context: TrialContext, search: Search, jobs: list) -> None:
@@ -101,6 +120,36 @@ def _train(context: TrialContext, search: Search, jobs: list) -> None:
         if isinstance(error, (KeyboardInterrupt, Interrupted)) or not isinstance(error, Exception):
             raise error
         log.info("trial %s-b%03d failed: %s", job.config_id, job.budget, error)  # the progress line counts it
+
+
+def _compile_ahead(settings, pack: int):
+    """A ``CompileAhead`` of ``settings.compile_ahead`` threads (JAX, one trial at a time), or None."""
+    if not settings.compile_ahead:
+        return None
+    if not _on_jax() or pack > 1:
+        why = "the backend is not JAX" if not _on_jax() else f"pack_trials={pack} trains packs of its own"
+        log.warning("compile_ahead=%d is off: %s", settings.compile_ahead, why)
+        return None
+    from seglib.train.ahead import CompileAhead
+
+    return CompileAhead(settings.compile_ahead)
+
+
+def _queue(compiler, context: TrialContext, params) -> bool:
+    """Queue the programs of trainings of these hyperparameters, soonest first; False if that failed.
+
+    A failure stops only the compiling ahead: a trial meets the same cause (data, memory) where
+    its outcome is recorded.
+    """
+    try:
+        x_train, y_train, x_val, y_val = context.arrays()
+        options = context.train_options()
+        for one in params:
+            compiler.add(x_train, y_train, (x_val, y_val), context.settings_for(one), options)
+    except Exception as error:
+        log.warning("compiling ahead stopped: %s: %s", type(error).__name__, error)
+        return False
+    return True
 
 
 def _on_jax() -> bool:
