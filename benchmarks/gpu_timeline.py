@@ -15,6 +15,9 @@ configuration), the report, and the programs compiled.
   the last one handed over: the baseline retrained, checkpoints lost (a promoted trial trains
   from epoch 0, an interrupted one again from its start), its programs compiled again, or
   loaded from a compile cache carried from the last window.
+* ``compiled_ahead``: the single stream with ``compile_ahead`` threads (``seglib.train.ahead``):
+  each search queues, when its first job starts, the programs of what comes, soonest first, and
+  a trial waits only for those not compiled yet.
 * ``engine_packs``: the in-process engine as built, with ``pack_trials`` (its hand-out and
   packs, ``seglib.train.packed``'s cost: a pack's steps set by its smallest batch, every slot
   computed at its largest batch's padded size).
@@ -49,7 +52,7 @@ from dataclasses import dataclass, field
 from synthetic import Synthetic
 
 from seglib.hpo.hyperband import HyperBand, RandomSearch
-from seglib.hpo.schedule import hand_out, packs
+from seglib.hpo.schedule import coming, hand_out, packs
 from seglib.hpo.simulate import PackedCost, Running, TrainingCost, simulate
 from seglib.hpo.space import search_space
 from seglib.settings import ACTIVATIONS, profile
@@ -71,6 +74,8 @@ ASSUMED = {
     "data preparation",
     "cache_load": "4 s to load a program from a carried compile cache, validation programs too (an upper bound "
     "measured on the H200: 4.2 s from start to the end of a first epoch with the cache warm)",
+    "compile_ahead": "a program compiled in a background thread does not slow the training's steps (the host's "
+    "other cores compile; XLA's autotuning also runs kernels on the GPU, which may contend: not measured)",
     "validation_compile": "a validation program (forward pass, loss and metrics at one batch shape) compiles in "
     "0.1x a training program's time (measured on a 2-core CPU: 0.08-0.22x, benchmarks/bench_programs.py "
     "--measure): 3.8 s",
@@ -217,6 +222,68 @@ def single_stream(seed: int, patch_scale: float = 1.0) -> dict:
         "programs": sum(kind == "train" for kind, *_ in cost.compiled) + 1,
         "validation_programs": sum(kind == "validation" for kind, *_ in cost.compiled),
     }
+
+
+@dataclass
+class AheadCost(TrainingCost):
+    """The single stream with ``threads`` compiling ahead (``settings.compile_ahead``, ``seglib.train.ahead``).
+
+    When the search's first job starts, the programs of what comes (``seglib.hpo.schedule.coming``)
+    are queued, soonest first, and compiled by ``threads`` threads beside the training, each
+    ``slowdown`` times as slow as alone; a trial waits only for its programs not compiled yet.
+    The baseline and the tuned model are trained outside the engine and compile their own.
+    """
+
+    threads: int = 1
+    slowdown: float = 1.0
+    search: object = None
+    clock: float = field(default=0.0, init=False)  # virtual seconds into the search's stage
+    ready: dict = field(default_factory=dict, init=False)  # program -> when its compile ends
+    waited: float = field(default=0.0, init=False)
+
+    def queue(self, handed) -> None:
+        lanes = [self.clock] * self.threads
+        for params in coming(self.search, handed):
+            for program in sorted(self.programs(params) - self.compiled - set(self.ready)):
+                lane = lanes.index(min(lanes))
+                lanes[lane] += self.compile_seconds_of([program]) * self.slowdown
+                self.ready[program] = lanes[lane]
+
+    def new_programs(self, params: dict) -> float:
+        new = self.programs(params) - self.compiled
+        self.compiled |= new
+        wait = max([0.0] + [self.ready.get(p, math.inf) - self.clock for p in new])
+        if math.isinf(wait):  # not queued (outside the search's stage): compiled by the training itself
+            return self.compile_seconds_of(new)
+        self.waited += wait
+        return wait
+
+    def work(self, job, params: dict, worker: int) -> float:
+        if self.search is not None and not self.ready:
+            self.queue([job.job])
+        seconds = super().work(job, params, worker)
+        self.clock += seconds
+        return seconds
+
+
+def compiled_ahead(seed: int, threads: int, slowdown: float) -> dict:
+    """Device seconds per stage of the single stream with the HyperBand pass compiling ahead."""
+    stages = make_stages(seed)
+    cost = stream_cost(AheadCost, threads=threads, slowdown=slowdown)
+    seconds = dict.fromkeys(STAGES, 0.0)
+    for name in NOTEBOOK_ORDER:
+        before, waited = set(cost.compiled), cost.waited
+        if name in ("hyperband", "random"):  # each search runs the engine: its own queue, in its own process
+            cost.search, cost.clock, cost.ready = stages[name], 0.0, {}
+        else:
+            cost.search = None
+        run = simulate(Stages({name: stages[name]}), Synthetic(60, seed=seed), cost, workers=1)
+        compiled = cost.waited - waited if cost.search is not None else cost.compile_seconds_of(cost.compiled - before)
+        seconds["compiles"] += compiled
+        seconds[name] = run.makespan - compiled
+    seconds["report"] = REPORT_SECONDS
+    seconds["compiles"] += cost.compile_seconds  # the report's prediction program
+    return {"seconds": seconds, "total": sum(seconds.values())}
 
 
 @dataclass
@@ -577,6 +644,23 @@ def main(argv=None) -> int:
                     "compile_cache_carried": carry,
                     **split,
                     "windows_by_seed": {seed: windows(seed, carry)["windows"] for seed in seeds},
+                }
+            ),
+            flush=True,
+        )
+    for threads, slowdown in ((1, 1.0), (4, COMPILE_SLOWDOWN)):  # settings.compile_ahead, one trial at a time
+        result = compiled_ahead(args.seed, threads, slowdown)
+        print(
+            "RESULT "
+            + json.dumps(
+                {
+                    "prediction": True,
+                    "gpu": "H200",
+                    "compile_ahead": threads,
+                    "compile_slowdown": slowdown,
+                    "seconds": {k: round(v, 1) for k, v in result["seconds"].items()},
+                    "total_seconds": round(result["total"], 1),
+                    "single_total_seconds": round(single["total"], 1),
                 }
             ),
             flush=True,

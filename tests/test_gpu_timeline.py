@@ -134,3 +134,16 @@ def test_windows_too_short_for_the_tuned_model_and_the_report_are_named_not_repe
     assert split["windows"] is None and "the tuned model and the report do not fit" in split["why"], split["why"]
     assert split["rows"][-1]["trials_done"] == {"hyperband": 69, "random": 13}
     assert len(split["rows"]) == 7  # the six windows of the run, then one that shows it cannot end
+
+
+def test_compiling_ahead_trains_the_same_and_waits_only_for_what_is_not_compiled_yet():
+    single = timeline.single_stream(0)
+    one, four = timeline.compiled_ahead(0, 1, 1.0), timeline.compiled_ahead(0, 4, 1.5)
+    for ahead in (one, four):
+        for stage in ("baseline", "hyperband", "random", "tuned", "report"):
+            assert ahead["seconds"][stage] == pytest.approx(single["seconds"][stage])
+        assert 0 < ahead["seconds"]["compiles"] < single["seconds"]["compiles"]
+        assert ahead["total"] == pytest.approx(sum(ahead["seconds"].values()))
+    assert four["seconds"]["compiles"] < one["seconds"]["compiles"]
+    never = timeline.compiled_ahead(0, 1, 1e9)  # compiles that never end: the search's first trial waits
+    assert never["total"] > single["total"]
