@@ -7,8 +7,12 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+
+from seglib.train.jax_loop import _wait_for_ahead
 
 # JAX logs each compile with the thread that ran it. Training first without compiling ahead,
 # then with it: every program of the trainings (training call, padded evaluation) must be
@@ -22,7 +26,7 @@ SCRIPT = textwrap.dedent(
     from seglib import hpo
     from seglib.settings import Settings, profile
     from seglib.train import ModelPool, TrainOptions, train
-    from seglib.train.ahead import CompileAhead
+    from seglib.train.ahead import THREAD_NAME, CompileAhead
 
     PROGRAMS = ("one", "scan", "evaluation_step", "results")  # seglib.train.jax_loop's
     jax.config.update("jax_log_compiles", True)
@@ -39,7 +43,7 @@ SCRIPT = textwrap.dedent(
     logging.getLogger("jax").addHandler(Compiles())
     logging.getLogger("jax").setLevel(logging.DEBUG)
     data, out = sys.argv[1], Path(sys.argv[2])
-    runs = {"engine": {}, "padded": {}}
+    runs = {"engine": {}, "padded": {}, "thread": THREAD_NAME}
 
     # A HyperBand pass (R = 3) on the local engine, as a CPU trains: a program per batch size,
     # Keras' own evaluation. The space's 2 x 2 programs, all ahead of their trials.
@@ -102,7 +106,7 @@ def test_programs_compiled_ahead_are_the_ones_the_trainings_run_and_change_nothi
     assert len(alone["trials"]) == len(ahead["trials"]) > 3
     assert ahead["trials"] == alone["trials"]  # the same programs: the same numbers, to the bit
     assert alone["compiles"] == [["MainThread", "one"]] * 4  # relu and tanh at batch 4 and 6
-    assert ahead["compiles"] == [["seglib-compile-ahead", "one"]] * 4
+    assert ahead["compiles"] == [[runs["thread"], "one"]] * 4
 
     alone, ahead = runs["padded"]["0"], runs["padded"]["2"]
     assert ahead["losses"] == alone["losses"]
@@ -111,4 +115,28 @@ def test_programs_compiled_ahead_are_the_ones_the_trainings_run_and_change_nothi
     assert sorted(name[1:] for name in alone["compiles"]) == expected
     assert {thread for thread, _ in alone["compiles"]} == {"MainThread"}
     assert sorted(name[1:] for name in ahead["compiles"]) == expected
-    assert {thread for thread, _ in ahead["compiles"]} == {"seglib-compile-ahead"}
+    assert {thread for thread, _ in ahead["compiles"]} == {runs["thread"]}
+
+
+class _Model:
+    """What _wait_for_ahead reads of a model: its queue of compiles by call key."""
+
+
+def test_a_training_waits_for_its_compile_running_and_takes_over_one_not_started():
+    release, started = threading.Event(), threading.Event()
+
+    def running():
+        started.set()
+        release.wait(5)
+
+    model = _Model()
+    with ThreadPoolExecutor(1) as executor:
+        model._seglib_ahead = {"a": executor.submit(running), "b": executor.submit(lambda: None)}
+        started.wait(5)
+        _wait_for_ahead(model, "b")  # queued behind "a": not started, so the training compiles it now
+        assert model._seglib_ahead["b"].done() and not model._seglib_ahead["b"].cancelled()  # not queued again
+        assert not model._seglib_ahead["a"].done()
+        threading.Timer(0.2, release.set).start()
+        _wait_for_ahead(model, "a")  # running: waited for
+        assert model._seglib_ahead["a"].done()
+    _wait_for_ahead(model, "c")  # nothing queued: nothing to wait for

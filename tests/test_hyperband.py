@@ -270,6 +270,11 @@ def test_what_comes_is_the_handed_jobs_then_every_drawn_configuration_then_the_s
         {"batch_size": b, "activation": a} for b in (2, 3, 4) for a in DEFAULT_SEARCH_SPACE["activation"]["_value"]
     ]
     assert grid(search_space()) and not grid(search_space(), limit=10)  # 31 x 4 combinations: none past the limit
+    huge = search_space(
+        {"batch_size": {"_type": "randint", "_value": [1, 2**40]}, "other": {"_type": "choice", "_value": [1, 2]}}
+    )
+    assert grid(huge) == []  # counted, not listed, before the limit refuses it
+    assert grid(search_space({"other": {"_type": "choice", "_value": [1, 2]}})) == grid(search_space())  # not a setting
     search = HyperBand(9, 3, space=space, seed=0)
     handed = hand_out(search, 1)
     upcoming = coming(search, handed)

@@ -11,7 +11,7 @@ import itertools
 import math
 import random
 
-from seglib.settings import ACTIVATIONS
+from seglib.settings import ACTIVATIONS, HYPERPARAMETERS
 
 # The original's search space. NNI's randint excludes its upper bound: batch sizes 1..31.
 DEFAULT_SEARCH_SPACE: dict = {
@@ -64,18 +64,20 @@ def _sample_one(name: str, spec: dict, rng: random.Random):
     return x
 
 
-def grid(space: dict, limit: int = 10_000) -> list[dict]:
-    """Every combination of the space's finite entries (choice, randint), its other entries left out.
+def grid(space: dict, names=HYPERPARAMETERS, limit: int = 10_000) -> list[dict]:
+    """Every combination of the values the space's finite entries (choice, randint) among ``names`` can take.
 
-    Empty when the combinations are more than ``limit``.
+    Other entries are left out. Empty when the combinations are more than ``limit``.
     """
     values = {}
     for name, spec in space.items():
         kind, value = spec.get("_type"), spec.get("_value")
+        if name not in names:
+            continue
         if kind == "choice":
-            values[name] = list(value)
+            values[name] = value
         elif kind == "randint":  # NNI: lower inclusive, upper exclusive
-            values[name] = list(range(int(value[0]), int(value[1])))
+            values[name] = range(int(value[0]), int(value[1]))
     if math.prod(len(v) for v in values.values()) > limit:
         return []
     return [dict(zip(values, combination)) for combination in itertools.product(*values.values())]

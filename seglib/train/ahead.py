@@ -6,12 +6,12 @@ of its time compiling with the device idle. Which trainings come is known early 
 HyperBand bracket draws its configurations when it opens, and the search space bounds the
 rest — so their programs can be compiled on the host's other cores while the device trains.
 
-A program is compiled from shapes only (``seglib.train.jax_loop.compile_programs``), for the
+A program is compiled from shapes only (``seglib.train.jax_loop.program_calls``), for the
 very model the training will take from the pool (``seglib.train.loop.pooled_model``): JAX
 keeps the executable with that model's jitted function, so the training runs it without
 compiling. A training whose program is still compiling waits for it
-(``seglib.train.jax_loop.JaxLoop``) instead of compiling it a second time. Nothing here
-changes what a training computes.
+(``seglib.train.jax_loop.JaxLoop``) instead of compiling it a second time; one whose program
+has not started compiling takes it over. Nothing here changes what a training computes.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 
 from seglib.settings import Settings
-from seglib.train.jax_loop import call_key, compile_programs, loop_shape
+from seglib.train.jax_loop import call_key, loop_shape, program_calls
 from seglib.train.loop import TrainOptions, enable_compile_cache, pooled_model, resolve_loop
 
 log = logging.getLogger("seglib.train.ahead")
@@ -49,18 +49,22 @@ class CompileAhead:
         queued = model.__dict__.setdefault("_seglib_ahead", {})
         if key in queued and not queued[key].cancelled():
             return False
-        args = (model, x_train, y_train, validation, settings.batch_size, steps, pad)
-        queued[key] = self._executor.submit(_compile, key, *args)
+        calls = program_calls(model, x_train, y_train, validation, settings.batch_size, steps, pad)
+        queued[key] = self._executor.submit(_compile, key, calls)
         return True
 
     def close(self) -> None:
-        """Compile nothing more: what has not started is dropped (a training compiles its own)."""
+        """Compile nothing more: what has not started is dropped (a training compiles its own).
+
+        A compile already running is not stopped: the process ends once it is done.
+        """
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
-def _compile(key, *args) -> None:
+def _compile(key, calls) -> None:
     try:
-        compile_programs(*args)
+        for program, shapes in calls:
+            program.lower(*shapes).compile()
     except Exception as error:  # the training compiles it itself, and meets the error where it belongs
         log.warning(
             "compiling ahead %s failed (the training will compile it): %s: %s", key, type(error).__name__, error

@@ -65,12 +65,7 @@ class JaxLoop:
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
         self._run, self._run_one = programs(model, padded=self.padded_size != batch_size)
-        # Compiled ahead in another thread (seglib.train.ahead): wait for it rather than compile it twice.
-        ahead = model.__dict__.get("_seglib_ahead", {}).get(
-            call_key(len(x_train), batch_size, self.steps_per_execution, self.pad)
-        )
-        if ahead is not None:
-            concurrent.futures.wait([ahead])
+        _wait_for_ahead(model, call_key(len(x_train), batch_size, self.steps_per_execution, self.pad))
 
     def run_epoch(self, order: np.ndarray, epoch: int, epochs: int) -> dict:
         import jax
@@ -143,13 +138,15 @@ def call_key(train_size: int, batch_size: int, steps_per_execution: int, pad: bo
     return steps, pad, padded_size(batch_size) if pad else batch_size
 
 
-def compile_programs(model, x_train, y_train, validation, batch_size: int, steps_per_execution: int, pad: bool):
-    """Compile the programs a JaxLoop of these arguments calls, from shapes only (no data moved).
+def program_calls(model, x_train, y_train, validation, batch_size: int, steps_per_execution: int, pad: bool):
+    """[(jitted program, its arguments' shapes)] of the calls a JaxLoop of these arguments makes.
 
     The training call, and with ``pad`` the padded evaluation (Keras' own, unpadded, compiles
-    when it first runs). JAX keeps each executable with its jitted function, so the loop's
-    first call of that shape runs it without compiling. ``steps_per_execution`` and ``pad``
-    as :func:`loop_shape` resolves them.
+    when it first runs). Compiling each (``program.lower(*shapes).compile()``, no data moved)
+    leaves its executable with the jitted function, so the loop's first call runs it without
+    compiling. Made by the thread that trains, between trainings: the model's variables are
+    read for their shapes, and Keras empties them while it evaluates. ``steps_per_execution``
+    and ``pad`` as :func:`loop_shape` resolves them.
     """
     import jax
 
@@ -168,20 +165,30 @@ def compile_programs(model, x_train, y_train, validation, batch_size: int, steps
     indices = jax.ShapeDtypeStruct((*rows, shape), np.int32)
     mask = jax.ShapeDtypeStruct((*rows, shape), np.float32) if shape != batch_size else None
     on = None if steps_per_execution == 1 else jax.ShapeDtypeStruct((steps,), np.bool_)
-    program = one if steps_per_execution == 1 else scan
-    program.lower(state, spec(x_train), spec(y_train), (indices, mask, on)).compile()
+    calls = [(one if steps_per_execution == 1 else scan, (state, spec(x_train), spec(y_train), (indices, mask, on)))]
     if validation is not None and pad:
         metrics, evaluation, results = _evaluation(model)
         values = [[spec(v.value) for v in metric.variables] for metric in metrics]
-        evaluation.lower(
-            state[0],
-            state[1],
-            values,
-            *map(spec, validation),
-            jax.ShapeDtypeStruct((shape,), np.int32),
-            jax.ShapeDtypeStruct((shape,), np.float32),
-        ).compile()
-        results.lower(values).compile()
+        batch = (jax.ShapeDtypeStruct((shape,), np.int32), jax.ShapeDtypeStruct((shape,), np.float32))
+        calls += [(evaluation, (state[0], state[1], values, *map(spec, validation), *batch)), (results, (values,))]
+    return calls
+
+
+def _wait_for_ahead(model, key: tuple) -> None:
+    """Wait for the compile of ``key`` another thread runs (seglib.train.ahead), or take it over.
+
+    One not started yet is compiled by the training, now, rather than after those queued before it.
+    """
+    queued = model.__dict__.get("_seglib_ahead", {})
+    ahead = queued.get(key)
+    if ahead is None:
+        return
+    if ahead.cancel():
+        done = concurrent.futures.Future()
+        done.set_result(None)
+        queued[key] = done  # compiled here: not queued again
+    else:
+        concurrent.futures.wait([ahead])
 
 
 def padded_size(batch_size: int, smallest: int = 8) -> int:

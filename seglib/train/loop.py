@@ -389,7 +389,7 @@ def pooled_model(x_train, settings: Settings, options: TrainOptions) -> keras.Mo
     Built (and kept in the pool) if the pool has none, as ``train`` would build it, so that its
     programs can be compiled before the training that will take it (``seglib.train.ahead``).
     """
-    config = run_config(settings, len(x_train), options.dropout_rng, None, settings.epochs)
+    config = run_config(settings, len(x_train), options.dropout_rng)
     key = _pool_key(x_train, options.loop, config)
     model = options.pool.peek(key)
     if model is None:

@@ -68,22 +68,25 @@ def run_trials(paths: ExperimentPaths, record: dict, show=None, timeout: float |
             if not handed:
                 break
             search.save(paths.state_file)  # handed out: written before the trials start
-            if compiler is not None:  # first all that can come, then what each hand-out brings
-                params = coming(search, handed) if number == 0 else map(search.params, handed)
-                if not _queue(compiler, context, params):
-                    compiler.close()
-                    compiler = None
-            _train_handed(context, search, handed, pack, show, deadline, timeout)
+            _train_handed(context, search, handed, pack, show, deadline, timeout, compiler, first=number == 0)
     finally:
         if compiler is not None:
             compiler.close()
 
 
-def _train_handed(context: TrialContext, search: Search, handed: list, pack: int, show, deadline, timeout) -> None:
-    """Train what was handed out, pack by pack; put back in the queue what never started."""
+def _train_handed(
+    context: TrialContext, search: Search, handed: list, pack: int, show, deadline, timeout, compiler, first: bool
+) -> None:
+    """Train what was handed out, pack by pack; put back in the queue what never started.
+
+    With ``compiler`` (a ``CompileAhead``), the programs of what comes are queued first: on the
+    ``first`` hand-out all the search can bring, later those of the jobs handed out.
+    """
     paths = context.paths
     waiting = list(handed)
     try:
+        if compiler is not None:
+            _queue(compiler, context, lambda: coming(search, handed) if first else map(search.params, handed))
         for jobs in packs(search, handed, pack):
             if search.halted:  # the machine stopped the search: start nothing more
                 break
@@ -135,21 +138,25 @@ def _compile_ahead(settings, pack: int):
     return CompileAhead(settings.compile_ahead)
 
 
-def _queue(compiler, context: TrialContext, params) -> bool:
-    """Queue the programs of trainings of these hyperparameters, soonest first; False if that failed.
+def _queue(compiler, context: TrialContext, params) -> None:
+    """Queue the programs of trainings of the hyperparameters ``params()`` gives, soonest first.
 
-    A failure stops only the compiling ahead: a trial meets the same cause (data, memory) where
+    A failure stops only the compiling ahead (logged once): a trial meets the same cause where
     its outcome is recorded.
     """
+    failed = None
     try:
         x_train, y_train, x_val, y_val = context.arrays()
         options = context.train_options()
-        for one in params:
-            compiler.add(x_train, y_train, (x_val, y_val), context.settings_for(one), options)
+        for one in params():
+            try:
+                compiler.add(x_train, y_train, (x_val, y_val), context.settings_for(one), options)
+            except Exception as error:  # e.g. a configuration the settings refuse: its trial will say so
+                failed = failed or f"{one}: {type(error).__name__}: {error}"
     except Exception as error:
-        log.warning("compiling ahead stopped: %s: %s", type(error).__name__, error)
-        return False
-    return True
+        failed = f"{type(error).__name__}: {error}"
+    if failed:
+        log.warning("compiling ahead skipped what it could not prepare, first %s", failed)
 
 
 def _on_jax() -> bool:
