@@ -6,15 +6,12 @@ on the same saved weights and the same arrays.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import keras
 import numpy as np
 import pytest
+from script_helpers import run_python
 
 from seglib.losses import CategoricalFocalLoss, DiceLoss, dice_focal_loss
 from seglib.metrics import evaluate, training_metrics
@@ -47,13 +44,6 @@ COMPUTE = textwrap.dedent(
     print(json.dumps(result))
     """
 )
-
-
-def run_python(code: str, *args: str, backend: str, extra_env: dict | None = None, timeout=240) -> dict:
-    env = {**os.environ, "KERAS_BACKEND": backend, **(extra_env or {})}
-    done = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, done.stderr[-4000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def local_values(arrays: dict, model) -> dict:

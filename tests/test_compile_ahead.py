@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from script_helpers import run_python
 
 from seglib.train.jax_loop import _wait_for_ahead
 
@@ -91,16 +88,8 @@ SCRIPT = textwrap.dedent(
 
 @pytest.mark.slow
 def test_programs_compiled_ahead_are_the_ones_the_trainings_run_and_change_nothing(tmp_path, embedded_root):
-    env = {**os.environ, "KERAS_BACKEND": "jax", "SEGLIB_CACHE": str(tmp_path / "cache")}
-    done = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(embedded_root), str(tmp_path)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
-    runs = json.loads(done.stdout.strip().splitlines()[-1])
+    cache = {"SEGLIB_CACHE": str(tmp_path / "cache")}
+    runs = run_python(SCRIPT, str(embedded_root), str(tmp_path), backend="jax", extra_env=cache, timeout=1200)
 
     alone, ahead = runs["engine"]["0"], runs["engine"]["1"]
     assert len(alone["trials"]) == len(ahead["trials"]) > 3

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
+from script_helpers import run_python
 
 from seglib.settings import Settings
 from seglib.train import epoch_order
@@ -76,16 +73,9 @@ ALONE_AND_PACKED = textwrap.dedent(
 )
 
 
-def run_jax(code: str, timeout=900) -> dict:
-    env = {**os.environ, "KERAS_BACKEND": "jax"}
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, done.stderr[-4000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 @pytest.mark.slow
 def test_trials_packed_together_give_each_the_losses_it_gets_alone():
-    result = run_jax(ALONE_AND_PACKED)
+    result = run_python(ALONE_AND_PACKED, backend="jax", timeout=900)
     assert result["initial_epochs"] == [0, 0, 1]
     assert result["epochs_trained"] == [2, 3, 3]
     assert result["loops"] == ["packed"] * 3
@@ -174,16 +164,8 @@ LOCAL_ENGINE = textwrap.dedent(
 
 @pytest.mark.slow
 def test_the_local_engine_packs_a_rungs_trials_with_the_losses_they_get_alone(tmp_path, embedded_root):
-    env = {**os.environ, "KERAS_BACKEND": "jax", "SEGLIB_CACHE": str(tmp_path / "cache")}
-    done = subprocess.run(
-        [sys.executable, "-c", LOCAL_ENGINE, str(embedded_root), str(tmp_path)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
-    runs = json.loads(done.stdout.strip().splitlines()[-1])
+    cache = {"SEGLIB_CACHE": str(tmp_path / "cache")}
+    runs = run_python(LOCAL_ENGINE, str(embedded_root), str(tmp_path), backend="jax", extra_env=cache, timeout=1800)
     alone, packed = runs["1"], runs["3"]
     assert "packed" in packed["loops"] and "packed" not in alone["loops"]
     assert len(alone["trials"]) == len(packed["trials"]) > 3
